@@ -17,13 +17,25 @@ pub enum ErrorKind {
     /// A header field holds a value this build does not know or that is out of range.
     InvalidField { field: &'static str, value: u64 },
     /// A declared size is beyond the documented limits (checked before allocating).
-    LimitExceeded { field: &'static str, value: u64, limit: u64 },
+    LimitExceeded {
+        field: &'static str,
+        value: u64,
+        limit: u64,
+    },
     /// A checksum of a header, a block or the whole content does not match.
     ChecksumMismatch { what: &'static str },
     /// A decoded length differs from the one the archive declares.
-    LengthMismatch { what: &'static str, expected: u64, actual: u64 },
+    LengthMismatch {
+        what: &'static str,
+        expected: u64,
+        actual: u64,
+    },
     /// The archive needs another model (or tokenizer) than the one loaded.
-    ModelMismatch { what: &'static str, expected: String, actual: String },
+    ModelMismatch {
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
     /// The archive needs a numeric backend this build does not provide.
     UnsupportedBackend { id: u16 },
     /// The model file cannot be found, read or understood.
@@ -89,13 +101,23 @@ impl fmt::Display for Error {
                  (it reads version {supported}); use the lmzip release that wrote it"
             ),
             ReservedBitsSet { field, value } => {
-                write!(f, "corrupt archive: reserved bits set in {field} ({value:#x})")
+                write!(
+                    f,
+                    "corrupt archive: reserved bits set in {field} ({value:#x})"
+                )
             }
             Truncated { what } => write!(f, "archive is truncated (ends inside the {what})"),
             InvalidField { field, value } => {
-                write!(f, "corrupt or unsupported archive: invalid {field} ({value})")
+                write!(
+                    f,
+                    "corrupt or unsupported archive: invalid {field} ({value})"
+                )
             }
-            LimitExceeded { field, value, limit } => write!(
+            LimitExceeded {
+                field,
+                value,
+                limit,
+            } => write!(
                 f,
                 "corrupt archive: {field} is {value}, beyond the limit of {limit}"
             ),
@@ -104,11 +126,19 @@ impl fmt::Display for Error {
                 "checksum mismatch in {what}: the archive is corrupt, or it was made by a \
                  different numeric backend or machine kind than this one"
             ),
-            LengthMismatch { what, expected, actual } => write!(
+            LengthMismatch {
+                what,
+                expected,
+                actual,
+            } => write!(
                 f,
                 "length mismatch in {what}: expected {expected}, got {actual}"
             ),
-            ModelMismatch { what, expected, actual } => write!(
+            ModelMismatch {
+                what,
+                expected,
+                actual,
+            } => write!(
                 f,
                 "this archive needs a different {what}: it was made with {expected}, \
                  but the loaded one is {actual}"

@@ -1,0 +1,172 @@
+//! Command-line definition: what the user typed, parsed by clap, with no I/O.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  lmzip notes.txt                 compress to notes.txt.lmz (notes.txt is kept)
+  lmzip -d notes.txt.lmz          decompress to notes.txt
+  lmzip -c notes.txt > n.lmz      compress to standard output
+  cat a.txt | lmzip > a.lmz       compress standard input
+  lmzip -t *.lmz                  verify archives without writing anything
+  lmzip bench alice29.txt --json  bits per byte and speed, verified round trip
+  lmzip info notes.txt.lmz        what an archive's header says";
+
+/// Lossless text compression with a small language model as the predictor.
+#[derive(Parser, Debug)]
+#[command(name = "lmzip", version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// gzip-style use: `lmzip FILE` compresses, `lmzip -d FILE.lmz` decompresses.
+    #[command(flatten)]
+    pub codec: CodecArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Compress files (FILE → FILE.lmz), or standard input to standard output.
+    Compress(CodecArgs),
+    /// Decompress archives (FILE.lmz → FILE), or standard input to standard output.
+    Decompress(CodecArgs),
+    /// Check archives: decode fully and verify every checksum, writing nothing.
+    Test(CodecArgs),
+    /// Measure bits per byte and speed on files (in memory; round trip verified).
+    Bench(BenchArgs),
+    /// Print what an archive's header and block table say (no model needed).
+    Info(InfoArgs),
+}
+
+/// Options shared by every command that runs the model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// Model file (GGUF). Default: $LMZIP_MODEL, then the models folder.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub model: Option<PathBuf>,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, short = 'T', value_name = "N", global = true)]
+    pub threads: Option<usize>,
+}
+
+/// Options that shape the archive (recorded in its header).
+#[derive(Args, Debug, Clone)]
+pub struct EncodeArgs {
+    /// Maximum tokens per block (the model's context window for that block).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    pub block_tokens: u32,
+    /// Maximum blocks coded side by side (one batch row each).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub streams: u16,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CodecArgs {
+    /// Files to process; `-` or none means standard input.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Decompress.
+    #[arg(short = 'd', long = "decompress")]
+    pub decompress: bool,
+    /// Test archives (decompress and verify, write nothing).
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Write to standard output, keep inputs.
+    #[arg(short = 'c', long = "stdout")]
+    pub stdout: bool,
+    /// Output file (only with a single input).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Overwrite existing outputs; allow compressed data to a terminal.
+    #[arg(short = 'f', long = "force")]
+    pub force: bool,
+    /// Keep input files (the default; accepted for gzip/zstd habits).
+    #[arg(short = 'k', long = "keep", overrides_with = "rm")]
+    pub keep: bool,
+    /// Remove each input file after its output is complete and verified.
+    #[arg(long = "rm")]
+    pub rm: bool,
+    /// Print nothing but errors.
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print ratio and speed per file.
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub encode: EncodeArgs,
+}
+
+impl Default for CodecArgs {
+    fn default() -> Self {
+        CodecArgs {
+            files: vec![],
+            decompress: false,
+            test: false,
+            stdout: false,
+            output: None,
+            force: false,
+            keep: false,
+            rm: false,
+            quiet: false,
+            verbose: false,
+            model: ModelArgs::default(),
+            encode: EncodeArgs {
+                block_tokens: 1024,
+                streams: 16,
+            },
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Files to measure.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Only the first N bytes of each file.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// One JSON object per file on standard output.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub encode: EncodeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InfoArgs {
+    /// Archives to describe.
+    #[arg(value_name = "FILE.lmz", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn gzip_style_and_subcommands_parse() {
+        let c = Cli::try_parse_from(["lmzip", "-d", "a.lmz"]).unwrap();
+        assert!(c.command.is_none() && c.codec.decompress);
+        let c = Cli::try_parse_from(["lmzip", "compress", "-k", "-f", "a", "b"]).unwrap();
+        assert!(
+            matches!(c.command, Some(Command::Compress(ref a)) if a.files.len() == 2 && a.force)
+        );
+        let c = Cli::try_parse_from(["lmzip", "bench", "x", "--json", "--streams", "8"]).unwrap();
+        assert!(
+            matches!(c.command, Some(Command::Bench(ref b)) if b.json && b.encode.streams == 8)
+        );
+        assert!(Cli::try_parse_from(["lmzip", "--streams", "0", "a"]).is_err());
+        assert!(Cli::try_parse_from(["lmzip", "-q", "-v", "a"]).is_err());
+    }
+}

@@ -1,0 +1,399 @@
+//! The command line: turns parsed arguments into library calls and file operations.
+//!
+//! File handling follows gzip and zstd: outputs go to a temporary file in the destination
+//! folder and are renamed into place only when complete and verified, so an error or an
+//! interruption never leaves a partial file; nothing is overwritten without `-f`; inputs are
+//! kept unless `--rm` is given.
+
+mod args;
+
+use anyhow::{anyhow, bail, Context, Result};
+use args::{BenchArgs, Cli, CodecArgs, Command, InfoArgs, ModelArgs};
+use clap::Parser;
+use lmzip::model::{self, Model};
+use lmzip::pipeline::{self, CompressOptions};
+use lmzip::predict::PredictorSettings;
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Archive file name suffix.
+const SUFFIX: &str = "lmz";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Compress,
+    Decompress,
+    Test,
+}
+
+/// Entry point for `main`.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Compress(a)) => codec(Mode::Compress, a),
+        Some(Command::Decompress(a)) => codec(Mode::Decompress, a),
+        Some(Command::Test(a)) => codec(Mode::Test, a),
+        Some(Command::Bench(a)) => bench(a),
+        Some(Command::Info(a)) => info(a),
+        None => {
+            let a = cli.codec;
+            let mode = if a.test {
+                Mode::Test
+            } else if a.decompress {
+                Mode::Decompress
+            } else {
+                Mode::Compress
+            };
+            codec(mode, a)
+        }
+    }
+}
+
+fn setup_threads(m: &ModelArgs) -> Result<()> {
+    if let Some(n) = m.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting up worker threads")?;
+    }
+    Ok(())
+}
+
+fn load_model(m: &ModelArgs) -> Result<Model> {
+    let path = model::resolve(m.model.as_deref())?;
+    Ok(Model::load(&path)?)
+}
+
+/// Loads the model on first use only: `lmzip -f x` with a bad argument fails fast, and a
+/// run whose every file is skipped never pays for loading.
+struct LazyModel<'a> {
+    args: &'a ModelArgs,
+    model: Option<Model>,
+}
+
+impl LazyModel<'_> {
+    fn get(&mut self) -> Result<&Model> {
+        if self.model.is_none() {
+            self.model = Some(load_model(self.args)?);
+        }
+        self.model
+            .as_ref()
+            .ok_or_else(|| anyhow!("model not loaded"))
+    }
+}
+
+fn options(a: &CodecArgs) -> CompressOptions {
+    CompressOptions {
+        block_tokens: a.encode.block_tokens,
+        streams: a.encode.streams,
+        predictor: PredictorSettings::default(),
+        ..CompressOptions::default()
+    }
+}
+
+fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
+    if a.test {
+        a.stdout = false;
+    }
+    setup_threads(&a.model)?;
+    let mut inputs = a.files.clone();
+    if inputs.is_empty() {
+        inputs.push(PathBuf::from("-"));
+    }
+    if a.output.is_some() && inputs.len() > 1 {
+        bail!("-o/--output takes a single input file");
+    }
+    let mut lazy = LazyModel {
+        args: &a.model,
+        model: None,
+    };
+    let mut failed = 0usize;
+    for input in &inputs {
+        if let Err(e) = process_one(mode, &a, input, &mut lazy) {
+            // A closed stdout ends the whole run quietly (handled in main).
+            if is_broken_pipe(&e) {
+                return Err(e);
+            }
+            eprintln!("lmzip: {}: {e:#}", input.display());
+            failed += 1;
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<lmzip::Error>()
+                .is_some_and(|l| l.is_io_kind(io::ErrorKind::BrokenPipe))
+    })
+}
+
+/// Where the result of one input goes.
+enum Dest {
+    Stdout,
+    File(PathBuf),
+    Nowhere,
+}
+
+fn destination(mode: Mode, a: &CodecArgs, input: &Path, is_stdin: bool) -> Result<Dest> {
+    if mode == Mode::Test {
+        return Ok(Dest::Nowhere);
+    }
+    if let Some(o) = &a.output {
+        if o.as_os_str() == "-" {
+            return Ok(Dest::Stdout);
+        }
+        return Ok(Dest::File(o.clone()));
+    }
+    if a.stdout || is_stdin {
+        return Ok(Dest::Stdout);
+    }
+    match mode {
+        Mode::Compress => {
+            if input.extension().is_some_and(|e| e == SUFFIX) && !a.force {
+                bail!("already has the .{SUFFIX} suffix (use -f to compress it again)");
+            }
+            let mut name = input.as_os_str().to_owned();
+            name.push(format!(".{SUFFIX}"));
+            Ok(Dest::File(PathBuf::from(name)))
+        }
+        Mode::Decompress => {
+            if input.extension().is_some_and(|e| e == SUFFIX) {
+                Ok(Dest::File(input.with_extension("")))
+            } else {
+                bail!("unknown suffix (expected .{SUFFIX}); use -o OUT or -c")
+            }
+        }
+        Mode::Test => Ok(Dest::Nowhere),
+    }
+}
+
+fn read_input(input: &Path, is_stdin: bool) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    if is_stdin {
+        io::stdin()
+            .lock()
+            .read_to_end(&mut data)
+            .context("reading standard input")?;
+    } else {
+        File::open(input)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .with_context(|| "cannot read input".to_string())?;
+    }
+    Ok(data)
+}
+
+fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) -> Result<()> {
+    let is_stdin = input.as_os_str() == "-";
+    if !is_stdin {
+        let meta = std::fs::metadata(input).context("cannot open")?;
+        if !meta.is_file() {
+            bail!("not a regular file; skipped");
+        }
+    }
+    let dest = destination(mode, a, input, is_stdin)?;
+    if let Dest::File(out) = &dest {
+        if out.exists() && !a.force {
+            bail!("{} already exists; use -f to overwrite", out.display());
+        }
+    }
+    if matches!(dest, Dest::Stdout)
+        && mode == Mode::Compress
+        && io::stdout().is_terminal()
+        && !a.force
+    {
+        bail!("refusing to write compressed data to a terminal (use -o, redirect, or -f)");
+    }
+    let data = read_input(input, is_stdin)?;
+    let model = lazy.get()?;
+    let start = Instant::now();
+    let stats = match &dest {
+        Dest::File(out) => write_atomically(out, a.force, input, is_stdin, |w| {
+            run_mode(mode, model, a, &data, w)
+        })?,
+        Dest::Stdout => {
+            let stdout = io::stdout();
+            let mut lock = stdout.lock();
+            let s = run_mode(mode, model, a, &data, &mut lock)?;
+            lock.flush()?;
+            s
+        }
+        Dest::Nowhere => run_mode(mode, model, a, &data, &mut io::sink())?,
+    };
+    let secs = start.elapsed().as_secs_f64();
+    if a.rm && !is_stdin && !matches!(dest, Dest::Stdout | Dest::Nowhere) {
+        std::fs::remove_file(input).context("output written, but removing the input failed")?;
+    }
+    if a.verbose || (mode == Mode::Test && !a.quiet) {
+        let (orig, arch) = (stats.original_bytes, stats.archive_bytes);
+        let bpb = if orig > 0 {
+            arch as f64 * 8.0 / orig as f64
+        } else {
+            0.0
+        };
+        eprintln!(
+            "{}: {} {} → {} bytes, {:.4} bits/byte, {} tokens, {:.2} KB/s, {:.1} tokens/s{}",
+            input.display(),
+            match mode {
+                Mode::Compress => "compressed",
+                Mode::Decompress => "decompressed",
+                Mode::Test => "OK:",
+            },
+            if mode == Mode::Compress { orig } else { arch },
+            if mode == Mode::Compress { arch } else { orig },
+            bpb,
+            stats.symbols,
+            orig as f64 / 1000.0 / secs.max(1e-9),
+            stats.symbols as f64 / secs.max(1e-9),
+            if stats.escapes > 0 {
+                format!(", {} escaped bytes", stats.escapes)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
+fn run_mode<W: Write>(
+    mode: Mode,
+    model: &Model,
+    a: &CodecArgs,
+    data: &[u8],
+    w: &mut W,
+) -> Result<pipeline::Stats> {
+    Ok(match mode {
+        Mode::Compress => pipeline::compress(model, data, &options(a), w, &mut |_| {})?,
+        Mode::Decompress | Mode::Test => {
+            let mut s = pipeline::decompress(model, &mut &data[..], w, &mut |_| {})?;
+            s.archive_bytes = data.len() as u64;
+            s
+        }
+    })
+}
+
+/// Writes through `f` into a temporary file beside `out`, then renames it into place.
+/// On any error the temporary file is removed and `out` is untouched.
+fn write_atomically<T>(
+    out: &Path,
+    force: bool,
+    input: &Path,
+    is_stdin: bool,
+    f: impl FnOnce(&mut io::BufWriter<&File>) -> Result<T>,
+) -> Result<T> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".lmzip-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let result = {
+        let mut w = io::BufWriter::new(tmp.as_file());
+        let r = f(&mut w)?;
+        w.flush()
+            .with_context(|| format!("writing {}", out.display()))?;
+        r
+    };
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", out.display()))?;
+    if !is_stdin {
+        if let Ok(meta) = std::fs::metadata(input) {
+            // Like gzip: the output keeps the input's permissions and modification time.
+            let _ = tmp.as_file().set_permissions(meta.permissions());
+            if let Ok(mtime) = meta.modified() {
+                let _ = tmp.as_file().set_modified(mtime);
+            }
+        }
+    }
+    if force {
+        tmp.persist(out)
+            .map_err(|e| anyhow!(e.error))
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    } else {
+        tmp.persist_noclobber(out)
+            .map_err(|e| anyhow!(e.error))
+            .with_context(|| format!("cannot create {} (use -f to overwrite)", out.display()))?;
+    }
+    Ok(result)
+}
+
+fn bench(a: BenchArgs) -> Result<ExitCode> {
+    setup_threads(&a.model)?;
+    let model = load_model(&a.model)?;
+    let opts = CompressOptions {
+        block_tokens: a.encode.block_tokens,
+        streams: a.encode.streams,
+        ..CompressOptions::default()
+    };
+    let mut results = Vec::new();
+    for f in &a.files {
+        let mut data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        if let Some(l) = a.limit {
+            data.truncate(l);
+        }
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let r = lmzip::bench::bench_bytes(&model, &name, &data, &opts)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            eprint!(
+                "{}",
+                lmzip::bench::render_table(std::slice::from_ref(&r))
+                    .lines()
+                    .last()
+                    .map(|l| format!("{l}\n"))
+                    .unwrap_or_default()
+            );
+        }
+        results.push(r);
+    }
+    if !a.json {
+        print!("{}", lmzip::bench::render_table(&results));
+        println!(
+            "threads {}, streams ≤ {}, block tokens {}; bits per byte count the whole archive, not the model file",
+            rayon::current_num_threads(),
+            opts.streams,
+            opts.block_tokens
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info(a: InfoArgs) -> Result<ExitCode> {
+    let mut failed = false;
+    for f in &a.files {
+        match lmzip::format::describe_archive(&mut io::BufReader::new(
+            File::open(f).with_context(|| format!("cannot open {}", f.display()))?,
+        )) {
+            Ok(text) => print!("{}:\n{text}", f.display()),
+            Err(e) => {
+                eprintln!("lmzip: {}: {e}", f.display());
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,373 @@
+//! The llama-architecture forward pass, written out op by op in a fixed order.
+//!
+//! Weights come from a GGUF file through candle and are held as f32 (the exact values the
+//! quantized blocks stand for). Each row of a call is one (stream, token, position); a row's
+//! result depends only on that row and its stream's cache, so the encoder may score many
+//! known positions per call while the decoder goes one token at a time, and both get the
+//! same bits.
+
+use super::kernels::matmul;
+use super::math::{dot, exp_f32, exp_f64, ln_f64, silu, sin_cos_f64, sum_sq, LANES};
+use crate::{Error, ErrorKind, Result};
+use candle_core::quantized::gguf_file;
+use candle_core::Device;
+use rayon::prelude::*;
+
+/// Hyper-parameters read from the GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub n_layers: usize,
+    pub dim: usize,
+    pub ffn_dim: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub rope_theta: f32,
+    pub norm_eps: f32,
+    pub context_length: usize,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Vec<f32>,
+    wk: Vec<f32>,
+    wv: Vec<f32>,
+    wo: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    w_gate: Vec<f32>,
+    w_up: Vec<f32>,
+    w_down: Vec<f32>,
+}
+
+/// The model's weights.
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    embed: Vec<f32>,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    /// Output projection; `None` when tied to the embedding (as in SmolLM2).
+    output: Option<Vec<f32>>,
+    /// inv_freq[i] = θ^(−2i/head_dim), computed with our own exp/ln.
+    inv_freq: Vec<f64>,
+}
+
+/// One stream's key/value cache: `[layer][kv_head][position][head_dim]`, preallocated.
+pub struct KvCache {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    capacity: usize,
+    /// Number of positions written so far (the next row's position must equal it).
+    pub len: usize,
+}
+
+/// One row of a forward call.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    /// Index into the caches slice.
+    pub stream: usize,
+    /// Input token.
+    pub token: u32,
+    /// Position of the token in its stream; rows of one stream must come in order, starting
+    /// at that stream's `len`.
+    pub pos: usize,
+}
+
+fn md_u32(md: &std::collections::HashMap<String, gguf_file::Value>, key: &str) -> Result<u32> {
+    md.get(key)
+        .ok_or_else(|| model_err(format!("GGUF metadata lacks {key}")))?
+        .to_u32()
+        .map_err(|e| model_err(format!("GGUF metadata {key}: {e}")))
+}
+
+fn md_f32(md: &std::collections::HashMap<String, gguf_file::Value>, key: &str) -> Option<f32> {
+    md.get(key).and_then(|v| v.to_f32().ok())
+}
+
+fn model_err(m: String) -> Error {
+    Error::new(ErrorKind::Model(m))
+}
+
+impl LlamaConfig {
+    /// Reads the llama hyper-parameters and refuses architectures this engine does not run.
+    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
+        let md = &content.metadata;
+        let arch = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        if arch != "llama" {
+            return Err(model_err(format!(
+                "architecture '{arch}' is not supported (supported: llama)"
+            )));
+        }
+        let dim = md_u32(md, "llama.embedding_length")? as usize;
+        let n_heads = md_u32(md, "llama.attention.head_count")? as usize;
+        let n_kv_heads = md_u32(md, "llama.attention.head_count_kv")? as usize;
+        let vocab = match md.get("llama.vocab_size").and_then(|v| v.to_u32().ok()) {
+            Some(v) => v as usize,
+            None => content
+                .tensor_infos
+                .get("token_embd.weight")
+                .map(|t| t.shape.dims()[0])
+                .ok_or_else(|| model_err("no token_embd.weight".into()))?,
+        };
+        let cfg = LlamaConfig {
+            n_layers: md_u32(md, "llama.block_count")? as usize,
+            dim,
+            ffn_dim: md_u32(md, "llama.feed_forward_length")? as usize,
+            n_heads,
+            n_kv_heads,
+            head_dim: if n_heads > 0 { dim / n_heads } else { 0 },
+            vocab,
+            rope_theta: md_f32(md, "llama.rope.freq_base").unwrap_or(10000.0),
+            norm_eps: md_f32(md, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            context_length: md_u32(md, "llama.context_length").unwrap_or(2048) as usize,
+        };
+        let ok = cfg.n_heads > 0
+            && cfg.n_kv_heads > 0
+            && cfg.n_heads % cfg.n_kv_heads == 0
+            && cfg.dim % cfg.n_heads == 0
+            && cfg.head_dim % 2 == 0
+            && cfg.dim % LANES == 0
+            && cfg.ffn_dim % LANES == 0
+            && cfg.head_dim % LANES == 0
+            && cfg.vocab > 0
+            && cfg.n_layers > 0;
+        if !ok {
+            return Err(model_err(format!("unsupported model shape: {cfg:?}")));
+        }
+        Ok(cfg)
+    }
+}
+
+impl Llama {
+    /// Loads all weights of a llama GGUF file as f32.
+    pub fn from_gguf<R: std::io::Read + std::io::Seek>(
+        content: &gguf_file::Content,
+        reader: &mut R,
+    ) -> Result<Self> {
+        let cfg = LlamaConfig::from_gguf(content)?;
+        let dev = Device::Cpu;
+        let mut load = |name: &str, want: &[usize]| -> Result<Vec<f32>> {
+            let qt = content
+                .tensor(reader, name, &dev)
+                .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
+            let dims = qt.shape().dims().to_vec();
+            if dims != want {
+                return Err(model_err(format!(
+                    "tensor {name} has shape {dims:?}, expected {want:?}"
+                )));
+            }
+            let t = qt.dequantize(&dev)?;
+            Ok(t.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let (d, f, kv) = (cfg.dim, cfg.ffn_dim, cfg.n_kv_heads * cfg.head_dim);
+        let embed = load("token_embd.weight", &[cfg.vocab, d])?;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let p = format!("blk.{i}");
+            layers.push(Layer {
+                attn_norm: load(&format!("{p}.attn_norm.weight"), &[d])?,
+                wq: load(&format!("{p}.attn_q.weight"), &[d, d])?,
+                wk: load(&format!("{p}.attn_k.weight"), &[kv, d])?,
+                wv: load(&format!("{p}.attn_v.weight"), &[kv, d])?,
+                wo: load(&format!("{p}.attn_output.weight"), &[d, d])?,
+                ffn_norm: load(&format!("{p}.ffn_norm.weight"), &[d])?,
+                w_gate: load(&format!("{p}.ffn_gate.weight"), &[f, d])?,
+                w_up: load(&format!("{p}.ffn_up.weight"), &[f, d])?,
+                w_down: load(&format!("{p}.ffn_down.weight"), &[d, f])?,
+            });
+        }
+        let out_norm = load("output_norm.weight", &[d])?;
+        let output = if content.tensor_infos.contains_key("output.weight") {
+            Some(load("output.weight", &[cfg.vocab, d])?)
+        } else {
+            None
+        };
+        let half = cfg.head_dim / 2;
+        let ln_theta = ln_f64(cfg.rope_theta as f64);
+        let inv_freq = (0..half)
+            .map(|i| exp_f64(-(2.0 * i as f64 / cfg.head_dim as f64) * ln_theta))
+            .collect();
+        Ok(Llama {
+            cfg,
+            embed,
+            layers,
+            out_norm,
+            output,
+            inv_freq,
+        })
+    }
+
+    /// A cache for one stream holding up to `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        let n = self.cfg.n_layers * self.cfg.n_kv_heads * capacity * self.cfg.head_dim;
+        KvCache {
+            k: vec![0.0; n],
+            v: vec![0.0; n],
+            capacity,
+            len: 0,
+        }
+    }
+
+    /// Bytes one cache of `capacity` positions takes (for memory planning).
+    pub fn cache_bytes(&self, capacity: usize) -> usize {
+        2 * 4 * self.cfg.n_layers * self.cfg.n_kv_heads * capacity * self.cfg.head_dim
+    }
+
+    /// RoPE angles for one position, rounded to f32 once (identical on every platform).
+    fn rope_table(&self, pos: usize) -> Vec<(f32, f32)> {
+        self.inv_freq
+            .iter()
+            .map(|&f| {
+                let (s, c) = sin_cos_f64(pos as f64 * f);
+                (c as f32, s as f32)
+            })
+            .collect()
+    }
+
+    /// Runs the rows through the model and writes `rows.len() × vocab` logits.
+    pub fn forward(&self, caches: &mut [KvCache], rows: &[Row], logits: &mut [f32]) -> Result<()> {
+        let c = &self.cfg;
+        let n = rows.len();
+        if logits.len() != n * c.vocab {
+            return Err(Error::internal("forward: logits buffer has the wrong size"));
+        }
+        // Validate the rows against the caches before touching anything.
+        let mut next: Vec<usize> = caches.iter().map(|k| k.len).collect();
+        for r in rows {
+            let ok = r.stream < caches.len()
+                && r.pos == next[r.stream]
+                && r.pos < caches[r.stream].capacity
+                && (r.token as usize) < c.vocab;
+            if !ok {
+                return Err(Error::internal(format!("forward: bad row {r:?}")));
+            }
+            next[r.stream] += 1;
+        }
+        let (d, hd, kvd) = (c.dim, c.head_dim, c.n_kv_heads * c.head_dim);
+        let mut x = vec![0f32; n * d];
+        for (i, r) in rows.iter().enumerate() {
+            let t = r.token as usize;
+            x[i * d..(i + 1) * d].copy_from_slice(&self.embed[t * d..(t + 1) * d]);
+        }
+        let ropes: Vec<Vec<(f32, f32)>> = rows.iter().map(|r| self.rope_table(r.pos)).collect();
+        let mut h = vec![0f32; n * d];
+        let mut q = vec![0f32; n * d];
+        let mut k = vec![0f32; n * kvd];
+        let mut v = vec![0f32; n * kvd];
+        let mut att = vec![0f32; n * d];
+        let mut o = vec![0f32; n * d];
+        let mut g = vec![0f32; n * c.ffn_dim];
+        let mut u = vec![0f32; n * c.ffn_dim];
+        for (li, l) in self.layers.iter().enumerate() {
+            rms_norm(&x, &l.attn_norm, c.norm_eps, &mut h);
+            matmul(&h, n, &l.wq, d, d, &mut q);
+            matmul(&h, n, &l.wk, kvd, d, &mut k);
+            matmul(&h, n, &l.wv, kvd, d, &mut v);
+            for i in 0..n {
+                for hq in q[i * d..(i + 1) * d].chunks_exact_mut(hd) {
+                    rope(hq, &ropes[i]);
+                }
+                for hk in k[i * kvd..(i + 1) * kvd].chunks_exact_mut(hd) {
+                    rope(hk, &ropes[i]);
+                }
+            }
+            // Write this layer's keys and values before any row reads the cache, so a row
+            // sees exactly the positions up to its own whatever else the call carries.
+            for (i, r) in rows.iter().enumerate() {
+                let cache = &mut caches[r.stream];
+                for kh in 0..c.n_kv_heads {
+                    let at = ((li * c.n_kv_heads + kh) * cache.capacity + r.pos) * hd;
+                    cache.k[at..at + hd]
+                        .copy_from_slice(&k[i * kvd + kh * hd..i * kvd + (kh + 1) * hd]);
+                    cache.v[at..at + hd]
+                        .copy_from_slice(&v[i * kvd + kh * hd..i * kvd + (kh + 1) * hd]);
+                }
+            }
+            let caches_ro: &[KvCache] = caches;
+            att.par_chunks_mut(d)
+                .zip(q.par_chunks(d))
+                .zip(rows.par_iter())
+                .for_each(|((out, qr), r)| {
+                    attend(c, li, &caches_ro[r.stream], r.pos, qr, out);
+                });
+            matmul(&att, n, &l.wo, d, d, &mut o);
+            for (xv, ov) in x.iter_mut().zip(&o) {
+                *xv += *ov;
+            }
+            rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut h);
+            matmul(&h, n, &l.w_gate, c.ffn_dim, d, &mut g);
+            matmul(&h, n, &l.w_up, c.ffn_dim, d, &mut u);
+            for (gv, uv) in g.iter_mut().zip(&u) {
+                *gv = silu(*gv) * *uv;
+            }
+            matmul(&g, n, &l.w_down, d, c.ffn_dim, &mut o);
+            for (xv, ov) in x.iter_mut().zip(&o) {
+                *xv += *ov;
+            }
+        }
+        for r in rows {
+            caches[r.stream].len = r.pos + 1;
+        }
+        rms_norm(&x, &self.out_norm, c.norm_eps, &mut h);
+        let w_out = self.output.as_deref().unwrap_or(&self.embed);
+        matmul(&h, n, w_out, c.vocab, d, logits);
+        Ok(())
+    }
+}
+
+/// y = x / sqrt(mean(x²) + eps) · w, row by row.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let d = w.len();
+    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let scale = 1.0 / (sum_sq(xr) / d as f32 + eps).sqrt();
+        for ((yv, xv), wv) in yr.iter_mut().zip(xr).zip(w) {
+            *yv = (*xv * scale) * *wv;
+        }
+    }
+}
+
+/// Rotates adjacent pairs (GGUF's llama weights are permuted for this layout).
+fn rope(x: &mut [f32], table: &[(f32, f32)]) {
+    for (pair, &(cos, sin)) in x.chunks_exact_mut(2).zip(table) {
+        let (a, b) = (pair[0], pair[1]);
+        pair[0] = a * cos - b * sin;
+        pair[1] = a * sin + b * cos;
+    }
+}
+
+/// Causal attention of one row over its stream's cache positions 0..=pos, all heads.
+fn attend(c: &LlamaConfig, layer: usize, cache: &KvCache, pos: usize, q: &[f32], out: &mut [f32]) {
+    let hd = c.head_dim;
+    let group = c.n_heads / c.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut scores = vec![0f32; pos + 1];
+    for h in 0..c.n_heads {
+        let kh = h / group;
+        let base = (layer * c.n_kv_heads + kh) * cache.capacity * hd;
+        let qh = &q[h * hd..(h + 1) * hd];
+        let mut max = f32::NEG_INFINITY;
+        for (p, s) in scores.iter_mut().enumerate() {
+            *s = dot(qh, &cache.k[base + p * hd..base + (p + 1) * hd]) * scale;
+            max = max.max(*s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = exp_f32(*s - max);
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        let oh = &mut out[h * hd..(h + 1) * hd];
+        oh.fill(0.0);
+        for (p, s) in scores.iter().enumerate() {
+            let wgt = *s * inv;
+            let vp = &cache.v[base + p * hd..base + (p + 1) * hd];
+            for (ov, vv) in oh.iter_mut().zip(vp) {
+                *ov += wgt * *vv;
+            }
+        }
+    }
+}
