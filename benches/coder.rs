@@ -1,1 +1,78 @@
-fn main() {}
+//! Criterion benchmarks for the per-symbol work outside the model: building the 24-bit CDF
+//! from a 49,408-symbol distribution, and range coding with it.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use lmzip::coder::{BlockDecoder, BlockEncoder, Cdf};
+use lmzip::predict::{Predictor, PredictorSettings};
+
+const VOCAB: usize = 49152;
+const SYMBOLS: usize = VOCAB + 256;
+
+/// Logits shaped like a language model's: a few strong candidates over a long flat tail.
+fn fake_logits(seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..VOCAB)
+        .map(|i| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+            if i % 997 == 0 {
+                8.0 + u
+            } else {
+                u * 6.0 - 3.0
+            }
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let logits = fake_logits(1);
+    let mut p = Predictor::new(
+        &PredictorSettings::default(),
+        VOCAB,
+        SYMBOLS,
+        &(0..17).collect::<Vec<u32>>(),
+    );
+    let mut cdf = Cdf::default();
+    c.bench_function("softmax + cdf (49,408 symbols)", |b| {
+        b.iter(|| {
+            p.distribution(black_box(&logits), &mut cdf);
+        })
+    });
+    let weights: Vec<f32> = logits
+        .iter()
+        .map(|l| (l / 4.0).exp())
+        .chain(std::iter::repeat_n(0.0, 256))
+        .collect();
+    c.bench_function("cdf from weights (49,408 symbols)", |b| {
+        b.iter(|| cdf.build_from_weights(black_box(&weights)))
+    });
+    cdf.build_from_weights(&weights);
+    let syms: Vec<u32> = (0..1000).map(|i| (i * 997 % VOCAB) as u32).collect();
+    c.bench_function("range encode 1000 symbols", |b| {
+        b.iter(|| {
+            let mut e = BlockEncoder::new();
+            for &s in &syms {
+                e.encode(s, &cdf).unwrap();
+            }
+            black_box(e.finish())
+        })
+    });
+    let mut e = BlockEncoder::new();
+    for &s in &syms {
+        e.encode(s, &cdf).unwrap();
+    }
+    let payload = e.finish();
+    c.bench_function("range decode 1000 symbols", |b| {
+        b.iter(|| {
+            let mut d = BlockDecoder::new(&payload).unwrap();
+            for _ in 0..syms.len() {
+                black_box(d.decode(&cdf).unwrap());
+            }
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

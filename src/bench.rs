@@ -30,7 +30,12 @@ pub struct BenchResult {
 }
 
 /// Compresses and decompresses `data` in memory and checks the result byte for byte.
-pub fn bench_bytes(model: &Model, name: &str, data: &[u8], opts: &CompressOptions) -> Result<BenchResult> {
+pub fn bench_bytes(
+    model: &Model,
+    name: &str,
+    data: &[u8],
+    opts: &CompressOptions,
+) -> Result<BenchResult> {
     let mut archive = Vec::new();
     let t0 = Instant::now();
     let cs: Stats = compress(model, data, opts, &mut archive, &mut |_| {})?;
@@ -41,14 +46,20 @@ pub fn bench_bytes(model: &Model, name: &str, data: &[u8], opts: &CompressOption
     let dt = t1.elapsed().as_secs_f64();
     let ok = restored == data;
     if !ok {
-        return Err(Error::internal(format!("{name}: round trip differs from the original")));
+        return Err(Error::internal(format!(
+            "{name}: round trip differs from the original"
+        )));
     }
     let kb = data.len() as f64 / 1000.0;
     Ok(BenchResult {
         file: name.to_string(),
         bytes: data.len() as u64,
         compressed_bytes: archive.len() as u64,
-        bits_per_byte: if data.is_empty() { 0.0 } else { archive.len() as f64 * 8.0 / data.len() as f64 },
+        bits_per_byte: if data.is_empty() {
+            0.0
+        } else {
+            archive.len() as f64 * 8.0 / data.len() as f64
+        },
         symbols: cs.symbols,
         blocks: cs.blocks,
         streams: opts.streams.min(cs.blocks.max(1) as u16),
@@ -70,9 +81,11 @@ pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)

@@ -55,13 +55,25 @@ fn default_locations() -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         // target/release/lmzip → <repo>/models
-        if let Some(repo) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
+        if let Some(repo) = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .and_then(|p| p.parent())
+        {
             v.push(repo.join("models").join(DEFAULT_MODEL_FILE));
         }
     }
-    v.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(DEFAULT_MODEL_FILE));
+    v.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(DEFAULT_MODEL_FILE),
+    );
     if let Some(home) = std::env::var_os("HOME") {
-        v.push(PathBuf::from(home).join(".local/share/lmzip/models").join(DEFAULT_MODEL_FILE));
+        v.push(
+            PathBuf::from(home)
+                .join(".local/share/lmzip/models")
+                .join(DEFAULT_MODEL_FILE),
+        );
     }
     v.dedup();
     v
@@ -85,7 +97,10 @@ impl Model {
     /// Loads and validates a GGUF model.
     pub fn load(path: &Path) -> Result<Model> {
         let ctx = |e: std::io::Error| {
-            Error::new(ErrorKind::Model(format!("cannot read {}: {e}; {HOW_TO_GET}", path.display())))
+            Error::new(ErrorKind::Model(format!(
+                "cannot read {}: {e}; {HOW_TO_GET}",
+                path.display()
+            )))
         };
         let sha256 = file_sha256(path).map_err(|e| match e.kind() {
             ErrorKind::Io(io) => ctx(std::io::Error::new(io.kind(), io.to_string())),
@@ -122,13 +137,23 @@ impl Model {
             })
             .unwrap_or_default();
         let start_token = tokenizer.token_id("<|endoftext|>").unwrap_or(0);
-        Ok(Model { path: path.to_path_buf(), sha256, llama, tokenizer, control_tokens, start_token })
+        Ok(Model {
+            path: path.to_path_buf(),
+            sha256,
+            llama,
+            tokenizer,
+            control_tokens,
+            start_token,
+        })
     }
 
     /// A short description for messages: file name and hash prefix.
     pub fn describe(&self) -> String {
         describe_identity(
-            self.path.file_name().map(|n| n.to_string_lossy().into_owned()).as_deref(),
+            self.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .as_deref(),
             &self.sha256,
         )
     }

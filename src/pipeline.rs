@@ -84,8 +84,15 @@ impl Lanes {
     fn new(model: &Model, settings: &PredictorSettings, streams: usize, capacity: usize) -> Self {
         let tk = &model.tokenizer;
         Lanes {
-            caches: (0..streams).map(|_| model.llama.new_cache(capacity)).collect(),
-            predictor: Predictor::new(settings, tk.vocab_size(), tk.num_symbols(), &model.control_tokens),
+            caches: (0..streams)
+                .map(|_| model.llama.new_cache(capacity))
+                .collect(),
+            predictor: Predictor::new(
+                settings,
+                tk.vocab_size(),
+                tk.num_symbols(),
+                &model.control_tokens,
+            ),
             cdfs: Vec::new(),
             logits: Vec::new(),
         }
@@ -103,7 +110,9 @@ impl Lanes {
         let vocab = model.llama.cfg.vocab;
         self.logits.resize(rows.len() * vocab, 0.0);
         let t = std::time::Instant::now();
-        model.llama.forward(&mut self.caches, rows, &mut self.logits)?;
+        model
+            .llama
+            .forward(&mut self.caches, rows, &mut self.logits)?;
         stats.model_seconds += t.elapsed().as_secs_f64();
         self.cdfs.resize_with(rows.len(), Cdf::default);
         let template = &self.predictor;
@@ -154,10 +163,16 @@ pub fn compress<W: Write>(
     let blocks: Vec<&[u32]> = symbols.chunks(bt).collect();
     let streams = (opts.streams as usize).min(blocks.len()).max(1);
     let header = header_for(model, opts, streams as u16);
-    let mut written = CountingWriter { inner: out, count: 0 };
+    let mut written = CountingWriter {
+        inner: out,
+        count: 0,
+    };
     header.write_to(&mut written)?;
 
-    let mut stats = Stats { original_bytes: data.len() as u64, ..Stats::default() };
+    let mut stats = Stats {
+        original_bytes: data.len() as u64,
+        ..Stats::default()
+    };
     stats.escapes = symbols.iter().filter(|&&s| s as usize >= vocab).count() as u64;
     let mut lanes = Lanes::new(model, &opts.predictor, streams, bt);
     let mut offset = 0usize;
@@ -175,8 +190,16 @@ pub fn compress<W: Write>(
             for p in p0..p1 {
                 for (s, b) in group.iter().enumerate() {
                     if p < b.len() {
-                        let token = if p == 0 { model.start_token } else { model_input(b[p - 1], vocab, model.start_token) };
-                        rows.push(Row { stream: s, token, pos: p });
+                        let token = if p == 0 {
+                            model.start_token
+                        } else {
+                            model_input(b[p - 1], vocab, model.start_token)
+                        };
+                        rows.push(Row {
+                            stream: s,
+                            token,
+                            pos: p,
+                        });
                     }
                 }
             }
@@ -225,7 +248,8 @@ pub fn check_header(model: &Model, h: &Header) -> Result<PredictorSettings> {
     if h.model_sha256 != model.sha256 {
         return Err(Error::new(ErrorKind::ModelMismatch {
             what: "model",
-            expected: describe_identity(None, &h.model_sha256) + &format!(" [sha256 {}]", hex(&h.model_sha256)),
+            expected: describe_identity(None, &h.model_sha256)
+                + &format!(" [sha256 {}]", hex(&h.model_sha256)),
             actual: model.describe(),
         }));
     }
@@ -234,17 +258,26 @@ pub fn check_header(model: &Model, h: &Header) -> Result<PredictorSettings> {
         return Err(Error::new(ErrorKind::ModelMismatch {
             what: "tokenizer",
             expected: format!("tokenizer {}", hex(&h.tokenizer_hash)),
-            actual: format!("tokenizer {} (this lmzip build tokenizes differently)", hex(&tid)),
+            actual: format!(
+                "tokenizer {} (this lmzip build tokenizes differently)",
+                hex(&tid)
+            ),
         }));
     }
     if h.backend != BACKEND_F32_FIXED {
         return Err(Error::new(ErrorKind::UnsupportedBackend { id: h.backend }));
     }
     if h.num_symbols as usize != model.tokenizer.num_symbols() {
-        return Err(Error::new(ErrorKind::InvalidField { field: "num_symbols", value: h.num_symbols as u64 }));
+        return Err(Error::new(ErrorKind::InvalidField {
+            field: "num_symbols",
+            value: h.num_symbols as u64,
+        }));
     }
     if h.start_token as usize >= model.tokenizer.vocab_size() {
-        return Err(Error::new(ErrorKind::InvalidField { field: "start_token", value: h.start_token as u64 }));
+        return Err(Error::new(ErrorKind::InvalidField {
+            field: "start_token",
+            value: h.start_token as u64,
+        }));
     }
     PredictorSettings::from_bytes(&h.predictor)
 }
@@ -259,7 +292,10 @@ pub fn decompress<R: Read, W: Write>(
     out: &mut W,
     progress: Progress,
 ) -> Result<Stats> {
-    let mut input = CountingReader { inner: input, count: 0 };
+    let mut input = CountingReader {
+        inner: input,
+        count: 0,
+    };
     let mut stats = Stats::default();
     let mut archives = 0u64;
     while let Some(header) = Header::read_from(&mut input)? {
@@ -294,7 +330,9 @@ fn decompress_one<R: Read, W: Write>(
                 tally.check(&trailer)?;
                 let got: [u8; 32] = sha.finalize().into();
                 if got != trailer.sha256 {
-                    return Err(Error::new(ErrorKind::ChecksumMismatch { what: "content (sha256)" }));
+                    return Err(Error::new(ErrorKind::ChecksumMismatch {
+                        what: "content (sha256)",
+                    }));
                 }
                 return Ok(());
             }
@@ -303,14 +341,28 @@ fn decompress_one<R: Read, W: Write>(
         tally.add_group(&entries);
         lanes.reset();
         let n = entries.len();
-        let mut decoders = payloads.iter().map(|p| BlockDecoder::new(p)).collect::<Result<Vec<_>>>()?;
-        let mut outputs: Vec<Vec<u8>> = entries.iter().map(|e| Vec::with_capacity(e.original_len as usize)).collect();
+        let mut decoders = payloads
+            .iter()
+            .map(|p| BlockDecoder::new(p))
+            .collect::<Result<Vec<_>>>()?;
+        let mut outputs: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| Vec::with_capacity(e.original_len as usize))
+            .collect();
         let mut last: Vec<u32> = vec![model.start_token; n];
-        let max_len = entries.iter().map(|e| e.symbol_count as usize).max().unwrap_or(0);
+        let max_len = entries
+            .iter()
+            .map(|e| e.symbol_count as usize)
+            .max()
+            .unwrap_or(0);
         for p in 0..max_len {
             let rows: Vec<Row> = (0..n)
                 .filter(|&s| p < entries[s].symbol_count as usize)
-                .map(|s| Row { stream: s, token: model_input(last[s], vocab, model.start_token), pos: p })
+                .map(|s| Row {
+                    stream: s,
+                    token: model_input(last[s], vocab, model.start_token),
+                    pos: p,
+                })
                 .collect();
             lanes.step(model, &rows, stats)?;
             for (r, cdf) in rows.iter().zip(&lanes.cdfs) {
@@ -318,7 +370,9 @@ fn decompress_one<R: Read, W: Write>(
                 let sym = decoders[s].decode(cdf)?;
                 let bytes = tk.symbol_bytes(sym);
                 if outputs[s].len() + bytes.len() > entries[s].original_len as usize {
-                    return Err(Error::new(ErrorKind::ChecksumMismatch { what: "block (decoded past its length)" }));
+                    return Err(Error::new(ErrorKind::ChecksumMismatch {
+                        what: "block (decoded past its length)",
+                    }));
                 }
                 outputs[s].extend_from_slice(bytes);
                 last[s] = sym;
@@ -334,7 +388,9 @@ fn decompress_one<R: Read, W: Write>(
                 }));
             }
             if crc32fast::hash(o) != e.crc32 {
-                return Err(Error::new(ErrorKind::ChecksumMismatch { what: "block (crc32)" }));
+                return Err(Error::new(ErrorKind::ChecksumMismatch {
+                    what: "block (crc32)",
+                }));
             }
             sha.update(o);
             out.write_all(o)?;
@@ -372,4 +428,79 @@ impl<R: Read> Read for CountingReader<'_, R> {
         self.count += n as u64;
         Ok(n)
     }
+}
+
+/// A human-readable account of every archive in `r`: header fields, block layout, sizes.
+/// Reads the whole input and checks every structural checksum, but runs no model.
+pub fn describe<R: Read>(r: &mut R) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut r = CountingReader { inner: r, count: 0 };
+    let mut s = String::new();
+    let mut n = 0;
+    while let Some(h) = Header::read_from(&mut r)? {
+        n += 1;
+        let start = r.count - h.encoded_len() as u64;
+        let _ = writeln!(s, "  archive {n}: format version {}", format::VERSION);
+        let _ = writeln!(
+            s,
+            "    model        {} [sha256 {}]",
+            describe_identity(None, &h.model_sha256),
+            hex(&h.model_sha256)
+        );
+        let _ = writeln!(
+            s,
+            "    tokenizer    {} ({} symbols)",
+            hex(&h.tokenizer_hash),
+            h.num_symbols
+        );
+        let _ = writeln!(
+            s,
+            "    backend      {} ({})",
+            h.backend,
+            crate::engine::backend_name(h.backend)
+        );
+        let _ = writeln!(
+            s,
+            "    coder        range coder, {}-bit words, {}-bit probabilities",
+            crate::coder::WORD_BITS,
+            crate::coder::PRECISION
+        );
+        let _ = writeln!(
+            s,
+            "    blocks       ≤ {} tokens each, {} side by side, window policy {}",
+            h.block_tokens, h.streams, h.window_policy
+        );
+        let pred = PredictorSettings::from_bytes(&h.predictor)
+            .map(|p| format!("{p:?}"))
+            .unwrap_or_else(|e| format!("unreadable: {e}"));
+        let _ = writeln!(s, "    predictor    {pred}");
+        let mut tally = ArchiveTally::new();
+        let (mut groups, mut blocks, mut syms) = (0u64, 0u64, 0u64);
+        loop {
+            match format::read_frame(&mut r, &h)? {
+                Frame::Group { entries, .. } => {
+                    tally.add_group(&entries);
+                    groups += 1;
+                    blocks += entries.len() as u64;
+                    syms += entries.iter().map(|e| e.symbol_count as u64).sum::<u64>();
+                }
+                Frame::End(t) => {
+                    tally.check(&t)?;
+                    let size = r.count - start;
+                    let bpb = if t.total_len > 0 {
+                        size as f64 * 8.0 / t.total_len as f64
+                    } else {
+                        0.0
+                    };
+                    let _ = writeln!(s, "    content      {} bytes, {} tokens, {blocks} blocks in {groups} groups, sha256 {}", t.total_len, syms, hex(&t.sha256));
+                    let _ = writeln!(s, "    archive      {size} bytes, {bpb:.4} bits per byte");
+                    break;
+                }
+            }
+        }
+    }
+    if n == 0 {
+        return Err(Error::truncated("header"));
+    }
+    Ok(s)
 }

@@ -381,7 +381,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
 fn info(a: InfoArgs) -> Result<ExitCode> {
     let mut failed = false;
     for f in &a.files {
-        match lmzip::format::describe_archive(&mut io::BufReader::new(
+        match lmzip::pipeline::describe(&mut io::BufReader::new(
             File::open(f).with_context(|| format!("cannot open {}", f.display()))?,
         )) {
             Ok(text) => print!("{}:\n{text}", f.display()),

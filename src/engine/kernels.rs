@@ -31,10 +31,11 @@ pub fn matmul(x: &[f32], rows: usize, w: &[f32], n_out: usize, k: usize, y: &mut
     (0..tasks).into_par_iter().for_each(|t| {
         let o0 = t * COLS_PER_TASK;
         let o1 = (o0 + COLS_PER_TASK).min(n_out);
-        let out = out;
+        // Move the whole wrapper in (not just its raw-pointer field, which is not Send).
+        let ptr = out;
         // SAFETY: this task writes only y[r * n_out + o] for o in o0..o1, a column range no
         // other task touches, and every index is < rows * n_out (checked above).
-        unsafe { tile_dispatch(x, rows, w, n_out, k, o0, o1, out.0) };
+        unsafe { tile_dispatch(x, rows, w, n_out, k, o0, o1, ptr.0) };
     });
 }
 

@@ -119,7 +119,7 @@ impl LlamaConfig {
             ffn_dim: md_u32(md, "llama.feed_forward_length")? as usize,
             n_heads,
             n_kv_heads,
-            head_dim: if n_heads > 0 { dim / n_heads } else { 0 },
+            head_dim: dim.checked_div(n_heads).unwrap_or(0),
             vocab,
             rope_theta: md_f32(md, "llama.rope.freq_base").unwrap_or(10000.0),
             norm_eps: md_f32(md, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),

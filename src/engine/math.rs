@@ -84,7 +84,7 @@ pub fn exp_f64(x: f64) -> f64 {
         return 0.0;
     }
     let x = x.min(700.0);
-    const LN2_HI64: f64 = 6.931_471_803_691_238_2e-1;
+    const LN2_HI64: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO64: f64 = 1.908_214_929_270_587_7e-10;
     let t = x * std::f64::consts::LOG2_E;
     let n = (t + if t >= 0.0 { 0.5 } else { -0.5 }) as i64;

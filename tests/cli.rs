@@ -1,0 +1,313 @@
+//! End-to-end tests: the real `lmzip` binary with the real default model.
+//!
+//! Under CI (env `CI` set) a missing model is a failure, not a skip.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn model_path() -> Option<PathBuf> {
+    let p = std::env::var_os("LMZIP_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if p.is_file() {
+        Some(p)
+    } else if std::env::var_os("CI").is_some() {
+        panic!(
+            "CI is set and the model is missing at {}: run `bash models/fetch.sh`",
+            p.display()
+        );
+    } else {
+        eprintln!(
+            "skipping: model not found at {} (run `bash models/fetch.sh`)",
+            p.display()
+        );
+        None
+    }
+}
+
+fn lmzip(model: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lmzip"));
+    c.env("LMZIP_MODEL", model);
+    c
+}
+
+fn run_stdin(mut cmd: Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Compresses through stdin/stdout and back; returns the archive.
+fn round_trip(model: &Path, data: &[u8], extra: &[&str]) -> Vec<u8> {
+    let mut c = lmzip(model);
+    c.args(["compress", "-c"]).args(extra);
+    let out = run_stdin(c, data);
+    assert!(out.status.success(), "compress failed: {}", stderr(&out));
+    let archive = out.stdout;
+    let mut d = lmzip(model);
+    d.args(["decompress", "-c"]);
+    let back = run_stdin(d, &archive);
+    assert!(
+        back.status.success(),
+        "decompress failed: {}",
+        stderr(&back)
+    );
+    assert!(
+        back.stdout == data,
+        "round trip differs ({} vs {} bytes)",
+        back.stdout.len(),
+        data.len()
+    );
+    archive
+}
+
+fn corpus(rel: &str, n: usize) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for base in [root.join("corpora/files"), root.join("../shared/corpora")] {
+        if let Ok(mut d) = std::fs::read(base.join(rel)) {
+            d.truncate(n);
+            return d;
+        }
+    }
+    panic!("corpus file {rel} missing: run `bash corpora/fetch.sh`");
+}
+
+#[test]
+fn round_trips_of_awkward_inputs() {
+    let Some(m) = model_path() else { return };
+    // Several inputs per process would be faster, but each case must stand alone.
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("one byte", b"x".to_vec()),
+        ("one unrepresentable byte", vec![0xFF]),
+        ("all 256 byte values", all_bytes),
+        (
+            "invalid utf-8",
+            b"ok \xff\xfe bad \xc3\x28 \xed\xa0\x80 \xf0\x9f\x98 end\xc0".to_vec(),
+        ),
+        (
+            "special token text",
+            b"<|endoftext|>Hello<|im_start|>user\n<|im_end|><repo_name>".to_vec(),
+        ),
+        (
+            "crlf nul control",
+            b"line one\r\nline\0two\r\n\x01\x02\x03\x04\x1b[0m\t\x7f\r\n".to_vec(),
+        ),
+        (
+            "unicode",
+            "naïve café — 東京 🚀 ∑ x² \u{feff}".as_bytes().to_vec(),
+        ),
+    ];
+    for (name, data) in cases {
+        eprintln!("case: {name}");
+        let archive = round_trip(&m, &data, &["--block-tokens", "64"]);
+        assert!(
+            archive.len() >= 4 && archive[..4] == [0xB5, 0x6C, 0x6D, 0x7A],
+            "{name}: magic"
+        );
+    }
+}
+
+#[test]
+fn round_trips_real_text_and_compresses_it() {
+    let Some(m) = model_path() else { return };
+    for (rel, n) in [("canterbury/alice29.txt", 3000), ("enwik8/enwik6", 3000)] {
+        let data = corpus(rel, n);
+        let archive = round_trip(&m, &data, &["--block-tokens", "128"]);
+        let bpb = archive.len() as f64 * 8.0 / data.len() as f64;
+        eprintln!(
+            "{rel} first {n} bytes: {} → {} bytes, {bpb:.3} bits/byte",
+            data.len(),
+            archive.len()
+        );
+        // A sanity bound, not a benchmark: the model must be doing real work.
+        assert!(bpb < 3.0, "{rel}: {bpb} bits per byte");
+    }
+}
+
+#[test]
+fn files_are_written_safely() {
+    let Some(m) = model_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("note.txt");
+    std::fs::write(&input, b"The quick brown fox jumps over the lazy dog.\n").unwrap();
+    let ok = lmzip(&m).arg(&input).output().unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let lmz = dir.path().join("note.txt.lmz");
+    assert!(
+        lmz.is_file() && input.is_file(),
+        "input kept, output written"
+    );
+    // Refuses to overwrite without -f, and exits 1.
+    let again = lmzip(&m).arg(&input).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    // Decompress next to it: the original exists, so -d needs -f or -o.
+    let refused = lmzip(&m).args(["-d"]).arg(&lmz).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let out = dir.path().join("restored.txt");
+    let d = lmzip(&m)
+        .args(["-d", "-o"])
+        .arg(&out)
+        .arg(&lmz)
+        .output()
+        .unwrap();
+    assert!(d.status.success(), "{}", stderr(&d));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
+    // -t verifies without writing.
+    let t = lmzip(&m).arg("-t").arg(&lmz).output().unwrap();
+    assert!(t.status.success(), "{}", stderr(&t));
+    // Concatenated archives decompress to the concatenation.
+    let other = dir.path().join("b.txt");
+    std::fs::write(&other, b"second part\n").unwrap();
+    assert!(lmzip(&m).arg(&other).output().unwrap().status.success());
+    let mut cat = std::fs::read(&lmz).unwrap();
+    cat.extend(std::fs::read(dir.path().join("b.txt.lmz")).unwrap());
+    let mut c = lmzip(&m);
+    c.args(["-d", "-c"]);
+    let both = run_stdin(c, &cat);
+    assert!(both.status.success(), "{}", stderr(&both));
+    let mut want = std::fs::read(&input).unwrap();
+    want.extend(b"second part\n");
+    assert_eq!(both.stdout, want);
+    // Usage errors exit 2.
+    assert_eq!(
+        lmzip(&m)
+            .arg("--no-such-flag")
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn damaged_archives_are_rejected_without_output() {
+    let Some(m) = model_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = b"Alice was beginning to get very tired of sitting by her sister on the bank.\n";
+    let archive = round_trip(&m, data, &[]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated header", archive[..20].to_vec(), "truncated"),
+        (
+            "truncated block",
+            archive[..archive.len() - 50].to_vec(),
+            "truncated",
+        ),
+        (
+            "not an archive",
+            b"hello world, plain text".to_vec(),
+            "not an lmzip archive",
+        ),
+        (
+            "flipped payload bit",
+            {
+                let mut a = archive.clone();
+                let i = a.len() - 60;
+                a[i] ^= 0x10;
+                a
+            },
+            "",
+        ),
+        (
+            "flipped header bit",
+            {
+                let mut a = archive.clone();
+                a[30] ^= 1;
+                a
+            },
+            "checksum",
+        ),
+    ];
+    for (name, bad, needle) in cases {
+        let path = dir.path().join(format!("{}.lmz", name.replace(' ', "_")));
+        std::fs::write(&path, &bad).unwrap();
+        let o = lmzip(&m).arg("-d").arg(&path).output().unwrap();
+        let msg = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {msg}");
+        assert!(
+            msg.to_lowercase().contains(needle),
+            "{name}: message {msg:?} lacks {needle:?}"
+        );
+        assert!(
+            !path.with_extension("").exists(),
+            "{name}: partial output left behind"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{name}: temporary file left behind");
+    }
+}
+
+#[test]
+fn wrong_or_missing_model_is_a_clear_error() {
+    let Some(m) = model_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let missing = lmzip(Path::new("/nonexistent/model.gguf"))
+        .args(["-c"])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("models/fetch.sh"),
+        "{}",
+        stderr(&missing)
+    );
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"GGUF but not really").unwrap();
+    let mut c = lmzip(&junk);
+    c.args(["-c"]);
+    let bad = run_stdin(c, b"text");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("not a readable GGUF"),
+        "{}",
+        stderr(&bad)
+    );
+    // An archive that names another model: rewrite the header's model hash.
+    let archive = round_trip(&m, b"some text", &[]);
+    let mut r = &archive[..];
+    let mut h = lmzip::format::Header::read_from(&mut r).unwrap().unwrap();
+    h.model_sha256 = [7u8; 32];
+    let mut forged = Vec::new();
+    h.write_to(&mut forged).unwrap();
+    forged.extend_from_slice(r);
+    let mut d = lmzip(&m);
+    d.args(["-d", "-c"]);
+    let o = run_stdin(d, &forged);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("needs a different model"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty());
+}
