@@ -34,7 +34,7 @@ impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
             block_tokens: 1024,
-            streams: 16,
+            streams: 64,
             rows_per_call: 256,
             predictor: PredictorSettings::default(),
         }

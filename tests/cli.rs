@@ -311,3 +311,33 @@ fn wrong_or_missing_model_is_a_clear_error() {
     );
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn an_interrupted_run_leaves_nothing_behind() {
+    let Some(m) = model_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.txt");
+    std::fs::write(&input, corpus("canterbury/alice29.txt", 40_000)).unwrap();
+    let mut child = lmzip(&m)
+        .arg(&input)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough for the model to load and the temporary output to exist; far shorter
+    // than compressing 40 KB takes.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exit status after SIGTERM");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["big.txt".to_string()], "only the input remains");
+}

@@ -56,7 +56,7 @@ pub struct EncodeArgs {
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=8192))]
     pub block_tokens: u32,
     /// Maximum blocks coded side by side (one batch row each).
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub streams: u16,
 }
 

@@ -29,9 +29,27 @@ enum Mode {
     Test,
 }
 
+/// Temporary outputs in progress, removed if the run is interrupted.
+static IN_PROGRESS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// On Ctrl-C, SIGTERM or SIGHUP: remove partial outputs, then exit 130 as shells expect.
+/// (A temporary file is otherwise removed when dropped, which a signal would skip.)
+fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(list) = IN_PROGRESS.lock() {
+            for p in list.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        eprintln!("lmzip: interrupted; partial output removed");
+        std::process::exit(130);
+    });
+}
+
 /// Entry point for `main`.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
+    install_interrupt_handler();
     match cli.command {
         Some(Command::Compress(a)) => codec(Mode::Compress, a),
         Some(Command::Decompress(a)) => codec(Mode::Decompress, a),
@@ -302,6 +320,25 @@ fn write_atomically<T>(
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let tmp_path = tmp.path().to_path_buf();
+    if let Ok(mut l) = IN_PROGRESS.lock() {
+        l.push(tmp_path.clone());
+    }
+    let result = write_registered(out, force, input, is_stdin, tmp, f);
+    if let Ok(mut l) = IN_PROGRESS.lock() {
+        l.retain(|p| p != &tmp_path);
+    }
+    result
+}
+
+fn write_registered<T>(
+    out: &Path,
+    force: bool,
+    input: &Path,
+    is_stdin: bool,
+    tmp: tempfile::NamedTempFile,
+    f: impl FnOnce(&mut io::BufWriter<&File>) -> Result<T>,
+) -> Result<T> {
     let result = {
         let mut w = io::BufWriter::new(tmp.as_file());
         let r = f(&mut w)?;
