@@ -94,8 +94,13 @@ pub fn hex(d: &[u8]) -> String {
 }
 
 impl Model {
-    /// Loads and validates a GGUF model.
+    /// Loads and validates a GGUF model for the default numeric backend.
     pub fn load(path: &Path) -> Result<Model> {
+        Self::load_with(path, crate::engine::DEFAULT_BACKEND)
+    }
+
+    /// Loads and validates a GGUF model for a given numeric backend.
+    pub fn load_with(path: &Path, backend: u16) -> Result<Model> {
         let ctx = |e: std::io::Error| {
             Error::new(ErrorKind::Model(format!(
                 "cannot read {}: {e}; {HOW_TO_GET}",
@@ -114,7 +119,7 @@ impl Model {
             )))
         })?;
         let tokenizer = Tokenizer::from_gguf(&content)?;
-        let llama = Llama::from_gguf(&content, &mut f)?;
+        let llama = Llama::from_gguf_with(&content, &mut f, backend)?;
         if tokenizer.vocab_size() != llama.cfg.vocab {
             return Err(Error::new(ErrorKind::Model(format!(
                 "tokenizer has {} tokens but the model predicts {}",

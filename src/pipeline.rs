@@ -9,7 +9,7 @@
 //! engine's results do not depend on that split (see `engine`).
 
 use crate::coder::{BlockDecoder, BlockEncoder, Cdf};
-use crate::engine::{KvCache, Row, BACKEND_F32_FIXED};
+use crate::engine::{backend_name, KvCache, Row};
 use crate::format::{self, ArchiveTally, BlockEntry, Frame, Header, Trailer};
 use crate::model::{describe_identity, hex, Model};
 use crate::predict::{Predictor, PredictorSettings};
@@ -62,7 +62,7 @@ fn header_for(model: &Model, opts: &CompressOptions, streams: u16) -> Header {
     Header {
         model_sha256: model.sha256,
         tokenizer_hash: model.tokenizer.identity(),
-        backend: BACKEND_F32_FIXED,
+        backend: model.llama.backend,
         num_symbols: model.tokenizer.num_symbols() as u32,
         block_tokens: opts.block_tokens,
         streams,
@@ -264,8 +264,16 @@ pub fn check_header(model: &Model, h: &Header) -> Result<PredictorSettings> {
             ),
         }));
     }
-    if h.backend != BACKEND_F32_FIXED {
-        return Err(Error::new(ErrorKind::UnsupportedBackend { id: h.backend }));
+    if h.backend != model.llama.backend {
+        if backend_name(h.backend) == "unknown" {
+            return Err(Error::new(ErrorKind::UnsupportedBackend { id: h.backend }));
+        }
+        return Err(Error::internal(format!(
+            "archive needs numeric backend {} ({}) but the model was loaded for {}",
+            h.backend,
+            backend_name(h.backend),
+            model.llama.backend
+        )));
     }
     if h.num_symbols as usize != model.tokenizer.num_symbols() {
         return Err(Error::new(ErrorKind::InvalidField {
@@ -280,6 +288,14 @@ pub fn check_header(model: &Model, h: &Header) -> Result<PredictorSettings> {
         }));
     }
     PredictorSettings::from_bytes(&h.predictor)
+}
+
+/// The numeric backend the first archive in `data` needs (to load the model for it).
+pub fn peek_backend(data: &[u8]) -> Option<u16> {
+    Header::read_from(&mut &data[..])
+        .ok()
+        .flatten()
+        .map(|h| h.backend)
 }
 
 /// Decompresses every archive in `input` (concatenations included) to `out`.

@@ -341,3 +341,14 @@ fn an_interrupted_run_leaves_nothing_behind() {
         .collect();
     assert_eq!(names, vec!["big.txt".to_string()], "only the input remains");
 }
+
+#[test]
+fn both_numeric_backends_round_trip() {
+    let Some(m) = model_path() else { return };
+    let data = b"Backend two keeps integer weights; backend one keeps f32. Both are exact.\n";
+    for b in ["1", "2"] {
+        let archive = round_trip(&m, data, &["--backend", b]);
+        // The header records the backend (offset 74, little-endian u16).
+        assert_eq!(archive[74].to_string(), b);
+    }
+}

@@ -58,6 +58,10 @@ pub struct EncodeArgs {
     /// Maximum blocks coded side by side (one batch row each).
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub streams: u16,
+    /// Numeric backend for new archives: 1 = f32-fixed-order (default), 2 = int8-exact
+    /// (experimental). Decompression always uses the archive's own.
+    #[arg(long, value_name = "ID", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2))]
+    pub backend: u16,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -114,7 +118,8 @@ impl Default for CodecArgs {
             model: ModelArgs::default(),
             encode: EncodeArgs {
                 block_tokens: 1024,
-                streams: 16,
+                streams: 64,
+                backend: 1,
             },
         }
     }

@@ -83,9 +83,9 @@ fn setup_threads(m: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_model(m: &ModelArgs) -> Result<Model> {
+fn load_model(m: &ModelArgs, backend: u16) -> Result<Model> {
     let path = model::resolve(m.model.as_deref())?;
-    Ok(Model::load(&path)?)
+    Ok(Model::load_with(&path, backend)?)
 }
 
 /// Loads the model on first use only: `lmzip -f x` with a bad argument fails fast, and a
@@ -96,9 +96,15 @@ struct LazyModel<'a> {
 }
 
 impl LazyModel<'_> {
-    fn get(&mut self) -> Result<&Model> {
-        if self.model.is_none() {
-            self.model = Some(load_model(self.args)?);
+    /// The model, loaded for `backend` (reloaded if the last file needed another).
+    fn get(&mut self, backend: u16) -> Result<&Model> {
+        if self
+            .model
+            .as_ref()
+            .is_none_or(|m| m.llama.backend != backend)
+        {
+            self.model = None;
+            self.model = Some(load_model(self.args, backend)?);
         }
         self.model
             .as_ref()
@@ -235,7 +241,12 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
         bail!("refusing to write compressed data to a terminal (use -o, redirect, or -f)");
     }
     let data = read_input(input, is_stdin)?;
-    let model = lazy.get()?;
+    // Decoding needs the backend the archive was made with; new archives use the default.
+    let backend = match mode {
+        Mode::Compress => a.encode.backend,
+        _ => pipeline::peek_backend(&data).unwrap_or(lmzip::engine::DEFAULT_BACKEND),
+    };
+    let model = lazy.get(backend)?;
     let start = Instant::now();
     let stats = match &dest {
         Dest::File(out) => write_atomically(out, a.force, input, is_stdin, |w| {
@@ -372,7 +383,7 @@ fn write_registered<T>(
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
     setup_threads(&a.model)?;
-    let model = load_model(&a.model)?;
+    let model = load_model(&a.model, a.encode.backend)?;
     let opts = CompressOptions {
         block_tokens: a.encode.block_tokens,
         streams: a.encode.streams,

@@ -6,8 +6,10 @@
 //! known positions per call while the decoder goes one token at a time, and both get the
 //! same bits.
 
+use super::int8::{matmul_q, QMat, QRows};
 use super::kernels::matmul;
 use super::math::{dot, exp_f32, exp_f64, ln_f64, silu, sin_cos_f64, sum_sq, LANES};
+use super::{BACKEND_F32_FIXED, BACKEND_INT8_EXACT};
 use crate::{Error, ErrorKind, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
@@ -28,26 +30,45 @@ pub struct LlamaConfig {
     pub context_length: usize,
 }
 
+/// A weight matrix in the form its backend computes with.
+enum Mat {
+    F32(Vec<f32>),
+    Q(QMat),
+}
+
+impl Mat {
+    /// y = x · wᵀ; `xq` must hold `x` quantized when the matrix is integer.
+    fn apply(&self, x: &[f32], xq: &QRows, rows: usize, n_out: usize, k: usize, y: &mut [f32]) {
+        match self {
+            Mat::F32(w) => matmul(x, rows, w, n_out, k, y),
+            Mat::Q(w) => matmul_q(xq, w, y),
+        }
+    }
+}
+
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: Vec<f32>,
-    wk: Vec<f32>,
-    wv: Vec<f32>,
-    wo: Vec<f32>,
+    wq: Mat,
+    wk: Mat,
+    wv: Mat,
+    wo: Mat,
     ffn_norm: Vec<f32>,
-    w_gate: Vec<f32>,
-    w_up: Vec<f32>,
-    w_down: Vec<f32>,
+    w_gate: Mat,
+    w_up: Mat,
+    w_down: Mat,
 }
 
 /// The model's weights.
 pub struct Llama {
     pub cfg: LlamaConfig,
+    /// Numeric backend id (see `engine`).
+    pub backend: u16,
+    /// Embedding rows as f32 (exact dequantized values), for the input lookup.
     embed: Vec<f32>,
     layers: Vec<Layer>,
     out_norm: Vec<f32>,
-    /// Output projection; `None` when tied to the embedding (as in SmolLM2).
-    output: Option<Vec<f32>>,
+    /// Output projection (the embedding again when tied, as in SmolLM2).
+    output: Mat,
     /// inv_freq[i] = θ^(−2i/head_dim), computed with our own exp/ln.
     inv_freq: Vec<f64>,
 }
@@ -71,6 +92,25 @@ pub struct Row {
     /// Position of the token in its stream; rows of one stream must come in order, starting
     /// at that stream's `len`.
     pub pos: usize,
+}
+
+/// Reads one tensor and checks its shape.
+fn read_tensor<R: std::io::Read + std::io::Seek>(
+    content: &gguf_file::Content,
+    reader: &mut R,
+    name: &str,
+    want: &[usize],
+) -> Result<candle_core::quantized::QTensor> {
+    let qt = content
+        .tensor(reader, name, &Device::Cpu)
+        .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
+    let dims = qt.shape().dims().to_vec();
+    if dims != want {
+        return Err(model_err(format!(
+            "tensor {name} has shape {dims:?}, expected {want:?}"
+        )));
+    }
+    Ok(qt)
 }
 
 fn md_u32(md: &std::collections::HashMap<String, gguf_file::Value>, key: &str) -> Result<u32> {
@@ -143,48 +183,97 @@ impl LlamaConfig {
 }
 
 impl Llama {
-    /// Loads all weights of a llama GGUF file as f32.
+    /// Loads a llama GGUF file for backend 1 (f32).
     pub fn from_gguf<R: std::io::Read + std::io::Seek>(
         content: &gguf_file::Content,
         reader: &mut R,
     ) -> Result<Self> {
+        Self::from_gguf_with(content, reader, BACKEND_F32_FIXED)
+    }
+
+    /// Loads a llama GGUF file for the given numeric backend.
+    pub fn from_gguf_with<R: std::io::Read + std::io::Seek>(
+        content: &gguf_file::Content,
+        reader: &mut R,
+        backend: u16,
+    ) -> Result<Self> {
+        if backend != BACKEND_F32_FIXED && backend != BACKEND_INT8_EXACT {
+            return Err(Error::new(ErrorKind::UnsupportedBackend { id: backend }));
+        }
         let cfg = LlamaConfig::from_gguf(content)?;
         let dev = Device::Cpu;
-        let mut load = |name: &str, want: &[usize]| -> Result<Vec<f32>> {
-            let qt = content
-                .tensor(reader, name, &dev)
-                .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
-            let dims = qt.shape().dims().to_vec();
-            if dims != want {
-                return Err(model_err(format!(
-                    "tensor {name} has shape {dims:?}, expected {want:?}"
-                )));
+        let f32_of = |qt: &candle_core::quantized::QTensor| -> Result<Vec<f32>> {
+            Ok(qt.dequantize(&dev)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let mat_of = |qt: &candle_core::quantized::QTensor| -> Result<Mat> {
+            if backend == BACKEND_F32_FIXED {
+                return Ok(Mat::F32(f32_of(qt)?));
             }
-            let t = qt.dequantize(&dev)?;
-            Ok(t.flatten_all()?.to_vec1::<f32>()?)
+            let dims = qt.shape().dims();
+            let (n_out, k) = (dims[0], dims[1]);
+            use candle_core::quantized::GgmlDType as T;
+            let kind = match qt.dtype() {
+                T::Q4_0 => Some("q4_0"),
+                T::Q4_1 => Some("q4_1"),
+                T::Q8_0 => Some("q8_0"),
+                _ => None,
+            };
+            let packed = match kind {
+                Some(kind) => QMat::from_blocks(kind, &qt.data()?, n_out, k),
+                None => None,
+            };
+            // Other types: quantize their exact f32 values with a fixed rule.
+            Ok(Mat::Q(match packed {
+                Some(m) => m,
+                None => QMat::from_f32(&f32_of(qt)?, n_out, k),
+            }))
+        };
+        let vecf = |reader: &mut R, name: &str, want: &[usize]| -> Result<Vec<f32>> {
+            f32_of(&read_tensor(content, reader, name, want)?)
         };
         let (d, f, kv) = (cfg.dim, cfg.ffn_dim, cfg.n_kv_heads * cfg.head_dim);
-        let embed = load("token_embd.weight", &[cfg.vocab, d])?;
+        let embed_q = read_tensor(content, reader, "token_embd.weight", &[cfg.vocab, d])?;
+        let embed = f32_of(&embed_q)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = format!("blk.{i}");
+            let m = |reader: &mut R, name: &str, want: &[usize]| -> Result<Mat> {
+                mat_of(&read_tensor(
+                    content,
+                    reader,
+                    &format!("{p}.{name}.weight"),
+                    want,
+                )?)
+            };
+            let wq = m(reader, "attn_q", &[d, d])?;
+            let wk = m(reader, "attn_k", &[kv, d])?;
+            let wv = m(reader, "attn_v", &[kv, d])?;
+            let wo = m(reader, "attn_output", &[d, d])?;
+            let w_gate = m(reader, "ffn_gate", &[f, d])?;
+            let w_up = m(reader, "ffn_up", &[f, d])?;
+            let w_down = m(reader, "ffn_down", &[d, f])?;
             layers.push(Layer {
-                attn_norm: load(&format!("{p}.attn_norm.weight"), &[d])?,
-                wq: load(&format!("{p}.attn_q.weight"), &[d, d])?,
-                wk: load(&format!("{p}.attn_k.weight"), &[kv, d])?,
-                wv: load(&format!("{p}.attn_v.weight"), &[kv, d])?,
-                wo: load(&format!("{p}.attn_output.weight"), &[d, d])?,
-                ffn_norm: load(&format!("{p}.ffn_norm.weight"), &[d])?,
-                w_gate: load(&format!("{p}.ffn_gate.weight"), &[f, d])?,
-                w_up: load(&format!("{p}.ffn_up.weight"), &[f, d])?,
-                w_down: load(&format!("{p}.ffn_down.weight"), &[d, f])?,
+                attn_norm: vecf(reader, &format!("{p}.attn_norm.weight"), &[d])?,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm: vecf(reader, &format!("{p}.ffn_norm.weight"), &[d])?,
+                w_gate,
+                w_up,
+                w_down,
             });
         }
-        let out_norm = load("output_norm.weight", &[d])?;
+        let out_norm = vecf(reader, "output_norm.weight", &[d])?;
         let output = if content.tensor_infos.contains_key("output.weight") {
-            Some(load("output.weight", &[cfg.vocab, d])?)
+            mat_of(&read_tensor(
+                content,
+                reader,
+                "output.weight",
+                &[cfg.vocab, d],
+            )?)?
         } else {
-            None
+            mat_of(&embed_q)?
         };
         let half = cfg.head_dim / 2;
         let ln_theta = ln_f64(cfg.rope_theta as f64);
@@ -193,6 +282,7 @@ impl Llama {
             .collect();
         Ok(Llama {
             cfg,
+            backend,
             embed,
             layers,
             out_norm,
@@ -262,11 +352,19 @@ impl Llama {
         let mut o = vec![0f32; n * d];
         let mut g = vec![0f32; n * c.ffn_dim];
         let mut u = vec![0f32; n * c.ffn_dim];
+        let quant = self.backend == BACKEND_INT8_EXACT;
+        let mut xq = QRows::new();
+        let prep = |x: &[f32], k: usize, xq: &mut QRows| {
+            if quant {
+                xq.quantize(x, n, k);
+            }
+        };
         for (li, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, c.norm_eps, &mut h);
-            matmul(&h, n, &l.wq, d, d, &mut q);
-            matmul(&h, n, &l.wk, kvd, d, &mut k);
-            matmul(&h, n, &l.wv, kvd, d, &mut v);
+            prep(&h, d, &mut xq);
+            l.wq.apply(&h, &xq, n, d, d, &mut q);
+            l.wk.apply(&h, &xq, n, kvd, d, &mut k);
+            l.wv.apply(&h, &xq, n, kvd, d, &mut v);
             for i in 0..n {
                 for hq in q[i * d..(i + 1) * d].chunks_exact_mut(hd) {
                     rope(hq, &ropes[i]);
@@ -294,17 +392,20 @@ impl Llama {
                 .for_each(|((out, qr), r)| {
                     attend(c, li, &caches_ro[r.stream], r.pos, qr, out);
                 });
-            matmul(&att, n, &l.wo, d, d, &mut o);
+            prep(&att, d, &mut xq);
+            l.wo.apply(&att, &xq, n, d, d, &mut o);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += *ov;
             }
             rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut h);
-            matmul(&h, n, &l.w_gate, c.ffn_dim, d, &mut g);
-            matmul(&h, n, &l.w_up, c.ffn_dim, d, &mut u);
+            prep(&h, d, &mut xq);
+            l.w_gate.apply(&h, &xq, n, c.ffn_dim, d, &mut g);
+            l.w_up.apply(&h, &xq, n, c.ffn_dim, d, &mut u);
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv = silu(*gv) * *uv;
             }
-            matmul(&g, n, &l.w_down, d, c.ffn_dim, &mut o);
+            prep(&g, c.ffn_dim, &mut xq);
+            l.w_down.apply(&g, &xq, n, d, c.ffn_dim, &mut o);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += *ov;
             }
@@ -313,8 +414,8 @@ impl Llama {
             caches[r.stream].len = r.pos + 1;
         }
         rms_norm(&x, &self.out_norm, c.norm_eps, &mut h);
-        let w_out = self.output.as_deref().unwrap_or(&self.embed);
-        matmul(&h, n, w_out, c.vocab, d, logits);
+        prep(&h, d, &mut xq);
+        self.output.apply(&h, &xq, n, c.vocab, d, logits);
         Ok(())
     }
 }
