@@ -282,8 +282,8 @@ unsafe fn tile_body(x: &QRows, w: &QMat, o0: usize, o1: usize, y: *mut f32) {
                     for c in 0..2 {
                         let wb = oo[c] * nb + b;
                         let isum = idot(wq[c], xq) as f32;
-                        acc[i][c] = acc[i][c] + (w.d[wb] * s) * isum;
-                        acc[i][c] = acc[i][c] + (w.m[wb] * s) * xs;
+                        acc[i][c] += (w.d[wb] * s) * isum;
+                        acc[i][c] += (w.m[wb] * s) * xs;
                     }
                 }
             }
@@ -338,8 +338,8 @@ mod tests {
                         isum += w.q[o * w.k + b * QK + j] as i32 * x.q[r * w.k + b * QK + j] as i32;
                     }
                     let s = x.s[r * nb + b];
-                    acc = acc + (w.d[o * nb + b] * s) * isum as f32;
-                    acc = acc + (w.m[o * nb + b] * s) * x.sum[r * nb + b] as f32;
+                    acc += (w.d[o * nb + b] * s) * isum as f32;
+                    acc += (w.m[o * nb + b] * s) * x.sum[r * nb + b] as f32;
                 }
                 y[r * w.n_out + o] = acc;
             }
