@@ -1,301 +1,559 @@
-//! Backend 2, "int8-exact": integer weights and int8 activations with exact integer dot
-//! products, combined per 32-block in a fixed order.
+//! Backend 2, "int8-exact": integer weights, int8 activations, exact integer block dots.
 //!
-//! A weight matrix is kept as its GGUF blocks, re-packed exactly: per 32 weights a scale d,
-//! an offset m and 32 small integers q, value = d·q + m (Q4_1: q in 0..=15; Q4_0: q − 8; Q8_0:
-//! m = 0). Each activation row is quantized per 32-block to q_x in −127..=127 with scale
-//! s = max|x| / 127 (round half away from zero). Then every output is
+//! Definition (what every implementation must compute, bit for bit):
 //!
-//! ```text
-//! y = Σ_b [ (d_b·s_b) · Σ_j q_w·q_x  +  (m_b·s_b) · Σ_j q_x ]      (b in order, f32)
-//! ```
+//! * Weights keep their GGUF blocks of 32: Q4_1 (`d·q + m`, q in 0..=15), Q4_0
+//!   (`d·(q − 8)`), Q8_0 (`d·q`, q in −128..=127). The f16 scales become f32 exactly. F32 and
+//!   F16 matrices are quantized once at load to Q8_0-style blocks with an f32 scale, by the
+//!   same rule as the activations (below); other GGUF types are refused.
+//! * Activations: every row is cut in blocks of 32; `s = max|x| / 127` (f32 division), then
+//!   `q = round_half_away_from_zero(x / s)` clamped to ±127 (an all-zero block, or one whose
+//!   scale underflows to 0, gets `s = 0` and `q = 0`). `xsum` is the block's exact sum of q.
+//! * Per output `y[r][o]` and block `b`, `isum = Σ wq·xq` exactly in i32 (Q4_0 uses `q − 8`).
+//!   Then, sequentially over `b = 0, 1, …` from `acc = 0.0f32`:
+//!   `acc = acc + (d·s)·(isum as f32)`, and for Q4_1 additionally
+//!   `acc = acc + (m·s)·(xsum as f32)`. Each `·`, `+` is one rounded f32 operation in the
+//!   order written; no fused multiply-add. `isum`/`xsum` are < 2^24 in magnitude, so the
+//!   conversions are exact.
 //!
-//! The inner sums are exact in i32 (|32·127·127| < 2^19), so any SIMD width computes the
-//! same integers; the f32 part runs in block order with no fused multiply-add. Results are
-//! therefore independent of SIMD width, tiling, threads and batch shape, like backend 1.
+//! Because the integer part is exact and the float part is a per-output sequential chain,
+//! the result does not depend on SIMD width, tiling, threads or how many rows a call has.
+//! Threads split output columns, never a reduction.
+//!
+//! Implementations: [`tile_scalar`] (portable, also used under `LMZIP_NO_SIMD=1`) and an
+//! AVX2 one (`vpmaddubsw`/`vpmaddwd`). Both are tested against a plain reference that reads
+//! the raw GGUF bytes directly. AVX-512/VNNI and NEON variants are not written (the scalar
+//! path runs there).
 
+use super::kernels::simd_enabled;
+use crate::{Error, ErrorKind, Result};
+use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 
-/// Values per block.
+/// Values per quantization block.
 pub const QK: usize = 32;
+/// Output columns interleaved in one packed group (one AVX2 lane each).
+const GC: usize = 8;
+/// Column groups handed to one rayon task (32 output columns).
+const GROUPS_PER_TASK: usize = 4;
 
-/// A weight matrix `n_out × k` as integer blocks.
-pub struct QMat {
-    pub n_out: usize,
-    pub k: usize,
-    /// n_out × k integers, row-major.
-    q: Vec<i8>,
-    /// Per row, per block: scale and offset.
-    d: Vec<f32>,
-    m: Vec<f32>,
+fn model_err(m: String) -> Error {
+    Error::new(ErrorKind::Model(m))
 }
 
-/// IEEE half → f32, exactly (every f16 is an f32).
+/// IEEE half → f32, exact (every f16 is an f32).
 pub fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let man = (h & 0x3ff) as u32;
-    let bits = match (exp, man) {
-        (0, 0) => sign,
-        (0, _) => {
-            // Subnormal: normalize.
-            let mut e = 0i32;
-            let mut m = man;
-            while m & 0x400 == 0 {
-                m <<= 1;
-                e -= 1;
-            }
-            sign | (((e + 1 + 127 - 15) as u32) << 23) | ((m & 0x3ff) << 13)
+    let bits = if exp == 0 {
+        if man == 0 {
+            sign
+        } else {
+            // Subnormal: man · 2^-24, exact in f32.
+            let v = man as f32 * (1.0 / 16_777_216.0);
+            return if sign != 0 { -v } else { v };
         }
-        (0x1f, _) => sign | 0x7f80_0000 | (man << 13),
-        _ => sign | ((exp + 127 - 15) << 23) | (man << 13),
+    } else if exp == 0x1f {
+        sign | 0x7f80_0000 | (man << 13)
+    } else {
+        sign | ((exp + 127 - 15) << 23) | (man << 13)
     };
     f32::from_bits(bits)
 }
 
-fn rd16(b: &[u8], at: usize) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
-}
-
-/// Rounds half away from zero through an exact truncating conversion.
+/// Round half away from zero of `v`, clamped to ±127, using exact operations only
+/// (truncation of a value < 2^31 and the subtraction of its integer part are exact).
 #[inline(always)]
-fn round_half_away(v: f32) -> i32 {
-    (v + if v >= 0.0 { 0.5 } else { -0.5 }) as i32
+fn round_clamp127(v: f32) -> i8 {
+    let a = v.abs();
+    let a = if a > 127.0 { 127.0 } else { a }; // also maps NaN to NaN (cast below gives 0)
+    let t = a as i32;
+    let frac = a - t as f32;
+    let q = (t + (frac >= 0.5) as i32).min(127);
+    (if v < 0.0 { -q } else { q }) as i8
 }
 
-impl QMat {
-    /// Exact re-packing of GGUF block data. `kind` is "q4_0", "q4_1" or "q8_0".
-    pub fn from_blocks(kind: &str, raw: &[u8], n_out: usize, k: usize) -> Option<QMat> {
-        if k % QK != 0 {
-            return None;
-        }
-        let blocks = n_out * k / QK;
-        let size = match kind {
-            "q4_0" => 18,
-            "q4_1" => 20,
-            "q8_0" => 34,
-            _ => return None,
-        };
-        if raw.len() != blocks * size {
-            return None;
-        }
-        let mut q = vec![0i8; n_out * k];
-        let mut d = vec![0f32; blocks];
-        let mut m = vec![0f32; blocks];
-        for (i, blk) in raw.chunks_exact(size).enumerate() {
-            let out = &mut q[i * QK..(i + 1) * QK];
-            d[i] = rd16(blk, 0);
-            match kind {
-                "q4_1" => {
-                    m[i] = rd16(blk, 2);
-                    for j in 0..16 {
-                        out[j] = (blk[4 + j] & 0x0f) as i8;
-                        out[j + 16] = (blk[4 + j] >> 4) as i8;
-                    }
-                }
-                "q4_0" => {
-                    for j in 0..16 {
-                        out[j] = (blk[2 + j] & 0x0f) as i8 - 8;
-                        out[j + 16] = (blk[2 + j] >> 4) as i8 - 8;
-                    }
-                }
-                _ => {
-                    for j in 0..QK {
-                        out[j] = blk[2 + j] as i8;
-                    }
-                }
-            }
-        }
-        Some(QMat { n_out, k, q, d, m })
-    }
-
-    /// Deterministic 8-bit quantization of f32 weights (for tensors stored in other types):
-    /// per block d = max|w| / 127, q = round(w / d).
-    pub fn from_f32(w: &[f32], n_out: usize, k: usize) -> QMat {
-        let blocks = n_out * k / QK;
-        let mut q = vec![0i8; n_out * k];
-        let mut d = vec![0f32; blocks];
-        for (i, (wb, qb)) in w.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
-            let (s, _) = quantize_block(wb, qb);
-            d[i] = s;
-        }
-        QMat {
-            n_out,
-            k,
-            q,
-            d,
-            m: vec![0.0; blocks],
-        }
-    }
-
-    /// The value of one weight, as the blocks define it (for tests).
-    pub fn value(&self, o: usize, j: usize) -> f32 {
-        let b = (o * self.k + j) / QK;
-        self.q[o * self.k + j] as f32 * self.d[b] + self.m[b]
-    }
-}
-
-/// Quantizes one block; returns (scale, exact integer sum).
+/// Quantizes one block of 32 by the activation rule; returns (scale, exact sum of quants).
 #[inline(always)]
-fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+pub fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let mut amax = 0f32;
     for &v in x {
         amax = amax.max(v.abs());
     }
-    if amax == 0.0 || !amax.is_finite() {
+    let s = amax / 127.0;
+    if s == 0.0 {
         q.fill(0);
         return (0.0, 0);
     }
-    let s = amax / 127.0;
     let mut sum = 0i32;
     for (qv, &v) in q.iter_mut().zip(x) {
-        let r = round_half_away(v / s).clamp(-127, 127);
-        *qv = r as i8;
-        sum += r;
+        *qv = round_clamp127(v / s);
+        sum += *qv as i32;
     }
     (s, sum)
 }
 
-/// Activation rows quantized per block.
-pub struct QRows {
+/// Activation rows quantized per block of 32.
+pub struct QAct {
     pub rows: usize,
     pub k: usize,
+    nb: usize,
     q: Vec<i8>,
-    s: Vec<f32>,
-    sum: Vec<i32>,
+    sx: Vec<f32>,
+    xs: Vec<i32>,
 }
 
-impl QRows {
-    pub fn new() -> Self {
-        QRows {
-            rows: 0,
-            k: 0,
-            q: Vec::new(),
-            s: Vec::new(),
-            sum: Vec::new(),
-        }
-    }
-
-    /// Quantizes `rows × k` activations.
-    pub fn quantize(&mut self, x: &[f32], rows: usize, k: usize) {
-        self.rows = rows;
-        self.k = k;
-        self.q.resize(rows * k, 0);
-        self.s.resize(rows * k / QK, 0.0);
-        self.sum.resize(rows * k / QK, 0);
-        for (i, (xb, qb)) in x
-            .chunks_exact(QK)
-            .zip(self.q.chunks_exact_mut(QK))
-            .enumerate()
-        {
+impl QAct {
+    /// Quantizes `rows × k` activations (`k` a multiple of 32).
+    pub fn new(x: &[f32], rows: usize, k: usize) -> Self {
+        assert_eq!(x.len(), rows * k, "QAct: x shape");
+        assert_eq!(k % QK, 0, "QAct: k must be a multiple of {QK}");
+        let nb = k / QK;
+        let mut q = vec![0i8; rows * k];
+        let mut sx = vec![0f32; rows * nb];
+        let mut xs = vec![0i32; rows * nb];
+        for (i, (xb, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
             let (s, sum) = quantize_block(xb, qb);
-            self.s[i] = s;
-            self.sum[i] = sum;
+            sx[i] = s;
+            xs[i] = sum;
+        }
+        QAct {
+            rows,
+            k,
+            nb,
+            q,
+            sx,
+            xs,
         }
     }
 }
 
-impl Default for QRows {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Weight block kind inside a [`QMat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WKind {
+    Q4_0,
+    Q4_1,
+    Q8_0,
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint column ranges (see `matmul_q`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-const COLS_PER_TASK: usize = 16;
-
-/// y (rows × n_out) = x · wᵀ with the backend-2 definition.
-pub fn matmul_q(x: &QRows, w: &QMat, y: &mut [f32]) {
-    assert_eq!(x.k, w.k, "matmul_q: inner dimensions");
-    assert_eq!(y.len(), x.rows * w.n_out, "matmul_q: output shape");
-    let tasks = w.n_out.div_ceil(COLS_PER_TASK);
-    let out = OutPtr(y.as_mut_ptr());
-    (0..tasks).into_par_iter().for_each(|t| {
-        let ptr = out;
-        let o0 = t * COLS_PER_TASK;
-        let o1 = (o0 + COLS_PER_TASK).min(w.n_out);
-        // SAFETY: writes only y[r * n_out + o] for o in o0..o1 (disjoint per task), all
-        // within rows * n_out (checked above).
-        unsafe { tile_dispatch(x, w, o0, o1, ptr.0) }
-    });
+/// A weight matrix `n_out × k` repacked for the int8 kernels.
+///
+/// Columns are padded to groups of 8 (padding has zero quants and zero scales). For group
+/// `g` and block `b`:
+/// * Q4_0/Q4_1: 4 vectors of 32 bytes; vector `t` holds, for columns c = 0..8, the GGUF nibble
+///   bytes `4t..4t+4` of that column's block (low nibble = value `4t+i`, high = `16+4t+i`).
+/// * Q8_0: 8 vectors of 32 bytes; vector `j` holds, for c = 0..8, quants `4j..4j+4`.
+/// * `d[(g·nb + b)·8 + c]` and (Q4_1) `m[…]` are the block's scale and min as f32.
+pub struct QMat {
+    pub kind: WKind,
+    pub n_out: usize,
+    pub k: usize,
+    nb: usize,
+    groups: usize,
+    q: Vec<u8>,
+    d: Vec<f32>,
+    m: Vec<f32>,
 }
 
-unsafe fn tile_dispatch(x: &QRows, w: &QMat, o0: usize, o1: usize, y: *mut f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if super::kernels::simd_enabled() && std::arch::is_x86_feature_detected!("avx2") {
-            return tile_avx2(x, w, o0, o1, y);
+impl QMat {
+    fn block_bytes(kind: WKind) -> usize {
+        match kind {
+            WKind::Q4_0 | WKind::Q4_1 => 16 * GC,
+            WKind::Q8_0 => 32 * GC,
         }
     }
-    tile_body(x, w, o0, o1, y)
-}
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(x: &QRows, w: &QMat, o0: usize, o1: usize, y: *mut f32) {
-    tile_body(x, w, o0, o1, y)
-}
-
-/// Portable entry (what the AVX2 build is compared against in tests).
-#[cfg(test)]
-pub(crate) unsafe fn tile_portable(x: &QRows, w: &QMat, o0: usize, o1: usize, y: *mut f32) {
-    tile_body(x, w, o0, o1, y)
-}
-
-#[inline(always)]
-fn idot(a: &[i8], b: &[i8]) -> i32 {
-    let mut s = 0i32;
-    for j in 0..QK {
-        s += a[j] as i32 * b[j] as i32;
+    fn empty(kind: WKind, n_out: usize, k: usize) -> Self {
+        let nb = k / QK;
+        let groups = n_out.div_ceil(GC);
+        QMat {
+            kind,
+            n_out,
+            k,
+            nb,
+            groups,
+            q: vec![0; groups * nb * Self::block_bytes(kind)],
+            d: vec![0.0; groups * nb * GC],
+            m: if kind == WKind::Q4_1 {
+                vec![0.0; groups * nb * GC]
+            } else {
+                Vec::new()
+            },
+        }
     }
-    s
-}
 
-/// 2 weight rows × up to 4 activation rows per tile; blocks in order.
-#[inline(always)]
-unsafe fn tile_body(x: &QRows, w: &QMat, o0: usize, o1: usize, y: *mut f32) {
-    let k = w.k;
-    let nb = k / QK;
-    let n_out = w.n_out;
-    let mut o = o0;
-    while o < o1 {
-        let pair = o + 1 < o1;
-        let oo = [o, if pair { o + 1 } else { o }];
-        let mut r = 0;
-        while r < x.rows {
-            let nr = (x.rows - r).min(4);
-            let rr: [usize; 4] = std::array::from_fn(|i| r + i.min(nr - 1));
-            let mut acc = [[0f32; 2]; 4];
+    /// Repacks raw GGUF tensor bytes (`n_out` rows of `k` values) exactly.
+    pub fn from_ggml(dtype: GgmlDType, raw: &[u8], n_out: usize, k: usize) -> Result<Self> {
+        if k % QK != 0 {
+            return Err(model_err(format!(
+                "int8 backend: row length {k} is not a multiple of {QK}"
+            )));
+        }
+        let nb = k / QK;
+        let (kind, bsz) = match dtype {
+            GgmlDType::Q4_0 => (WKind::Q4_0, 18),
+            GgmlDType::Q4_1 => (WKind::Q4_1, 20),
+            GgmlDType::Q8_0 => (WKind::Q8_0, 34),
+            GgmlDType::F32 | GgmlDType::F16 => {
+                let ew = if dtype == GgmlDType::F32 { 4 } else { 2 };
+                if raw.len() != n_out * k * ew {
+                    return Err(model_err("int8 backend: tensor size mismatch".into()));
+                }
+                let x: Vec<f32> = if ew == 4 {
+                    raw.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect()
+                } else {
+                    raw.chunks_exact(2)
+                        .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                        .collect()
+                };
+                return Ok(Self::from_f32_q8(&x, n_out, k));
+            }
+            other => {
+                return Err(model_err(format!(
+                    "int8 backend: weight type {other:?} is not supported \
+                     (supported: Q4_0, Q4_1, Q8_0, F32, F16)"
+                )))
+            }
+        };
+        if raw.len() != n_out * nb * bsz {
+            return Err(model_err("int8 backend: tensor size mismatch".into()));
+        }
+        let mut w = Self::empty(kind, n_out, k);
+        let bb = Self::block_bytes(kind);
+        for o in 0..n_out {
+            let (g, c) = (o / GC, o % GC);
             for b in 0..nb {
-                let wq: [&[i8]; 2] =
-                    std::array::from_fn(|c| &w.q[oo[c] * k + b * QK..oo[c] * k + (b + 1) * QK]);
-                for i in 0..4 {
-                    let xi = rr[i] * nb + b;
-                    let xq = &x.q[xi * QK..(xi + 1) * QK];
-                    let s = x.s[xi];
-                    let xs = x.sum[xi] as f32;
-                    for c in 0..2 {
-                        let wb = oo[c] * nb + b;
-                        let isum = idot(wq[c], xq) as f32;
-                        acc[i][c] += (w.d[wb] * s) * isum;
-                        acc[i][c] += (w.m[wb] * s) * xs;
+                let blk = &raw[(o * nb + b) * bsz..(o * nb + b + 1) * bsz];
+                let si = (g * nb + b) * GC + c;
+                w.d[si] = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+                let (qs, per) = match kind {
+                    WKind::Q4_0 => (&blk[2..18], 4),
+                    WKind::Q4_1 => {
+                        w.m[si] = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+                        (&blk[4..20], 4)
+                    }
+                    WKind::Q8_0 => (&blk[2..34], 8),
+                };
+                let base = (g * nb + b) * bb;
+                for t in 0..per {
+                    let dst = base + t * 32 + c * 4;
+                    w.q[dst..dst + 4].copy_from_slice(&qs[t * 4..t * 4 + 4]);
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    /// Quantizes an f32 matrix to Q8_0-style blocks with f32 scales (activation rule).
+    pub fn from_f32_q8(x: &[f32], n_out: usize, k: usize) -> Self {
+        assert_eq!(k % QK, 0);
+        let mut w = Self::empty(WKind::Q8_0, n_out, k);
+        let nb = w.nb;
+        let mut q = [0i8; QK];
+        for o in 0..n_out {
+            let (g, c) = (o / GC, o % GC);
+            for b in 0..nb {
+                let (s, _) = quantize_block(&x[o * k + b * QK..o * k + (b + 1) * QK], &mut q);
+                w.d[(g * nb + b) * GC + c] = s;
+                let base = (g * nb + b) * 32 * GC;
+                for t in 0..8 {
+                    for i in 0..4 {
+                        w.q[base + t * 32 + c * 4 + i] = q[t * 4 + i] as u8;
                     }
                 }
             }
-            for (i, a) in acc.iter().enumerate().take(nr) {
-                *y.add((r + i) * n_out + o) = a[0];
-                if pair {
-                    *y.add((r + i) * n_out + o + 1) = a[1];
+        }
+        w
+    }
+
+    /// Integer quants of column `o`, block `b` (Q4_0 already shifted to q − 8).
+    #[inline(always)]
+    fn unpack(&self, o: usize, b: usize, out: &mut [i32; QK]) {
+        let (g, c) = (o / GC, o % GC);
+        let base = (g * self.nb + b) * Self::block_bytes(self.kind);
+        match self.kind {
+            WKind::Q4_0 | WKind::Q4_1 => {
+                let off = if self.kind == WKind::Q4_0 { 8 } else { 0 };
+                for t in 0..4 {
+                    for i in 0..4 {
+                        let byte = self.q[base + t * 32 + c * 4 + i];
+                        out[4 * t + i] = (byte & 15) as i32 - off;
+                        out[16 + 4 * t + i] = (byte >> 4) as i32 - off;
+                    }
                 }
             }
-            r += 4;
+            WKind::Q8_0 => {
+                for t in 0..8 {
+                    for i in 0..4 {
+                        out[4 * t + i] = self.q[base + t * 32 + c * 4 + i] as i8 as i32;
+                    }
+                }
+            }
         }
-        o += 2;
+    }
+
+    /// The f32 values row `o` stands for (for embedding lookups): Q4_1 `d·q + m`, others
+    /// `d·q` (exact products; Q4_1 rounds once in the addition).
+    pub fn dequant_row(&self, o: usize, out: &mut [f32]) {
+        assert_eq!(out.len(), self.k);
+        let mut q = [0i32; QK];
+        let (g, c) = (o / GC, o % GC);
+        for b in 0..self.nb {
+            self.unpack(o, b, &mut q);
+            let si = (g * self.nb + b) * GC + c;
+            let d = self.d[si];
+            for (i, v) in out[b * QK..(b + 1) * QK].iter_mut().enumerate() {
+                *v = match self.kind {
+                    WKind::Q4_1 => d * q[i] as f32 + self.m[si],
+                    _ => d * q[i] as f32,
+                };
+            }
+        }
+    }
+}
+
+/// A raw output pointer that tasks write through at disjoint indices.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint column ranges of the output (see `qmatmul`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Taking `self` makes closures capture the whole (Send) wrapper, not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// y (rows × n_out, row-major) = int8-exact product of the activations and `w`ᵀ.
+pub fn qmatmul(a: &QAct, w: &QMat, y: &mut [f32]) {
+    assert_eq!(a.k, w.k, "qmatmul: k mismatch");
+    debug_assert_eq!(a.nb, w.nb);
+    assert_eq!(y.len(), a.rows * w.n_out, "qmatmul: y shape");
+    let out = OutPtr(y.as_mut_ptr());
+    let tasks = w.groups.div_ceil(GROUPS_PER_TASK);
+    (0..tasks).into_par_iter().for_each(|t| {
+        let g0 = t * GROUPS_PER_TASK;
+        let g1 = (g0 + GROUPS_PER_TASK).min(w.groups);
+        // SAFETY: this task writes only y[r * n_out + o] for columns o of groups g0..g1, which
+        // no other task touches; every index is < rows * n_out (checked above).
+        unsafe { task_dispatch(a, w, g0, g1, out.get()) };
+    });
+}
+
+unsafe fn task_dispatch(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd_enabled() && std::arch::is_x86_feature_detected!("avx2") {
+            return avx2::task(a, w, g0, g1, y);
+        }
+    }
+    tile_scalar(a, w, g0, g1, y)
+}
+
+/// Portable implementation: unpack a column's block to integers, exact i32 dot per row,
+/// then the sequential f32 combination of the definition.
+///
+/// # Safety
+/// `y` must be valid for `a.rows × w.n_out` writes; only columns of groups `g0..g1` are
+/// written.
+pub unsafe fn tile_scalar(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32) {
+    let nb = w.nb;
+    let mut wq = vec![[0i32; QK]; nb];
+    let mut acc = vec![0f32; a.rows];
+    for o in g0 * GC..(g1 * GC).min(w.n_out) {
+        for (b, blk) in wq.iter_mut().enumerate() {
+            w.unpack(o, b, blk);
+        }
+        acc.fill(0.0);
+        let (g, c) = (o / GC, o % GC);
+        for (r, accr) in acc.iter_mut().enumerate() {
+            let xr = &a.q[r * a.k..(r + 1) * a.k];
+            for (b, blk) in wq.iter().enumerate() {
+                let xb = &xr[b * QK..(b + 1) * QK];
+                let mut isum = 0i32;
+                for i in 0..QK {
+                    isum += blk[i] * xb[i] as i32;
+                }
+                let si = (g * nb + b) * GC + c;
+                let s = a.sx[r * nb + b];
+                *accr += (w.d[si] * s) * isum as f32;
+                if w.kind == WKind::Q4_1 {
+                    *accr += (w.m[si] * s) * a.xs[r * nb + b] as f32;
+                }
+            }
+        }
+        for (r, v) in acc.iter().enumerate() {
+            *y.add(r * w.n_out + o) = *v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    //! AVX2 tiles: 8 output columns (one per 32-bit lane) × up to 4 activation rows.
+    //!
+    //! Each 32-bit lane holds 4 consecutive k of one column, so `vpmaddubsw` (u8 × i8 →
+    //! pairwise i16 sums) followed by `vpmaddwd` with ones gives per-column partial dots
+    //! without any horizontal reduction; the activation's 4 bytes are broadcast.
+    //!
+    //! Saturation bounds (`vpmaddubsw` saturates each i16 pair sum to ±32767):
+    //! * Q4: weights u8 in 0..=15, activations i8 in −127..=127: one pair ≤ 2·15·127 = 3810.
+    //!   A block adds 8 such results per i16 lane (4 vectors × lo/hi nibbles) with wrapping
+    //!   `vpaddw`: |sum| ≤ 8·3810 = 30480 < 32767, so nothing saturates or wraps.
+    //! * Q8: weights i8 in −128..=127 go in as |w| (u8 ≤ 128, `vpsignb(w, w)` turns −128
+    //!   into the byte 0x80 = 128) and activations as x·sign(w) (|x| ≤ 127, so the negation
+    //!   is exact): one pair ≤ 2·128·127 = 32512 < 32767. Each maddubs result is widened to
+    //!   i32 by `vpmaddwd` before any addition.
+    //!
+    //! All i32 sums are < 2^24, so `vcvtdq2ps` is exact.
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2 must be available; `y` as for [`tile_scalar`].
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn task(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32) {
+        for g in g0..g1 {
+            let mut r = 0;
+            while r < a.rows {
+                let nr = (a.rows - r).min(4);
+                match nr {
+                    4 => tile::<4>(a, w, g, r, y),
+                    3 => tile::<3>(a, w, g, r, y),
+                    2 => tile::<2>(a, w, g, r, y),
+                    _ => tile::<1>(a, w, g, r, y),
+                }
+                r += nr;
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const R: usize>(a: &QAct, w: &QMat, g: usize, r0: usize, y: *mut f32) {
+        let acc = match w.kind {
+            WKind::Q4_1 => tile_q4::<R, true, false>(a, w, g, r0),
+            WKind::Q4_0 => tile_q4::<R, false, true>(a, w, g, r0),
+            WKind::Q8_0 => tile_q8::<R>(a, w, g, r0),
+        };
+        for (i, v) in acc.iter().enumerate() {
+            let mut tmp = [0f32; GC];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), *v);
+            for (c, t) in tmp.iter().enumerate() {
+                let o = g * GC + c;
+                if o < w.n_out {
+                    *y.add((r0 + i) * w.n_out + o) = *t;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn bcast4(p: *const i8) -> __m256i {
+        _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32))
+    }
+
+    /// acc += (d·s)·isum, then for Q4_1 acc += (m·s)·xsum: the definition's order.
+    #[inline(always)]
+    unsafe fn combine<const MIN: bool>(
+        acc: __m256,
+        isum: __m256i,
+        dv: __m256,
+        mv: __m256,
+        s: f32,
+        xs: i32,
+    ) -> __m256 {
+        let sv = _mm256_set1_ps(s);
+        let acc = _mm256_add_ps(
+            acc,
+            _mm256_mul_ps(_mm256_mul_ps(dv, sv), _mm256_cvtepi32_ps(isum)),
+        );
+        if MIN {
+            let t = _mm256_mul_ps(_mm256_mul_ps(mv, sv), _mm256_set1_ps(xs as f32));
+            _mm256_add_ps(acc, t)
+        } else {
+            acc
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tile_q4<const R: usize, const MIN: bool, const OFF8: bool>(
+        a: &QAct,
+        w: &QMat,
+        g: usize,
+        r0: usize,
+    ) -> [__m256; R] {
+        let nb = w.nb;
+        let mask = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let xrow: [*const i8; R] = std::array::from_fn(|i| a.q.as_ptr().add((r0 + i) * a.k));
+        let wq = w.q.as_ptr().add(g * nb * 16 * GC);
+        for b in 0..nb {
+            let wp = wq.add(b * 16 * GC);
+            let mut s16 = [_mm256_setzero_si256(); R];
+            for t in 0..4 {
+                let v = _mm256_loadu_si256(wp.add(t * 32) as *const __m256i);
+                let lo = _mm256_and_si256(v, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                for i in 0..R {
+                    let xp = xrow[i].add(b * QK + 4 * t);
+                    let pl = _mm256_maddubs_epi16(lo, bcast4(xp));
+                    let ph = _mm256_maddubs_epi16(hi, bcast4(xp.add(16)));
+                    s16[i] = _mm256_add_epi16(s16[i], _mm256_add_epi16(pl, ph));
+                }
+            }
+            let si = (g * nb + b) * GC;
+            let dv = _mm256_loadu_ps(w.d.as_ptr().add(si));
+            let mv = if MIN {
+                _mm256_loadu_ps(w.m.as_ptr().add(si))
+            } else {
+                _mm256_setzero_ps()
+            };
+            for i in 0..R {
+                let ai = (r0 + i) * nb + b;
+                let xs = *a.xs.get_unchecked(ai);
+                let mut isum = _mm256_madd_epi16(s16[i], ones);
+                if OFF8 {
+                    isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs));
+                }
+                acc[i] = combine::<MIN>(acc[i], isum, dv, mv, *a.sx.get_unchecked(ai), xs);
+            }
+        }
+        acc
+    }
+
+    #[inline(always)]
+    unsafe fn tile_q8<const R: usize>(a: &QAct, w: &QMat, g: usize, r0: usize) -> [__m256; R] {
+        let nb = w.nb;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let xrow: [*const i8; R] = std::array::from_fn(|i| a.q.as_ptr().add((r0 + i) * a.k));
+        let wq = w.q.as_ptr().add(g * nb * 32 * GC);
+        let zero = _mm256_setzero_ps();
+        for b in 0..nb {
+            let wp = wq.add(b * 32 * GC);
+            let mut s32 = [_mm256_setzero_si256(); R];
+            for j in 0..8 {
+                let v = _mm256_loadu_si256(wp.add(j * 32) as *const __m256i);
+                let av = _mm256_sign_epi8(v, v);
+                for i in 0..R {
+                    let xv = _mm256_sign_epi8(bcast4(xrow[i].add(b * QK + 4 * j)), v);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(av, xv), ones);
+                    s32[i] = _mm256_add_epi32(s32[i], p);
+                }
+            }
+            let dv = _mm256_loadu_ps(w.d.as_ptr().add((g * nb + b) * GC));
+            for i in 0..R {
+                let ai = (r0 + i) * nb + b;
+                acc[i] = combine::<false>(acc[i], s32[i], dv, zero, *a.sx.get_unchecked(ai), 0);
+            }
+        }
+        acc
     }
 }
 
@@ -303,52 +561,224 @@ unsafe fn tile_body(x: &QRows, w: &QMat, o0: usize, o1: usize, y: *mut f32) {
 mod tests {
     use super::*;
 
-    fn lcg(s: &mut u64) -> u64 {
-        *s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        *s >> 33
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn f(&mut self) -> f32 {
+            (self.next() as f32 / (1u64 << 31) as f32) - 0.5
+        }
+        /// A plausible f16 scale: positive or negative, exponent 2^-14 .. 2^-3.
+        fn f16(&mut self) -> [u8; 2] {
+            let h =
+                ((self.next() & 1) << 15) | ((1 + self.next() % 12) << 10) | (self.next() & 0x3ff);
+            (h as u16).to_le_bytes()
+        }
     }
 
-    fn random_q41(n_out: usize, k: usize, s: &mut u64) -> Vec<u8> {
+    fn random_raw(kind: GgmlDType, n_out: usize, k: usize, r: &mut Lcg) -> Vec<u8> {
+        let nb = k / QK;
         let mut raw = Vec::new();
-        for _ in 0..n_out * k / QK {
-            // d and m as f16 bit patterns of moderate size.
-            let d: u16 = 0x2000 + (lcg(s) % 0x800) as u16;
-            let m: u16 = 0xA000 + (lcg(s) % 0x800) as u16;
-            raw.extend_from_slice(&d.to_le_bytes());
-            raw.extend_from_slice(&m.to_le_bytes());
-            for _ in 0..16 {
-                raw.push(lcg(s) as u8);
+        for _ in 0..n_out * nb {
+            raw.extend_from_slice(&r.f16());
+            match kind {
+                GgmlDType::Q4_1 => {
+                    raw.extend_from_slice(&r.f16());
+                    (0..16).for_each(|_| raw.push(r.next() as u8));
+                }
+                GgmlDType::Q4_0 => (0..16).for_each(|_| raw.push(r.next() as u8)),
+                GgmlDType::Q8_0 => (0..32).for_each(|_| raw.push(r.next() as u8)),
+                _ => unreachable!(),
             }
         }
         raw
     }
 
-    /// The definition, written as plainly as possible.
-    fn reference(x: &QRows, w: &QMat) -> Vec<f32> {
-        let nb = w.k / QK;
-        let mut y = vec![0f32; x.rows * w.n_out];
-        for r in 0..x.rows {
-            for o in 0..w.n_out {
+    /// The definition, read straight from the GGUF bytes: no packing involved.
+    fn reference(kind: GgmlDType, raw: &[u8], n_out: usize, a: &QAct) -> Vec<f32> {
+        let (k, nb) = (a.k, a.nb);
+        let bsz = match kind {
+            GgmlDType::Q4_0 => 18,
+            GgmlDType::Q4_1 => 20,
+            _ => 34,
+        };
+        let mut y = vec![0f32; a.rows * n_out];
+        for r in 0..a.rows {
+            for o in 0..n_out {
                 let mut acc = 0f32;
                 for b in 0..nb {
-                    let mut isum = 0i32;
-                    for j in 0..QK {
-                        isum += w.q[o * w.k + b * QK + j] as i32 * x.q[r * w.k + b * QK + j] as i32;
+                    let blk = &raw[(o * nb + b) * bsz..(o * nb + b + 1) * bsz];
+                    let d = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+                    let x = &a.q[r * k + b * QK..r * k + (b + 1) * QK];
+                    let wq: Vec<i32> = match kind {
+                        GgmlDType::Q8_0 => blk[2..].iter().map(|&v| v as i8 as i32).collect(),
+                        _ => {
+                            let q = &blk[bsz - 16..];
+                            let off = if kind == GgmlDType::Q4_0 { 8 } else { 0 };
+                            (0..32)
+                                .map(|i| {
+                                    let byte = q[i % 16];
+                                    (if i < 16 { byte & 15 } else { byte >> 4 }) as i32 - off
+                                })
+                                .collect()
+                        }
+                    };
+                    let isum: i32 = wq.iter().zip(x).map(|(&w, &x)| w * x as i32).sum();
+                    let s = a.sx[r * nb + b];
+                    acc += (d * s) * isum as f32;
+                    if kind == GgmlDType::Q4_1 {
+                        let m = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+                        acc += (m * s) * a.xs[r * nb + b] as f32;
                     }
-                    let s = x.s[r * nb + b];
-                    acc += (w.d[o * nb + b] * s) * isum as f32;
-                    acc += (w.m[o * nb + b] * s) * x.sum[r * nb + b] as f32;
                 }
-                y[r * w.n_out + o] = acc;
+                y[r * n_out + o] = acc;
+            }
+        }
+        y
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn run(a: &QAct, w: &QMat, simd: bool) -> Vec<f32> {
+        let mut y = vec![f32::NAN; a.rows * w.n_out];
+        let p = y.as_mut_ptr();
+        unsafe {
+            if simd {
+                #[cfg(target_arch = "x86_64")]
+                avx2::task(a, w, 0, w.groups, p);
+            } else {
+                tile_scalar(a, w, 0, w.groups, p);
             }
         }
         y
     }
 
     #[test]
-    fn f16_conversion_is_exact() {
+    fn kernels_match_reference_bit_for_bit() {
+        let mut r = Lcg(5);
+        let avx = cfg!(target_arch = "x86_64") && {
+            #[cfg(target_arch = "x86_64")]
+            {
+                std::arch::is_x86_feature_detected!("avx2")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                false
+            }
+        };
+        for kind in [GgmlDType::Q4_1, GgmlDType::Q4_0, GgmlDType::Q8_0] {
+            for &k in &[64usize, 576, 1536] {
+                for &(rows, n_out) in &[
+                    (1usize, 8usize),
+                    (3, 13),
+                    (4, 24),
+                    (7, 40),
+                    (17, 9),
+                    (70, 19),
+                ] {
+                    let raw = random_raw(kind, n_out, k, &mut r);
+                    let w = QMat::from_ggml(kind, &raw, n_out, k).unwrap();
+                    let mut x: Vec<f32> = (0..rows * k).map(|_| r.f() * 4.0).collect();
+                    // An all-zero block and an extreme block.
+                    x[..QK].fill(0.0);
+                    if rows > 1 {
+                        x[k + QK..k + 2 * QK].iter_mut().for_each(|v| *v *= 1e6);
+                    }
+                    let a = QAct::new(&x, rows, k);
+                    let want = bits(&reference(kind, &raw, n_out, &a));
+                    assert_eq!(
+                        bits(&run(&a, &w, false)),
+                        want,
+                        "scalar {kind:?} {rows}x{n_out}x{k}"
+                    );
+                    if avx {
+                        assert_eq!(
+                            bits(&run(&a, &w, true)),
+                            want,
+                            "avx2 {kind:?} {rows}x{n_out}x{k}"
+                        );
+                    }
+                    // Through the threaded entry point, and row by row (batch invariance).
+                    let mut y = vec![0f32; rows * n_out];
+                    qmatmul(&a, &w, &mut y);
+                    assert_eq!(bits(&y), want);
+                    for rr in 0..rows {
+                        let a1 = QAct::new(&x[rr * k..(rr + 1) * k], 1, k);
+                        let mut y1 = vec![0f32; n_out];
+                        qmatmul(&a1, &w, &mut y1);
+                        assert_eq!(bits(&y1), want[rr * n_out..(rr + 1) * n_out]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_rows_count_up_to_70_matches() {
+        let mut r = Lcg(9);
+        let (n_out, k) = (16, 64);
+        for kind in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let raw = random_raw(kind, n_out, k, &mut r);
+            let w = QMat::from_ggml(kind, &raw, n_out, k).unwrap();
+            for rows in 1..=70 {
+                let x: Vec<f32> = (0..rows * k).map(|_| r.f()).collect();
+                let a = QAct::new(&x, rows, k);
+                let want = bits(&reference(kind, &raw, n_out, &a));
+                let mut y = vec![0f32; rows * n_out];
+                qmatmul(&a, &w, &mut y);
+                assert_eq!(bits(&y), want, "{kind:?} rows {rows}");
+                assert_eq!(bits(&run(&a, &w, false)), want);
+            }
+        }
+    }
+
+    #[test]
+    fn q8_extreme_weights_do_not_saturate() {
+        // Every weight −128 and every activation ±127: the largest pair sums.
+        let (n_out, k) = (8, 64);
+        let mut raw = Vec::new();
+        for _ in 0..n_out * 2 {
+            raw.extend_from_slice(&0x3c00u16.to_le_bytes()); // d = 1.0
+            raw.extend(std::iter::repeat_n(0x80u8, 32));
+        }
+        let w = QMat::from_ggml(GgmlDType::Q8_0, &raw, n_out, k).unwrap();
+        let x = vec![-1.0f32; k];
+        let a = QAct::new(&x, 1, k);
+        let mut y = vec![0f32; n_out];
+        qmatmul(&a, &w, &mut y);
+        let s = 1.0f32 / 127.0;
+        let want = (0f32 + s * (32 * 128 * 127) as f32) + s * (32 * 128 * 127) as f32;
+        assert!(y.iter().all(|&v| v == want), "{y:?} vs {want}");
+        assert_eq!(bits(&run(&a, &w, false)), bits(&y));
+    }
+
+    #[test]
+    fn activation_rounding_rule() {
+        let mut x = [0f32; QK];
+        x[0] = 127.0;
+        x[1] = 0.5;
+        x[2] = -0.5;
+        x[3] = 1.4999999;
+        x[4] = -126.5;
+        x[5] = 0.49999997;
+        let mut q = [0i8; QK];
+        let (s, sum) = quantize_block(&x, &mut q);
+        assert_eq!(s, 1.0);
+        assert_eq!(&q[..6], &[127, 1, -1, 1, -127, 0]);
+        assert_eq!(sum, 1);
+        let (s, sum) = quantize_block(&[0.0; QK], &mut q);
+        assert_eq!((s, sum), (0.0, 0));
+    }
+
+    #[test]
+    fn f16_conversion() {
         assert_eq!(f16_to_f32(0x3c00), 1.0);
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
@@ -357,59 +787,8 @@ mod tests {
     }
 
     #[test]
-    fn kernels_match_the_definition_bit_for_bit() {
-        let mut s = 3u64;
-        for &(rows, n_out, k) in &[
-            (1, 1, 32),
-            (3, 5, 64),
-            (9, 33, 576),
-            (70, 7, 1536),
-            (5, 2, 64),
-        ] {
-            let w = QMat::from_blocks("q4_1", &random_q41(n_out, k, &mut s), n_out, k).unwrap();
-            let xf: Vec<f32> = (0..rows * k)
-                .map(|_| (lcg(&mut s) % 20001) as f32 / 1000.0 - 10.0)
-                .collect();
-            let mut x = QRows::new();
-            x.quantize(&xf, rows, k);
-            let want = reference(&x, &w);
-            let mut y = vec![0f32; rows * n_out];
-            matmul_q(&x, &w, &mut y);
-            assert_eq!(
-                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-            );
-            let mut p = vec![0f32; rows * n_out];
-            unsafe { tile_portable(&x, &w, 0, n_out, p.as_mut_ptr()) };
-            assert_eq!(
-                p.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-            );
-            // Batch invariance: a single row alone.
-            let mut x1 = QRows::new();
-            x1.quantize(&xf[..k], 1, k);
-            let mut y1 = vec![0f32; n_out];
-            matmul_q(&x1, &w, &mut y1);
-            assert_eq!(
-                y1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want[..n_out]
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect::<Vec<_>>()
-            );
-        }
-    }
-
-    #[test]
-    fn repacking_is_exact() {
-        let mut s = 5u64;
-        let raw = random_q41(2, 64, &mut s);
-        let w = QMat::from_blocks("q4_1", &raw, 2, 64).unwrap();
-        // Element j of block 0: low nibble of byte j (j < 16), high nibble of byte j-16.
-        let d = f16_to_f32(u16::from_le_bytes([raw[0], raw[1]]));
-        let m = f16_to_f32(u16::from_le_bytes([raw[2], raw[3]]));
-        assert_eq!(w.value(0, 0), (raw[4] & 0x0f) as f32 * d + m);
-        assert_eq!(w.value(0, 17), (raw[5] >> 4) as f32 * d + m);
-        assert!(QMat::from_blocks("q4_1", &raw[1..], 2, 64).is_none());
+    fn unsupported_type_is_a_model_error() {
+        let e = QMat::from_ggml(GgmlDType::Q6K, &[], 8, 256).err().unwrap();
+        assert!(format!("{e}").contains("Q4_1"), "{e}");
     }
 }

@@ -6,10 +6,10 @@
 //! known positions per call while the decoder goes one token at a time, and both get the
 //! same bits.
 
-use super::int8::{matmul_q, QMat, QRows};
+use super::int8::{qmatmul, QAct, QMat};
 use super::kernels::matmul;
 use super::math::{dot, exp_f32, exp_f64, ln_f64, silu, sin_cos_f64, sum_sq, LANES};
-use super::{BACKEND_F32_FIXED, BACKEND_INT8_EXACT};
+use super::{backend_name, BACKEND_F32_FIXED, BACKEND_INT8_EXACT};
 use crate::{Error, ErrorKind, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
@@ -30,18 +30,41 @@ pub struct LlamaConfig {
     pub context_length: usize,
 }
 
-/// A weight matrix in the form its backend computes with.
+/// A weight matrix in the representation of the chosen backend.
 enum Mat {
+    /// Backend 1: the exact dequantized values.
     F32(Vec<f32>),
+    /// Backend 2: integer blocks (see [`super::int8`]).
     Q(QMat),
 }
 
+/// The input of a group of matmuls sharing one activation (quantized once for backend 2).
+struct Input<'a> {
+    x: &'a [f32],
+    q: Option<QAct>,
+}
+
 impl Mat {
-    /// y = x · wᵀ; `xq` must hold `x` quantized when the matrix is integer.
-    fn apply(&self, x: &[f32], xq: &QRows, rows: usize, n_out: usize, k: usize, y: &mut [f32]) {
+    fn apply(&self, inp: &Input, rows: usize, n_out: usize, k: usize, y: &mut [f32]) {
         match self {
-            Mat::F32(w) => matmul(x, rows, w, n_out, k, y),
-            Mat::Q(w) => matmul_q(xq, w, y),
+            Mat::F32(w) => matmul(inp.x, rows, w, n_out, k, y),
+            Mat::Q(w) => qmatmul(inp.q.as_ref().expect("quantized input"), w, y),
+        }
+    }
+
+    /// The f32 vector of a tensor loaded without quantization (norm weights).
+    fn into_f32(self) -> Vec<f32> {
+        match self {
+            Mat::F32(v) => v,
+            Mat::Q(_) => unreachable!("loaded with quant = false"),
+        }
+    }
+
+    /// Copies the f32 values of row `t` (embedding lookup).
+    fn row(&self, t: usize, out: &mut [f32]) {
+        match self {
+            Mat::F32(w) => out.copy_from_slice(&w[t * out.len()..(t + 1) * out.len()]),
+            Mat::Q(w) => w.dequant_row(t, out),
         }
     }
 }
@@ -61,14 +84,13 @@ struct Layer {
 /// The model's weights.
 pub struct Llama {
     pub cfg: LlamaConfig,
-    /// Numeric backend id (see `engine`).
+    /// Numeric backend id ([`BACKEND_F32_FIXED`] or [`BACKEND_INT8_EXACT`]).
     pub backend: u16,
-    /// Embedding rows as f32 (exact dequantized values), for the input lookup.
-    embed: Vec<f32>,
+    embed: Mat,
     layers: Vec<Layer>,
     out_norm: Vec<f32>,
-    /// Output projection (the embedding again when tied, as in SmolLM2).
-    output: Mat,
+    /// Output projection; `None` when tied to the embedding (as in SmolLM2).
+    output: Option<Mat>,
     /// inv_freq[i] = θ^(−2i/head_dim), computed with our own exp/ln.
     inv_freq: Vec<f64>,
 }
@@ -92,25 +114,6 @@ pub struct Row {
     /// Position of the token in its stream; rows of one stream must come in order, starting
     /// at that stream's `len`.
     pub pos: usize,
-}
-
-/// Reads one tensor and checks its shape.
-fn read_tensor<R: std::io::Read + std::io::Seek>(
-    content: &gguf_file::Content,
-    reader: &mut R,
-    name: &str,
-    want: &[usize],
-) -> Result<candle_core::quantized::QTensor> {
-    let qt = content
-        .tensor(reader, name, &Device::Cpu)
-        .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
-    let dims = qt.shape().dims().to_vec();
-    if dims != want {
-        return Err(model_err(format!(
-            "tensor {name} has shape {dims:?}, expected {want:?}"
-        )));
-    }
-    Ok(qt)
 }
 
 fn md_u32(md: &std::collections::HashMap<String, gguf_file::Value>, key: &str) -> Result<u32> {
@@ -183,7 +186,7 @@ impl LlamaConfig {
 }
 
 impl Llama {
-    /// Loads a llama GGUF file for backend 1 (f32).
+    /// Loads all weights of a llama GGUF file as f32 (backend [`BACKEND_F32_FIXED`]).
     pub fn from_gguf<R: std::io::Read + std::io::Seek>(
         content: &gguf_file::Content,
         reader: &mut R,
@@ -191,89 +194,66 @@ impl Llama {
         Self::from_gguf_with(content, reader, BACKEND_F32_FIXED)
     }
 
-    /// Loads a llama GGUF file for the given numeric backend.
+    /// Loads a llama GGUF file for the given backend: [`BACKEND_F32_FIXED`] holds f32
+    /// weights; [`BACKEND_INT8_EXACT`] keeps every 2-D weight as integer blocks (Q4_0,
+    /// Q4_1, Q8_0 as stored; F32/F16 matrices quantized to Q8_0-style blocks at load).
+    /// Norm vectors stay f32 in both.
     pub fn from_gguf_with<R: std::io::Read + std::io::Seek>(
         content: &gguf_file::Content,
         reader: &mut R,
         backend: u16,
     ) -> Result<Self> {
         if backend != BACKEND_F32_FIXED && backend != BACKEND_INT8_EXACT {
-            return Err(Error::new(ErrorKind::UnsupportedBackend { id: backend }));
+            return Err(model_err(format!(
+                "backend {backend} ({}) is not supported (supported: 1, 2)",
+                backend_name(backend)
+            )));
         }
         let cfg = LlamaConfig::from_gguf(content)?;
         let dev = Device::Cpu;
-        let f32_of = |qt: &candle_core::quantized::QTensor| -> Result<Vec<f32>> {
-            Ok(qt.dequantize(&dev)?.flatten_all()?.to_vec1::<f32>()?)
-        };
-        let mat_of = |qt: &candle_core::quantized::QTensor| -> Result<Mat> {
-            if backend == BACKEND_F32_FIXED {
-                return Ok(Mat::F32(f32_of(qt)?));
+        // `quant`: keep integer blocks (backend 2 matrices) instead of dequantizing.
+        let mut load_any = |name: &str, want: &[usize], quant: bool| -> Result<Mat> {
+            let qt = content
+                .tensor(reader, name, &dev)
+                .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
+            let dims = qt.shape().dims().to_vec();
+            if dims != want {
+                return Err(model_err(format!(
+                    "tensor {name} has shape {dims:?}, expected {want:?}"
+                )));
             }
-            let dims = qt.shape().dims();
-            let (n_out, k) = (dims[0], dims[1]);
-            use candle_core::quantized::GgmlDType as T;
-            let kind = match qt.dtype() {
-                T::Q4_0 => Some("q4_0"),
-                T::Q4_1 => Some("q4_1"),
-                T::Q8_0 => Some("q8_0"),
-                _ => None,
-            };
-            let packed = match kind {
-                Some(kind) => QMat::from_blocks(kind, &qt.data()?, n_out, k),
-                None => None,
-            };
-            // Other types: quantize their exact f32 values with a fixed rule.
-            Ok(Mat::Q(match packed {
-                Some(m) => m,
-                None => QMat::from_f32(&f32_of(qt)?, n_out, k),
-            }))
+            if quant {
+                let raw = qt.data()?;
+                let w = QMat::from_ggml(qt.dtype(), &raw, want[0], want[1])
+                    .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
+                return Ok(Mat::Q(w));
+            }
+            let t = qt.dequantize(&dev)?;
+            Ok(Mat::F32(t.flatten_all()?.to_vec1::<f32>()?))
         };
-        let vecf = |reader: &mut R, name: &str, want: &[usize]| -> Result<Vec<f32>> {
-            f32_of(&read_tensor(content, reader, name, want)?)
-        };
+        let quant = backend == BACKEND_INT8_EXACT;
         let (d, f, kv) = (cfg.dim, cfg.ffn_dim, cfg.n_kv_heads * cfg.head_dim);
-        let embed_q = read_tensor(content, reader, "token_embd.weight", &[cfg.vocab, d])?;
-        let embed = f32_of(&embed_q)?;
+        let embed = load_any("token_embd.weight", &[cfg.vocab, d], quant)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = format!("blk.{i}");
-            let m = |reader: &mut R, name: &str, want: &[usize]| -> Result<Mat> {
-                mat_of(&read_tensor(
-                    content,
-                    reader,
-                    &format!("{p}.{name}.weight"),
-                    want,
-                )?)
-            };
-            let wq = m(reader, "attn_q", &[d, d])?;
-            let wk = m(reader, "attn_k", &[kv, d])?;
-            let wv = m(reader, "attn_v", &[kv, d])?;
-            let wo = m(reader, "attn_output", &[d, d])?;
-            let w_gate = m(reader, "ffn_gate", &[f, d])?;
-            let w_up = m(reader, "ffn_up", &[f, d])?;
-            let w_down = m(reader, "ffn_down", &[d, f])?;
             layers.push(Layer {
-                attn_norm: vecf(reader, &format!("{p}.attn_norm.weight"), &[d])?,
-                wq,
-                wk,
-                wv,
-                wo,
-                ffn_norm: vecf(reader, &format!("{p}.ffn_norm.weight"), &[d])?,
-                w_gate,
-                w_up,
-                w_down,
+                attn_norm: load_any(&format!("{p}.attn_norm.weight"), &[d], false)?.into_f32(),
+                wq: load_any(&format!("{p}.attn_q.weight"), &[d, d], quant)?,
+                wk: load_any(&format!("{p}.attn_k.weight"), &[kv, d], quant)?,
+                wv: load_any(&format!("{p}.attn_v.weight"), &[kv, d], quant)?,
+                wo: load_any(&format!("{p}.attn_output.weight"), &[d, d], quant)?,
+                ffn_norm: load_any(&format!("{p}.ffn_norm.weight"), &[d], false)?.into_f32(),
+                w_gate: load_any(&format!("{p}.ffn_gate.weight"), &[f, d], quant)?,
+                w_up: load_any(&format!("{p}.ffn_up.weight"), &[f, d], quant)?,
+                w_down: load_any(&format!("{p}.ffn_down.weight"), &[d, f], quant)?,
             });
         }
-        let out_norm = vecf(reader, "output_norm.weight", &[d])?;
+        let out_norm = load_any("output_norm.weight", &[d], false)?.into_f32();
         let output = if content.tensor_infos.contains_key("output.weight") {
-            mat_of(&read_tensor(
-                content,
-                reader,
-                "output.weight",
-                &[cfg.vocab, d],
-            )?)?
+            Some(load_any("output.weight", &[cfg.vocab, d], quant)?)
         } else {
-            mat_of(&embed_q)?
+            None
         };
         let half = cfg.head_dim / 2;
         let ln_theta = ln_f64(cfg.rope_theta as f64);
@@ -341,7 +321,7 @@ impl Llama {
         let mut x = vec![0f32; n * d];
         for (i, r) in rows.iter().enumerate() {
             let t = r.token as usize;
-            x[i * d..(i + 1) * d].copy_from_slice(&self.embed[t * d..(t + 1) * d]);
+            self.embed.row(t, &mut x[i * d..(i + 1) * d]);
         }
         let ropes: Vec<Vec<(f32, f32)>> = rows.iter().map(|r| self.rope_table(r.pos)).collect();
         let mut h = vec![0f32; n * d];
@@ -352,19 +332,12 @@ impl Llama {
         let mut o = vec![0f32; n * d];
         let mut g = vec![0f32; n * c.ffn_dim];
         let mut u = vec![0f32; n * c.ffn_dim];
-        let quant = self.backend == BACKEND_INT8_EXACT;
-        let mut xq = QRows::new();
-        let prep = |x: &[f32], k: usize, xq: &mut QRows| {
-            if quant {
-                xq.quantize(x, n, k);
-            }
-        };
         for (li, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, c.norm_eps, &mut h);
-            prep(&h, d, &mut xq);
-            l.wq.apply(&h, &xq, n, d, d, &mut q);
-            l.wk.apply(&h, &xq, n, kvd, d, &mut k);
-            l.wv.apply(&h, &xq, n, kvd, d, &mut v);
+            let inp = self.input(&h, n, d);
+            l.wq.apply(&inp, n, d, d, &mut q);
+            l.wk.apply(&inp, n, kvd, d, &mut k);
+            l.wv.apply(&inp, n, kvd, d, &mut v);
             for i in 0..n {
                 for hq in q[i * d..(i + 1) * d].chunks_exact_mut(hd) {
                     rope(hq, &ropes[i]);
@@ -392,20 +365,19 @@ impl Llama {
                 .for_each(|((out, qr), r)| {
                     attend(c, li, &caches_ro[r.stream], r.pos, qr, out);
                 });
-            prep(&att, d, &mut xq);
-            l.wo.apply(&att, &xq, n, d, d, &mut o);
+            l.wo.apply(&self.input(&att, n, d), n, d, d, &mut o);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += *ov;
             }
             rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut h);
-            prep(&h, d, &mut xq);
-            l.w_gate.apply(&h, &xq, n, c.ffn_dim, d, &mut g);
-            l.w_up.apply(&h, &xq, n, c.ffn_dim, d, &mut u);
+            let inp = self.input(&h, n, d);
+            l.w_gate.apply(&inp, n, c.ffn_dim, d, &mut g);
+            l.w_up.apply(&inp, n, c.ffn_dim, d, &mut u);
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv = silu(*gv) * *uv;
             }
-            prep(&g, c.ffn_dim, &mut xq);
-            l.w_down.apply(&g, &xq, n, d, c.ffn_dim, &mut o);
+            l.w_down
+                .apply(&self.input(&g, n, c.ffn_dim), n, d, c.ffn_dim, &mut o);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += *ov;
             }
@@ -414,9 +386,15 @@ impl Llama {
             caches[r.stream].len = r.pos + 1;
         }
         rms_norm(&x, &self.out_norm, c.norm_eps, &mut h);
-        prep(&h, d, &mut xq);
-        self.output.apply(&h, &xq, n, c.vocab, d, logits);
+        let w_out = self.output.as_ref().unwrap_or(&self.embed);
+        w_out.apply(&self.input(&h, n, d), n, c.vocab, d, logits);
         Ok(())
+    }
+
+    /// Prepares a matmul input: quantized once per activation for backend 2.
+    fn input<'a>(&self, x: &'a [f32], rows: usize, k: usize) -> Input<'a> {
+        let q = (self.backend == BACKEND_INT8_EXACT).then(|| QAct::new(x, rows, k));
+        Input { x, q }
     }
 }
 
