@@ -1,9 +1,10 @@
-//! Criterion benchmarks for the per-symbol work outside the model: building the 24-bit CDF
-//! from a 49,408-symbol distribution, and range coding with it.
+//! Criterion benchmarks for the per-symbol work outside the model: the predictor ensemble
+//! (predict + update over a 49,408-symbol alphabet), building the 24-bit CDF, and range
+//! coding with it.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use lmzip::coder::{BlockDecoder, BlockEncoder, Cdf};
-use lmzip::predict::{Predictor, PredictorSettings};
+use lmzip::predict::{Ensemble, PredictorSettings, Scratch};
 
 const VOCAB: usize = 49152;
 const SYMBOLS: usize = VOCAB + 256;
@@ -28,18 +29,28 @@ fn fake_logits(seed: u64) -> Vec<f32> {
 
 fn bench(c: &mut Criterion) {
     let logits = fake_logits(1);
-    let mut p = Predictor::new(
-        &PredictorSettings::default(),
-        VOCAB,
-        SYMBOLS,
-        &(0..17).collect::<Vec<u32>>(),
-    );
     let mut cdf = Cdf::default();
-    c.bench_function("softmax + cdf (49,408 symbols)", |b| {
-        b.iter(|| {
-            p.distribution(black_box(&logits), &mut cdf);
-        })
-    });
+    // A text-like symbol stream: a repeating phrase with variations, so the n-gram and
+    // match models have something to find (their cost depends on what they find).
+    let text: Vec<u32> = (0..4096u32)
+        .map(|i| (i % 37) * 131 + (i / 512) % 3)
+        .collect();
+    for (name, settings) in [
+        ("llm only", PredictorSettings::llm_only()),
+        ("default ensemble", PredictorSettings::default()),
+    ] {
+        let mut e = Ensemble::new(&settings, VOCAB, SYMBOLS, &(0..17).collect::<Vec<u32>>());
+        e.begin_group(&[1 << 20]);
+        let mut sc = Scratch::default();
+        let mut i = 0usize;
+        c.bench_function(&format!("{name}: predict + update (49,408 symbols)"), |b| {
+            b.iter(|| {
+                e.predict(0, black_box(&logits), &mut sc, &mut cdf);
+                e.update(0, text[i % text.len()], &sc);
+                i += 1;
+            })
+        });
+    }
     let weights: Vec<f32> = logits
         .iter()
         .map(|l| (l / 4.0).exp())

@@ -1,7 +1,8 @@
 //! `lmzip bench`: bits per byte, speed each way and peak memory, verified round trips.
 
 use crate::model::Model;
-use crate::pipeline::{compress, decompress, CompressOptions, Stats};
+use crate::pipeline::{compress_measure, decompress, CompressOptions, Stats};
+use crate::predict::PredictorSettings;
 use crate::{Error, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -27,6 +28,53 @@ pub struct BenchResult {
     /// Peak resident memory of the process so far, in MiB (Linux; 0 elsewhere).
     pub peak_rss_mib: f64,
     pub round_trip_ok: bool,
+    /// Predictor variant → bits per byte of its ideal code length (the coded
+    /// configuration first), measured on the same model outputs.
+    pub ablation: Vec<(String, f64)>,
+    /// Seconds in the model's forward pass / in predictors and coder, compressing.
+    pub model_seconds: f64,
+    pub predict_seconds: f64,
+    pub window: u32,
+}
+
+/// The ablation variants for `base`: the LLM alone, each component added alone, each
+/// component removed, and one global mixer weight set in place of the context-selected ones.
+pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
+    let llm = PredictorSettings::llm_only();
+    let mut v = vec![
+        llm.clone(),
+        PredictorSettings {
+            bias: true,
+            ..llm.clone()
+        },
+        PredictorSettings {
+            ngram: true,
+            ..llm.clone()
+        },
+        PredictorSettings {
+            matcher: true,
+            ..llm.clone()
+        },
+        PredictorSettings {
+            ngram: true,
+            matcher: true,
+            ..llm.clone()
+        },
+    ];
+    for f in 0..5 {
+        let mut s = base.clone();
+        match f {
+            0 => s.bias = false,
+            1 => s.ngram = false,
+            2 => s.matcher = false,
+            3 => s.sse = false,
+            _ => s.mixer_ctx = false,
+        }
+        if s != *base {
+            v.push(s);
+        }
+    }
+    v
 }
 
 /// Compresses and decompresses `data` in memory and checks the result byte for byte.
@@ -35,10 +83,16 @@ pub fn bench_bytes(
     name: &str,
     data: &[u8],
     opts: &CompressOptions,
+    ablation: bool,
 ) -> Result<BenchResult> {
     let mut archive = Vec::new();
+    let variants = if ablation {
+        ablation_variants(&opts.predictor)
+    } else {
+        Vec::new()
+    };
     let t0 = Instant::now();
-    let cs: Stats = compress(model, data, opts, &mut archive, &mut |_| {})?;
+    let cs: Stats = compress_measure(model, data, opts, &variants, &mut archive, &mut |_| {})?;
     let ct = t0.elapsed().as_secs_f64();
     let mut restored = Vec::with_capacity(data.len());
     let t1 = Instant::now();
@@ -73,7 +127,39 @@ pub fn bench_bytes(
         decompress_tokens_per_s: ds.symbols as f64 / dt.max(1e-9),
         peak_rss_mib: peak_rss_mib(),
         round_trip_ok: ok,
+        ablation: if ablation {
+            let bpb = |bits: f64| bits / data.len().max(1) as f64;
+            std::iter::once((opts.predictor.label() + " (coded)", bpb(cs.ideal_bits)))
+                .chain(
+                    variants
+                        .iter()
+                        .zip(&cs.variant_bits)
+                        .map(|(v, &b)| (v.label(), bpb(b))),
+                )
+                .collect()
+        } else {
+            Vec::new()
+        },
+        model_seconds: cs.model_seconds,
+        predict_seconds: cs.predict_seconds,
+        window: opts.window,
     })
+}
+
+/// The ablation rows of one result.
+pub fn render_ablation(r: &BenchResult) -> String {
+    let mut s = format!(
+        "ablation for {} ({} bytes; ideal code length, before framing):\n",
+        r.file, r.bytes
+    );
+    let base = r.ablation.iter().find(|(n, _)| n == "llm").map(|x| x.1);
+    for (name, bpb) in &r.ablation {
+        let rel = base
+            .map(|b| format!("{:+.1}%", (bpb / b - 1.0) * 100.0))
+            .unwrap_or_default();
+        s += &format!("  {name:<40} {bpb:>7.4} bpb {rel:>8}\n");
+    }
+    s
 }
 
 /// Peak resident set size (VmHWM) in MiB, from /proc on Linux.

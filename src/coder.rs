@@ -52,33 +52,46 @@ impl Cdf {
         );
         // Reserve one count per symbol plus slack for rounding in the scaled sum.
         let budget = (TOTAL as usize - n - n / 64 - 1024) as f32;
-        let mut sum = 0f64;
-        let mut best = 0usize;
-        for (i, &w) in weights.iter().enumerate() {
-            sum += w as f64;
-            if w > weights[best] {
-                best = i;
+        // Sum in f64, element i in lane i mod 8, lanes combined pairwise: a fixed order
+        // that vectorizes.
+        let mut lanes = [0f64; 8];
+        let chunks = weights.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for l in 0..8 {
+                lanes[l] += c[l] as f64;
             }
         }
+        for (l, &w) in rest.iter().enumerate() {
+            lanes[l] += w as f64;
+        }
+        let sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+            + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+        // The heaviest symbol, lowest index on ties (NaN never wins).
+        let top = crate::engine::math::max_f32(weights);
+        let best = crate::engine::math::first_eq(weights, top).unwrap_or(0);
         let scale = if sum > 0.0 && sum.is_finite() {
             (budget as f64 / sum) as f32
         } else {
             0.0
         };
-        self.cum.clear();
-        self.cum.reserve(n + 1);
-        let mut acc: u32 = 0;
-        let mut freqs_best = 0u32;
-        for (i, &w) in weights.iter().enumerate() {
-            self.cum.push(acc);
-            // NaN or negative weights count as zero (`as` saturates NaN to 0).
-            let f = 1 + (w.max(0.0) * scale).min(budget) as u32;
-            if i == best {
-                freqs_best = f;
-            }
-            acc += f;
+        // Frequencies first (a flat, vectorizable pass), then the prefix sum in place.
+        self.cum.resize(n + 1, 0);
+        self.cum[0] = 0;
+        for (c, &w) in self.cum[1..].iter_mut().zip(weights) {
+            // NaN or negative weights count as zero (`max` drops NaN, and `min` maps the
+            // NaN of ∞·0 to the budget).
+            let f = (w.max(0.0) * scale).min(budget);
+            // SAFETY: f is in [0, budget] and budget < 2^24, so it fits an i32 exactly; the
+            // unchecked conversion equals `as` here and vectorizes.
+            *c = 1 + unsafe { f.to_int_unchecked::<i32>() } as u32;
         }
-        self.cum.push(acc);
+        let freqs_best = self.cum[best + 1];
+        let mut acc: u32 = 0;
+        for c in &mut self.cum[1..] {
+            acc += *c;
+            *c = acc;
+        }
         // Hand the rounding remainder to the heaviest symbol. `acc` can exceed TOTAL only if
         // rounding ran past all the slack reserved above, which the bounds rule out; the
         // saturating path keeps the table valid even then.

@@ -38,6 +38,10 @@ pub enum ErrorKind {
     },
     /// The archive needs a numeric backend this build does not provide.
     UnsupportedBackend { id: u16 },
+    /// The archive's predictor settings use a layout this build does not know.
+    UnsupportedPredictor { version: u8 },
+    /// Compression options outside what the format allows.
+    InvalidOption(String),
     /// The model file cannot be found, read or understood.
     Model(String),
     /// The tokenizer cannot be built from the model's metadata.
@@ -142,6 +146,12 @@ impl fmt::Display for Error {
                 f,
                 "this archive needs a different {what}: it was made with {expected}, \
                  but the loaded one is {actual}"
+            ),
+            InvalidOption(m) => write!(f, "invalid option: {m}"),
+            UnsupportedPredictor { version } => write!(
+                f,
+                "archive uses predictor settings version {version}, which this build does not \
+                 provide; use the lmzip release that wrote it"
             ),
             UnsupportedBackend { id } => write!(
                 f,

@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 /// Magic number: 0xB5 can start neither ASCII nor UTF-8, then "lmz".
 pub const MAGIC: [u8; 4] = [0xB5, 0x6C, 0x6D, 0x7A];
 /// Format version this build writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Fixed part of the header before the predictor settings.
-pub const HEADER_FIXED_LEN: usize = 95;
+pub const HEADER_FIXED_LEN: usize = 103;
 /// Largest header (fixed part, predictor settings, CRC).
 pub const MAX_HEADER_LEN: usize = 4096;
 /// Largest predictor settings blob.
@@ -19,7 +19,9 @@ pub const MAX_PREDICTOR_LEN: usize = 1024;
 /// Largest alphabet.
 pub const MAX_SYMBOLS: u32 = 1 << 20;
 /// Largest block, in symbols.
-pub const MAX_BLOCK_TOKENS: u32 = 1 << 16;
+pub const MAX_BLOCK_TOKENS: u32 = 1 << 20;
+/// Largest context window, in positions.
+pub const MAX_WINDOW: u32 = 1 << 15;
 /// Most blocks in one group.
 pub const MAX_STREAMS: u16 = 1024;
 /// Largest original block, in bytes.
@@ -43,6 +45,10 @@ pub struct Header {
     pub streams: u16,
     pub window_policy: u8,
     pub start_token: u32,
+    /// Context window: most positions (start token included) in a stream's cache.
+    pub window: u32,
+    /// Positions kept when the window slides (start token included).
+    pub keep: u32,
     pub predictor: Vec<u8>,
 }
 
@@ -139,6 +145,12 @@ impl Header {
         if self.window_policy != 0 {
             return Err(invalid("window policy", self.window_policy as u64));
         }
+        if self.window < 2 || self.window > MAX_WINDOW {
+            return Err(invalid("window", self.window as u64));
+        }
+        if self.keep < 1 || self.keep >= self.window {
+            return Err(invalid("keep", self.keep as u64));
+        }
         if self.start_token >= self.num_symbols {
             return Err(invalid("start_token", self.start_token as u64));
         }
@@ -170,6 +182,8 @@ impl Header {
         b.extend_from_slice(&self.streams.to_le_bytes());
         b.push(self.window_policy);
         b.extend_from_slice(&self.start_token.to_le_bytes());
+        b.extend_from_slice(&self.window.to_le_bytes());
+        b.extend_from_slice(&self.keep.to_le_bytes());
         b.extend_from_slice(&(self.predictor.len() as u16).to_le_bytes());
         b.extend_from_slice(&self.predictor);
         let crc = crc32fast::hash(&b);
@@ -209,7 +223,7 @@ impl Header {
             }));
         }
         read_exact_or(r, &mut b[6..], "header")?;
-        let p = u16_at(&b, 93) as usize;
+        let p = u16_at(&b, 101) as usize;
         if p > MAX_PREDICTOR_LEN {
             return Err(limit(
                 "predictor settings length",
@@ -249,6 +263,8 @@ impl Header {
             streams: u16_at(&b, 86),
             window_policy: b[88],
             start_token: u32_at(&b, 89),
+            window: u32_at(&b, 93),
+            keep: u32_at(&b, 97),
             predictor: b[HEADER_FIXED_LEN..crc_at].to_vec(),
         };
         h.validate()?;
@@ -444,7 +460,9 @@ mod tests {
             streams: 4,
             window_policy: 0,
             start_token: 0,
-            predictor: vec![1, 1],
+            window: 1024,
+            keep: 512,
+            predictor: vec![2, 1],
         }
     }
 
@@ -513,7 +531,7 @@ mod tests {
             b
         };
         assert!(kind(read_all(&with(0, 0x42))).starts_with("BadMagic"));
-        assert!(kind(read_all(&with(4, 2))).starts_with("UnsupportedVersion"));
+        assert!(kind(read_all(&with(4, 1))).starts_with("UnsupportedVersion"));
         // Bits past the magic are covered by the header CRC: any change is a mismatch.
         assert!(kind(read_all(&with(6, 1))).starts_with("ChecksumMismatch"));
         let hl = v.len() - 53 - (3 + 16 + 4 + 8);
@@ -544,8 +562,10 @@ mod tests {
         assert!(kind(read_all(&forged(86, &0u16.to_le_bytes()))).contains("streams"));
         assert!(kind(read_all(&forged(88, &[1]))).contains("window"));
         assert!(kind(read_all(&forged(89, &u32::MAX.to_le_bytes()))).contains("start_token"));
+        assert!(kind(read_all(&forged(93, &1u32.to_le_bytes()))).contains("window"));
+        assert!(kind(read_all(&forged(97, &1024u32.to_le_bytes()))).contains("keep"));
         assert!(kind(read_all(&forged(8, &9u16.to_le_bytes()))).contains("header_len"));
-        assert!(kind(read_all(&forged(93, &4000u16.to_le_bytes()))).starts_with("LimitExceeded"));
+        assert!(kind(read_all(&forged(101, &4000u16.to_le_bytes()))).starts_with("LimitExceeded"));
     }
 
     #[test]

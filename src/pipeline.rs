@@ -12,7 +12,7 @@ use crate::coder::{BlockDecoder, BlockEncoder, Cdf};
 use crate::engine::{backend_name, KvCache, Row};
 use crate::format::{self, ArchiveTally, BlockEntry, Frame, Header, Trailer};
 use crate::model::{describe_identity, hex, Model};
-use crate::predict::{Predictor, PredictorSettings};
+use crate::predict::{Ensemble, PredictorSettings, Scratch};
 use crate::{Error, ErrorKind, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -21,10 +21,14 @@ use std::io::{Read, Write};
 /// Encoder settings (everything the decoder needs is derived from them into the header).
 #[derive(Debug, Clone)]
 pub struct CompressOptions {
-    /// Maximum symbols per block: the context window.
+    /// Target symbols per block; the input is cut into equal blocks of at most this many.
     pub block_tokens: u32,
     /// Maximum blocks coded side by side.
     pub streams: u16,
+    /// Context window in positions (start token included).
+    pub window: u32,
+    /// Positions kept when the window slides.
+    pub keep: u32,
     /// Maximum rows (positions × streams) per forward call while encoding.
     pub rows_per_call: usize,
     pub predictor: PredictorSettings,
@@ -33,8 +37,10 @@ pub struct CompressOptions {
 impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
-            block_tokens: 1024,
-            streams: 64,
+            block_tokens: 4096,
+            streams: 16,
+            window: 1024,
+            keep: 512,
             rows_per_call: 256,
             predictor: PredictorSettings::default(),
         }
@@ -51,8 +57,12 @@ pub struct Stats {
     pub escapes: u64,
     /// Seconds spent in the model's forward pass.
     pub model_seconds: f64,
+    /// Seconds spent in the predictors (mixing, CDFs, updates) and the coder.
+    pub predict_seconds: f64,
     /// Sum over symbols of their cost in bits under the coded distribution.
     pub ideal_bits: f64,
+    /// Same, for each extra predictor variant measured alongside (`compress_measure`).
+    pub variant_bits: Vec<f64>,
 }
 
 /// Progress callback: called with the number of original bytes done so far.
@@ -68,60 +78,21 @@ fn header_for(model: &Model, opts: &CompressOptions, streams: u16) -> Header {
         streams,
         window_policy: 0,
         start_token: model.start_token,
+        window: opts.window,
+        keep: opts.keep,
         predictor: opts.predictor.to_bytes(),
     }
 }
 
-/// Per-run state shared by both directions: caches, the predictor template and scratch.
-struct Lanes {
-    caches: Vec<KvCache>,
-    predictor: Predictor,
-    cdfs: Vec<Cdf>,
-    logits: Vec<f32>,
-}
-
-impl Lanes {
-    fn new(model: &Model, settings: &PredictorSettings, streams: usize, capacity: usize) -> Self {
-        let tk = &model.tokenizer;
-        Lanes {
-            caches: (0..streams)
-                .map(|_| model.llama.new_cache(capacity))
-                .collect(),
-            predictor: Predictor::new(
-                settings,
-                tk.vocab_size(),
-                tk.num_symbols(),
-                &model.control_tokens,
-            ),
-            cdfs: Vec::new(),
-            logits: Vec::new(),
-        }
+/// Block lengths: `n` symbols cut into the fewest blocks of at most `max` symbols, as
+/// equal as possible (so the streams of a group finish together).
+pub fn layout(n: usize, max: usize) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
     }
-
-    fn reset(&mut self) {
-        for c in &mut self.caches {
-            c.len = 0;
-        }
-    }
-
-    /// Runs the model on `rows` and builds one distribution per row into `self.cdfs`.
-    /// Distributions depend only on their own row's logits, so they are built in parallel.
-    fn step(&mut self, model: &Model, rows: &[Row], stats: &mut Stats) -> Result<()> {
-        let vocab = model.llama.cfg.vocab;
-        self.logits.resize(rows.len() * vocab, 0.0);
-        let t = std::time::Instant::now();
-        model
-            .llama
-            .forward(&mut self.caches, rows, &mut self.logits)?;
-        stats.model_seconds += t.elapsed().as_secs_f64();
-        self.cdfs.resize_with(rows.len(), Cdf::default);
-        let template = &self.predictor;
-        self.cdfs[..rows.len()]
-            .par_iter_mut()
-            .zip(self.logits.par_chunks(vocab))
-            .for_each_init(|| template.clone(), |p, (cdf, l)| p.distribution(l, cdf));
-        Ok(())
-    }
+    let blocks = n.div_ceil(max.max(1));
+    let (q, r) = (n / blocks, n % blocks);
+    (0..blocks).map(|i| q + (i < r) as usize).collect()
 }
 
 /// Symbols fed to the model are vocabulary ids; an escape is fed as the start token, a
@@ -134,6 +105,139 @@ fn model_input(sym: u32, vocab: usize, start: u32) -> u32 {
     }
 }
 
+/// The window rule, shared by both directions. To predict a block's symbol `t`, the
+/// stream's cache must hold the start token and symbols `..t`. When that would exceed the
+/// window, the cache is rebuilt from the start token and the last `keep − 1` symbols.
+/// Pushes the rows that prepare the prediction of symbol `t` (`prev` = the block's symbols
+/// before `t`) and returns whether the cache must be emptied first.
+#[allow(clippy::too_many_arguments)] // all plain values of one rule; a struct adds nothing
+fn rows_for(
+    stream: usize,
+    prev: &[u32],
+    cache_len: usize,
+    window: usize,
+    keep: usize,
+    vocab: usize,
+    start: u32,
+    rows: &mut Vec<Row>,
+) -> bool {
+    let t = prev.len();
+    if t == 0 {
+        rows.push(Row {
+            stream,
+            token: start,
+            pos: 0,
+        });
+        return false;
+    }
+    if cache_len < window {
+        rows.push(Row {
+            stream,
+            token: model_input(prev[t - 1], vocab, start),
+            pos: cache_len,
+        });
+        return false;
+    }
+    rows.push(Row {
+        stream,
+        token: start,
+        pos: 0,
+    });
+    for (j, &sym) in prev[t - (keep - 1)..].iter().enumerate() {
+        rows.push(Row {
+            stream,
+            token: model_input(sym, vocab, start),
+            pos: j + 1,
+        });
+    }
+    true
+}
+
+/// The engine state of one archive: caches, logits and per-row scratch.
+struct Engine<'m> {
+    model: &'m Model,
+    caches: Vec<KvCache>,
+    logits: Vec<f32>,
+}
+
+impl<'m> Engine<'m> {
+    fn new(model: &'m Model, streams: usize, window: usize) -> Self {
+        Engine {
+            model,
+            caches: (0..streams)
+                .map(|_| model.llama.new_cache(window))
+                .collect(),
+            logits: Vec::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        for c in &mut self.caches {
+            c.len = 0;
+        }
+    }
+
+    /// Runs `rows`; logits for the rows in `want` land in `self.logits`, in that order.
+    fn run(&mut self, rows: &[Row], want: &[usize], stats: &mut Stats) -> Result<()> {
+        let vocab = self.model.llama.cfg.vocab;
+        self.logits.resize(want.len() * vocab, 0.0);
+        let t = std::time::Instant::now();
+        self.model
+            .llama
+            .forward_select(&mut self.caches, rows, want, &mut self.logits)?;
+        stats.model_seconds += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn logits(&self, i: usize) -> &[f32] {
+        let v = self.model.llama.cfg.vocab;
+        &self.logits[i * v..(i + 1) * v]
+    }
+}
+
+/// One predictor configuration with its per-row scratch and CDFs.
+struct Lane {
+    ens: Ensemble,
+    scratch: Vec<Scratch>,
+    cdfs: Vec<Cdf>,
+    bits: f64,
+}
+
+impl Lane {
+    fn new(model: &Model, settings: &PredictorSettings, streams: usize) -> Self {
+        let tk = &model.tokenizer;
+        Lane {
+            ens: Ensemble::new(
+                settings,
+                tk.vocab_size(),
+                tk.num_symbols(),
+                &model.control_tokens,
+            ),
+            scratch: vec![Scratch::default(); streams],
+            cdfs: vec![Cdf::default(); streams],
+            bits: 0.0,
+        }
+    }
+
+    /// Distributions for one step: `items` = (stream, index into the engine's logits).
+    fn predict(&mut self, engine: &Engine, items: &[(usize, usize)]) {
+        let ens = &self.ens;
+        self.scratch[..items.len()]
+            .par_iter_mut()
+            .zip(self.cdfs[..items.len()].par_iter_mut())
+            .zip(items.par_iter())
+            .for_each(|((sc, cdf), &(s, li))| ens.predict(s, engine.logits(li), sc, cdf));
+    }
+
+    /// Learns the step's symbols, streams in order.
+    fn update(&mut self, items: &[(usize, usize)], syms: &[u32]) {
+        for (i, (&(s, _), &y)) in items.iter().zip(syms).enumerate() {
+            self.bits += self.cdfs[i].cost_bits(y as usize);
+            self.ens.update(s, y, &self.scratch[i]);
+        }
+    }
+}
+
 /// Compresses `data` into one archive written to `out`.
 pub fn compress<W: Write>(
     model: &Model,
@@ -142,6 +246,42 @@ pub fn compress<W: Write>(
     out: &mut W,
     progress: Progress,
 ) -> Result<Stats> {
+    compress_measure(model, data, opts, &[], out, progress)
+}
+
+/// Checks the options before any work, with the header's own limits.
+fn check_options(opts: &CompressOptions) -> Result<()> {
+    let bad = |m: &str| Err(Error::new(ErrorKind::InvalidOption(m.to_string())));
+    if opts.window < 2 || opts.window > format::MAX_WINDOW {
+        return bad(&format!("window must be 2..={}", format::MAX_WINDOW));
+    }
+    if opts.keep < 1 || opts.keep >= opts.window {
+        return bad("keep must be at least 1 and below the window");
+    }
+    if opts.block_tokens == 0 || opts.block_tokens > format::MAX_BLOCK_TOKENS {
+        return bad(&format!(
+            "block tokens must be 1..={}",
+            format::MAX_BLOCK_TOKENS
+        ));
+    }
+    if opts.streams == 0 || opts.streams > format::MAX_STREAMS {
+        return bad(&format!("streams must be 1..={}", format::MAX_STREAMS));
+    }
+    Ok(())
+}
+
+/// Compresses like [`compress`] and also measures, on the same model outputs, the code
+/// length each predictor variant in `variants` would give (`Stats::variant_bits`): one
+/// forward pass serves an ablation table.
+pub fn compress_measure<W: Write>(
+    model: &Model,
+    data: &[u8],
+    opts: &CompressOptions,
+    variants: &[PredictorSettings],
+    out: &mut W,
+    progress: Progress,
+) -> Result<Stats> {
+    check_options(opts)?;
     let tk = &model.tokenizer;
     let vocab = tk.vocab_size();
     let symbols = tk.encode(data);
@@ -159,8 +299,13 @@ pub fn compress<W: Write>(
         return Err(Error::internal("tokenization does not cover the input"));
     }
 
-    let bt = opts.block_tokens as usize;
-    let blocks: Vec<&[u32]> = symbols.chunks(bt).collect();
+    let lens = layout(symbols.len(), opts.block_tokens as usize);
+    let mut blocks: Vec<&[u32]> = Vec::with_capacity(lens.len());
+    let mut at = 0;
+    for &l in &lens {
+        blocks.push(&symbols[at..at + l]);
+        at += l;
+    }
     let streams = (opts.streams as usize).min(blocks.len()).max(1);
     let header = header_for(model, opts, streams as u16);
     let mut written = CountingWriter {
@@ -174,42 +319,93 @@ pub fn compress<W: Write>(
         ..Stats::default()
     };
     stats.escapes = symbols.iter().filter(|&&s| s as usize >= vocab).count() as u64;
-    let mut lanes = Lanes::new(model, &opts.predictor, streams, bt);
+    let (window, keep) = (opts.window as usize, opts.keep as usize);
+    let mut engine = Engine::new(model, streams, window);
+    let mut lanes: Vec<Lane> = std::iter::once(&opts.predictor)
+        .chain(variants)
+        .map(|s| Lane::new(model, s, streams))
+        .collect();
     let mut offset = 0usize;
     let mut done_bytes = 0u64;
     for group in blocks.chunks(streams) {
-        lanes.reset();
+        engine.reset();
+        let glens: Vec<usize> = group.iter().map(|b| b.len()).collect();
+        for lane in &mut lanes {
+            lane.ens.begin_group(&glens);
+        }
         let mut encoders: Vec<BlockEncoder> = group.iter().map(|_| BlockEncoder::new()).collect();
-        let max_len = group.iter().map(|b| b.len()).max().unwrap_or(0);
-        let per_call = (opts.rows_per_call / group.len()).max(1);
+        let max_len = glens.iter().copied().max().unwrap_or(0);
+        let mut cache_len: Vec<usize> = vec![0; group.len()];
         let mut p0 = 0;
         while p0 < max_len {
-            let p1 = (p0 + per_call).min(max_len);
-            // Rows in step-major order: (p0, s0), (p0, s1), …, (p0+1, s0), …
+            // Rows for steps p0.. until the call is full or a stream's window would slide
+            // in the middle of it (a call can only empty a cache at its start).
             let mut rows = Vec::new();
-            for p in p0..p1 {
+            let mut want = Vec::new();
+            // Per step: (stream, index into want/logits).
+            let mut steps: Vec<Vec<(usize, usize)>> = Vec::new();
+            let mut p = p0;
+            while p < max_len {
+                let mut trial = Vec::new();
+                let mut items = Vec::new();
+                let mut lens_after = cache_len.clone();
+                let mut resets = Vec::new();
                 for (s, b) in group.iter().enumerate() {
-                    if p < b.len() {
-                        let token = if p == 0 {
-                            model.start_token
-                        } else {
-                            model_input(b[p - 1], vocab, model.start_token)
-                        };
-                        rows.push(Row {
-                            stream: s,
-                            token,
-                            pos: p,
-                        });
+                    if p >= b.len() {
+                        continue;
                     }
+                    let reset = rows_for(
+                        s,
+                        &b[..p],
+                        cache_len[s],
+                        window,
+                        keep,
+                        vocab,
+                        model.start_token,
+                        &mut trial,
+                    );
+                    if reset {
+                        resets.push(s);
+                        lens_after[s] = keep;
+                    } else {
+                        lens_after[s] = cache_len[s] + 1;
+                    }
+                    items.push((s, rows.len() + trial.len() - 1));
+                }
+                let too_many = !rows.is_empty() && rows.len() + trial.len() > opts.rows_per_call;
+                if (!resets.is_empty() && p > p0) || too_many {
+                    break;
+                }
+                for &s in &resets {
+                    engine.caches[s].len = 0;
+                }
+                let mut stepped = Vec::with_capacity(items.len());
+                for (s, row_index) in items {
+                    stepped.push((s, want.len()));
+                    want.push(row_index);
+                }
+                rows.extend(trial);
+                steps.push(stepped);
+                cache_len = lens_after;
+                p += 1;
+            }
+            engine.run(&rows, &want, &mut stats)?;
+            let t = std::time::Instant::now();
+            for (k, items) in steps.iter().enumerate() {
+                let step = p0 + k;
+                let syms: Vec<u32> = items.iter().map(|&(s, _)| group[s][step]).collect();
+                for lane in lanes.iter_mut() {
+                    lane.predict(&engine, items);
+                }
+                for (i, (&(s, _), &y)) in items.iter().zip(&syms).enumerate() {
+                    encoders[s].encode(y, &lanes[0].cdfs[i])?;
+                }
+                for lane in lanes.iter_mut() {
+                    lane.update(items, &syms);
                 }
             }
-            lanes.step(model, &rows, &mut stats)?;
-            for (r, cdf) in rows.iter().zip(&lanes.cdfs) {
-                let sym = group[r.stream][r.pos];
-                stats.ideal_bits += cdf.cost_bits(sym as usize);
-                encoders[r.stream].encode(sym, cdf)?;
-            }
-            p0 = p1;
+            stats.predict_seconds += t.elapsed().as_secs_f64();
+            p0 = p;
         }
         let mut entries = Vec::with_capacity(group.len());
         let mut payloads = Vec::with_capacity(group.len());
@@ -240,6 +436,8 @@ pub fn compress<W: Write>(
     format::write_end(&mut written, &trailer)?;
     stats.symbols = symbols.len() as u64;
     stats.archive_bytes = written.count;
+    stats.ideal_bits = lanes[0].bits;
+    stats.variant_bits = lanes[1..].iter().map(|l| l.bits).collect();
     Ok(stats)
 }
 
@@ -337,7 +535,9 @@ fn decompress_one<R: Read, W: Write>(
     let tk = &model.tokenizer;
     let vocab = tk.vocab_size();
     let streams = header.streams as usize;
-    let mut lanes = Lanes::new(model, &settings, streams, header.block_tokens as usize);
+    let (window, keep) = (header.window as usize, header.keep as usize);
+    let mut engine = Engine::new(model, streams, window);
+    let mut lane = Lane::new(model, &settings, streams);
     let mut tally = ArchiveTally::new();
     let mut sha = Sha256::new();
     loop {
@@ -355,8 +555,10 @@ fn decompress_one<R: Read, W: Write>(
             Frame::Group { entries, payloads } => (entries, payloads),
         };
         tally.add_group(&entries);
-        lanes.reset();
+        engine.reset();
         let n = entries.len();
+        let glens: Vec<usize> = entries.iter().map(|e| e.symbol_count as usize).collect();
+        lane.ens.begin_group(&glens);
         let mut decoders = payloads
             .iter()
             .map(|p| BlockDecoder::new(p))
@@ -365,25 +567,44 @@ fn decompress_one<R: Read, W: Write>(
             .iter()
             .map(|e| Vec::with_capacity(e.original_len as usize))
             .collect();
-        let mut last: Vec<u32> = vec![model.start_token; n];
-        let max_len = entries
-            .iter()
-            .map(|e| e.symbol_count as usize)
-            .max()
-            .unwrap_or(0);
+        let mut syms: Vec<Vec<u32>> = glens.iter().map(|&l| Vec::with_capacity(l)).collect();
+        let max_len = glens.iter().copied().max().unwrap_or(0);
+        let mut rows = Vec::new();
+        let mut want = Vec::new();
+        let mut items = Vec::new();
+        let mut step_syms = Vec::new();
         for p in 0..max_len {
-            let rows: Vec<Row> = (0..n)
-                .filter(|&s| p < entries[s].symbol_count as usize)
-                .map(|s| Row {
-                    stream: s,
-                    token: model_input(last[s], vocab, model.start_token),
-                    pos: p,
-                })
-                .collect();
-            lanes.step(model, &rows, stats)?;
-            for (r, cdf) in rows.iter().zip(&lanes.cdfs) {
-                let s = r.stream;
-                let sym = decoders[s].decode(cdf)?;
+            rows.clear();
+            want.clear();
+            items.clear();
+            for s in 0..n {
+                if p >= glens[s] {
+                    continue;
+                }
+                let before = rows.len();
+                let cache_len = engine.caches[s].len;
+                if rows_for(
+                    s,
+                    &syms[s],
+                    cache_len,
+                    window,
+                    keep,
+                    vocab,
+                    model.start_token,
+                    &mut rows,
+                ) {
+                    engine.caches[s].len = 0;
+                }
+                debug_assert!(rows.len() > before);
+                items.push((s, want.len()));
+                want.push(rows.len() - 1);
+            }
+            engine.run(&rows, &want, stats)?;
+            let t = std::time::Instant::now();
+            lane.predict(&engine, &items);
+            step_syms.clear();
+            for (i, &(s, _)) in items.iter().enumerate() {
+                let sym = decoders[s].decode(&lane.cdfs[i])?;
                 let bytes = tk.symbol_bytes(sym);
                 if outputs[s].len() + bytes.len() > entries[s].original_len as usize {
                     return Err(Error::new(ErrorKind::ChecksumMismatch {
@@ -391,9 +612,12 @@ fn decompress_one<R: Read, W: Write>(
                     }));
                 }
                 outputs[s].extend_from_slice(bytes);
-                last[s] = sym;
+                syms[s].push(sym);
+                step_syms.push(sym);
                 stats.symbols += 1;
             }
+            lane.update(&items, &step_syms);
+            stats.predict_seconds += t.elapsed().as_secs_f64();
         }
         for (e, o) in entries.iter().zip(&outputs) {
             if o.len() != e.original_len as usize {
@@ -483,8 +707,8 @@ pub fn describe<R: Read>(r: &mut R) -> Result<String> {
         );
         let _ = writeln!(
             s,
-            "    blocks       ≤ {} tokens each, {} side by side, window policy {}",
-            h.block_tokens, h.streams, h.window_policy
+            "    blocks       ≤ {} tokens each, {} side by side; window {} positions, slides keeping {} (policy {})",
+            h.block_tokens, h.streams, h.window, h.keep, h.window_policy
         );
         let pred = PredictorSettings::from_bytes(&h.predictor)
             .map(|p| format!("{p:?}"))

@@ -52,19 +52,86 @@ pub struct ModelArgs {
 /// Options that shape the archive (recorded in its header).
 #[derive(Args, Debug, Clone)]
 pub struct EncodeArgs {
-    /// Maximum tokens per block (the model's context window for that block).
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    /// Target tokens per block: the input is cut into equal blocks of at most N tokens.
+    /// Fewer, longer blocks compress better; more blocks decode faster (one stream each).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub block_tokens: u32,
     /// Maximum blocks coded side by side (one batch row each).
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub streams: u16,
+    /// Context window of the model, in tokens. Memory: about 47 KB per token per stream.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=32768))]
+    pub window: u32,
+    /// Tokens kept when the window slides (default: half the window).
+    #[arg(long, value_name = "N")]
+    pub slide_keep: Option<u32>,
     /// Numeric backend for new archives: 1 = f32-fixed-order (default), 2 = int8-exact
     /// (experimental). Decompression always uses the archive's own.
     #[arg(long, value_name = "ID", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2))]
     pub backend: u16,
+    /// Predictor: the language model alone (no n-gram, match, bias or SSE).
+    #[arg(long)]
+    pub llm_only: bool,
+    /// Predictor: no token n-gram model.
+    #[arg(long)]
+    pub no_ngram: bool,
+    /// Predictor: no match model.
+    #[arg(long)]
+    pub no_match: bool,
+    /// Predictor: no adaptive logit bias.
+    #[arg(long)]
+    pub no_bias: bool,
+    /// Predictor: no APM/SSE calibration stage.
+    #[arg(long)]
+    pub no_sse: bool,
+    /// Predictor: one global set of mixer weights instead of context-selected ones.
+    #[arg(long)]
+    pub global_mixer: bool,
 }
 
-#[derive(Args, Debug, Clone)]
+impl Default for EncodeArgs {
+    fn default() -> Self {
+        EncodeArgs {
+            block_tokens: 4096,
+            streams: 16,
+            window: 1024,
+            slide_keep: None,
+            backend: 1,
+            llm_only: false,
+            no_ngram: false,
+            no_match: false,
+            no_bias: false,
+            no_sse: false,
+            global_mixer: false,
+        }
+    }
+}
+
+impl EncodeArgs {
+    /// The library options these flags ask for.
+    pub fn options(&self) -> lmzip::pipeline::CompressOptions {
+        let mut p = if self.llm_only {
+            lmzip::predict::PredictorSettings::llm_only()
+        } else {
+            lmzip::predict::PredictorSettings::default()
+        };
+        p.ngram &= !self.no_ngram;
+        p.matcher &= !self.no_match;
+        p.bias &= !self.no_bias;
+        p.sse &= !self.no_sse;
+        p.mixer_ctx &= !self.global_mixer;
+        lmzip::pipeline::CompressOptions {
+            block_tokens: self.block_tokens,
+            streams: self.streams,
+            window: self.window,
+            keep: self.slide_keep.unwrap_or(self.window / 2),
+            predictor: p,
+            ..lmzip::pipeline::CompressOptions::default()
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
 pub struct CodecArgs {
     /// Files to process; `-` or none means standard input.
     #[arg(value_name = "FILE")]
@@ -102,29 +169,6 @@ pub struct CodecArgs {
     pub encode: EncodeArgs,
 }
 
-impl Default for CodecArgs {
-    fn default() -> Self {
-        CodecArgs {
-            files: vec![],
-            decompress: false,
-            test: false,
-            stdout: false,
-            output: None,
-            force: false,
-            keep: false,
-            rm: false,
-            quiet: false,
-            verbose: false,
-            model: ModelArgs::default(),
-            encode: EncodeArgs {
-                block_tokens: 1024,
-                streams: 64,
-                backend: 1,
-            },
-        }
-    }
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Files to measure.
@@ -136,6 +180,9 @@ pub struct BenchArgs {
     /// One JSON object per file on standard output.
     #[arg(long)]
     pub json: bool,
+    /// Also measure each predictor component on and off (one model pass serves all).
+    #[arg(long)]
+    pub ablation: bool,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]

@@ -12,7 +12,6 @@ use args::{BenchArgs, Cli, CodecArgs, Command, InfoArgs, ModelArgs};
 use clap::Parser;
 use lmzip::model::{self, Model};
 use lmzip::pipeline::{self, CompressOptions};
-use lmzip::predict::PredictorSettings;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -113,12 +112,7 @@ impl LazyModel<'_> {
 }
 
 fn options(a: &CodecArgs) -> CompressOptions {
-    CompressOptions {
-        block_tokens: a.encode.block_tokens,
-        streams: a.encode.streams,
-        predictor: PredictorSettings::default(),
-        ..CompressOptions::default()
-    }
+    a.encode.options()
 }
 
 fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
@@ -384,11 +378,7 @@ fn write_registered<T>(
 fn bench(a: BenchArgs) -> Result<ExitCode> {
     setup_threads(&a.model)?;
     let model = load_model(&a.model, a.encode.backend)?;
-    let opts = CompressOptions {
-        block_tokens: a.encode.block_tokens,
-        streams: a.encode.streams,
-        ..CompressOptions::default()
-    };
+    let opts = a.encode.options();
     let mut results = Vec::new();
     for f in &a.files {
         let mut data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -399,7 +389,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let r = lmzip::bench::bench_bytes(&model, &name, &data, &opts)?;
+        let r = lmzip::bench::bench_bytes(&model, &name, &data, &opts, a.ablation)?;
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -417,11 +407,19 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     if !a.json {
         print!("{}", lmzip::bench::render_table(&results));
         println!(
-            "threads {}, streams ≤ {}, block tokens {}; bits per byte count the whole archive, not the model file",
+            "threads {}, streams ≤ {}, block tokens ≤ {}, window {} (slides keeping {}), predictor {}; bits per byte count the whole archive, not the model file",
             rayon::current_num_threads(),
             opts.streams,
-            opts.block_tokens
+            opts.block_tokens,
+            opts.window,
+            opts.keep,
+            opts.predictor.label()
         );
+        for r in &results {
+            if !r.ablation.is_empty() {
+                print!("{}", lmzip::bench::render_ablation(r));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

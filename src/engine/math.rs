@@ -18,6 +18,44 @@ pub fn hsum(a: [f32; LANES]) -> f32 {
     ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 }
 
+/// Largest element (NaN ignored; −∞ for an empty slice). Max is exact and order-free, so
+/// the lane split changes only speed.
+#[inline]
+pub fn max_f32(xs: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
+        }
+    }
+    for (l, &x) in rest.iter().enumerate() {
+        m[l] = if x > m[l] { x } else { m[l] };
+    }
+    m.into_iter()
+        .fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a })
+}
+
+/// Index of the first element equal to `v`, checking 8 lanes at a time.
+#[inline]
+pub fn first_eq(xs: &[f32], v: f32) -> Option<usize> {
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for (k, c) in chunks.enumerate() {
+        let mut hits = 0u32;
+        for (l, &x) in c.iter().enumerate() {
+            hits |= ((x == v) as u32) << l;
+        }
+        if hits != 0 {
+            return Some(k * LANES + hits.trailing_zeros() as usize);
+        }
+    }
+    rest.iter()
+        .position(|&x| x == v)
+        .map(|i| xs.len() - rest.len() + i)
+}
+
 /// Dot product in the fixed lane order. Lengths must be equal and a multiple of `LANES`
 /// (the model's dimensions all are; callers check at load time).
 #[inline(always)]
@@ -57,7 +95,10 @@ pub fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let t = x * LOG2E;
     // Round half away from zero through an exact truncating conversion.
-    let n = (t + if t >= 0.0 { 0.5 } else { -0.5 }) as i32;
+    // (copysign instead of a branch so loops over this function vectorize.)
+    // SAFETY: after the clamp |t| < 128, so t ± 0.5 is finite and inside i32; the unchecked
+    // conversion then equals `as i32` and, unlike it, vectorizes (cvttps2dq).
+    let n: i32 = unsafe { (t + 0.5f32.copysign(t)).to_int_unchecked() };
     let nf = n as f32;
     let r = (x - nf * LN2_HI) - nf * LN2_LO;
     // Taylor polynomial of e^r on |r| <= 0.35, Horner form, degree 7.
@@ -69,6 +110,39 @@ pub fn exp_f32(x: f32) -> f32 {
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     // 2^n by building the exponent bits; n is in [-126, 127] after the clamp.
     p * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// Natural log in f32 for positive finite x (the mixer's stretch; a few ulp).
+/// Zero and subnormals are clamped to the smallest normal; callers pass probabilities.
+#[inline]
+pub fn ln_f32(x: f32) -> f32 {
+    let x = x.max(f32::MIN_POSITIVE);
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | (127 << 23));
+    // Centre the mantissa on 1 so the series argument stays small: m in [√½, √2).
+    if m > std::f32::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    // ln m = 2 atanh(s), s = (m−1)/(m+1), |s| <= 0.172: five odd terms reach f32 precision.
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let series =
+        s * (2.0 + s2 * (2.0 / 3.0 + s2 * (2.0 / 5.0 + s2 * (2.0 / 7.0 + s2 * (2.0 / 9.0)))));
+    series + e as f32 * std::f32::consts::LN_2
+}
+
+/// Logit: ln(p / (1 − p)).
+#[inline]
+pub fn stretch(p: f32) -> f32 {
+    ln_f32(p) - ln_f32(1.0 - p)
+}
+
+/// Logistic: 1 / (1 + e^−x).
+#[inline]
+pub fn squash(x: f32) -> f32 {
+    1.0 / (1.0 + exp_f32(-x))
 }
 
 /// SiLU, x·σ(x), with our exp.
@@ -191,6 +265,17 @@ mod tests {
             assert!((s - x.sin()).abs() < 1e-11, "sin {x}");
             assert!((c - x.cos()).abs() < 1e-11, "cos {x}");
         }
+    }
+
+    #[test]
+    fn ln_f32_is_accurate() {
+        let mut x = 1e-30f32;
+        while x < 1e30 {
+            let (got, want) = (ln_f32(x) as f64, (x as f64).ln());
+            assert!((got - want).abs() < 2e-6 * want.abs().max(1.0), "ln {x}");
+            x *= 1.37;
+        }
+        assert!((squash(stretch(0.3)) - 0.3).abs() < 1e-6);
     }
 
     #[test]
