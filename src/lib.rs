@@ -15,3 +15,5 @@ pub mod model;
 pub mod pipeline;
 pub mod predict;
 pub mod tokenize;
+#[doc(hidden)]
+pub mod testing;
