@@ -263,6 +263,20 @@ pub fn synthetic_model_with(backend: u16) -> Result<Model> {
     Model::load_with(&path, backend)
 }
 
+/// The original behind the archive the corruption fuzzer mutates (fuzz/), shared with the
+/// seed writer so that seeds and fuzzer agree on the header: several blocks, an escape.
+pub const FUZZ_ORIGINAL: &[u8] =
+    b"The quick brown fox jumps over the lazy dog. \xff\x04 Then it sat in the sun.\n";
+
+/// The encoder settings of the fuzzed archive: 16-token blocks, up to 4 side by side.
+pub fn fuzz_options() -> crate::pipeline::CompressOptions {
+    crate::pipeline::CompressOptions {
+        block_tokens: 16,
+        streams: 4,
+        ..Default::default()
+    }
+}
+
 /// Loads the default synthetic model for the default backend.
 pub fn synthetic_model() -> Result<Model> {
     synthetic_model_with(crate::engine::DEFAULT_BACKEND)
