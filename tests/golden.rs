@@ -473,10 +473,10 @@ fn regenerate() {
     // The base of every damaged archive: two groups of two blocks, so that block-level
     // damage is reached after a whole group decodes.
     let base_text = b"It was the best of times, it was the worst of times.\n";
-    let valid = compress(m1, base_text, 8, 2);
+    let valid = compress(m1, base_text, 4, 2);
     assert!(parse(&valid).groups.len() >= 2);
     let synthetic = lmzip::testing::synthetic_model().unwrap();
-    let foreign = compress(&synthetic, base_text, 8, 2);
+    let foreign = compress(&synthetic, base_text, 4, 2);
     for (name, what, expect) in error_cases() {
         let bytes = make_error_case(name, &valid, &foreign);
         let err = decompress(m1, &bytes).expect_err(name);
