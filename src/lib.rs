@@ -14,6 +14,6 @@ pub mod format;
 pub mod model;
 pub mod pipeline;
 pub mod predict;
-pub mod tokenize;
 #[doc(hidden)]
 pub mod testing;
+pub mod tokenize;

@@ -196,7 +196,10 @@ pub fn synthetic_gguf(spec: &SyntheticSpec) -> Result<Vec<u8>> {
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     // A large embedding scale makes the output distribution far from uniform, so coding
     // costs vary by symbol as with a trained model.
-    tensors.push(("token_embd.weight".into(), q4_1(&mut rng, vocab, spec.dim, 2.0)?));
+    tensors.push((
+        "token_embd.weight".into(),
+        q4_1(&mut rng, vocab, spec.dim, 2.0)?,
+    ));
     let w = 1.0 / (spec.dim as f32).sqrt();
     for i in 0..spec.layers {
         let p = format!("blk.{i}");
@@ -219,7 +222,10 @@ pub fn synthetic_gguf(spec: &SyntheticSpec) -> Result<Vec<u8>> {
     let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
     let metadata: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String("llama".into())),
-        ("general.name", Value::String("lmzip synthetic test model".into())),
+        (
+            "general.name",
+            Value::String("lmzip synthetic test model".into()),
+        ),
         ("llama.block_count", Value::U32(spec.layers as u32)),
         ("llama.context_length", Value::U32(2048)),
         ("llama.embedding_length", Value::U32(spec.dim as u32)),

@@ -71,7 +71,8 @@ fn names_in(d: &Path) -> Vec<String> {
     v
 }
 
-const TEXT: &[u8] = b"The quick brown fox jumps over the lazy dog.\nAnd then it slept in the sun.\n";
+const TEXT: &[u8] =
+    b"The quick brown fox jumps over the lazy dog.\nAnd then it slept in the sun.\n";
 
 fn is_root() -> bool {
     // Root ignores permission bits, so "unwritable folder" needs another route there.
@@ -86,12 +87,7 @@ fn is_root() -> bool {
 fn compress_then_decompress_files_keeps_inputs() {
     let e = env();
     let input = e.write("note.txt", TEXT);
-    e.cmd()
-        .arg(&input)
-        .assert()
-        .success()
-        .stdout("")
-        .stderr("");
+    e.cmd().arg(&input).assert().success().stdout("").stderr("");
     assert_eq!(e.names(), ["note.txt", "note.txt.lmz"]);
     assert_eq!(std::fs::read(&input).unwrap(), TEXT, "input kept");
     // The original exists: decompressing next to it needs -f.
@@ -120,7 +116,10 @@ fn compress_then_decompress_files_keeps_inputs() {
 fn several_files_in_one_call_and_partial_failure() {
     let e = env();
     for n in ["a.txt", "b.txt", "c.txt"] {
-        e.write(n, format!("file {n}: {}", String::from_utf8_lossy(TEXT)).as_bytes());
+        e.write(
+            n,
+            format!("file {n}: {}", String::from_utf8_lossy(TEXT)).as_bytes(),
+        );
     }
     e.cmd().args(["a.txt", "b.txt", "c.txt"]).assert().success();
     for n in ["a.txt", "b.txt", "c.txt"] {
@@ -134,7 +133,9 @@ fn several_files_in_one_call_and_partial_failure() {
         .stderr(contains("lmzip: missing.lmz: cannot open"));
     assert!(e.path("a.txt").is_file() && e.path("c.txt").is_file());
     assert!(!e.path("b.txt").exists());
-    assert!(std::fs::read(e.path("c.txt")).unwrap().starts_with(b"file c.txt"));
+    assert!(std::fs::read(e.path("c.txt"))
+        .unwrap()
+        .starts_with(b"file c.txt"));
 }
 
 #[test]
@@ -201,10 +202,7 @@ fn standard_input_and_output() {
 fn output_name_test_mode_and_info() {
     let e = env();
     e.write("in.txt", TEXT);
-    e.cmd()
-        .args(["-o", "out.bin", "in.txt"])
-        .assert()
-        .success();
+    e.cmd().args(["-o", "out.bin", "in.txt"]).assert().success();
     e.cmd()
         .args(["-d", "-o", "back.txt", "out.bin"])
         .assert()
@@ -244,17 +242,13 @@ fn output_name_test_mode_and_info() {
 fn verbose_reports_ratio_and_speed() {
     let e = env();
     e.write("in.txt", TEXT);
-    e.cmd()
-        .args(["-v", "in.txt"])
-        .assert()
-        .success()
-        .stderr(
-            contains("in.txt: compressed 75 →")
-                .and(contains("ratio"))
-                .and(contains("bits/byte"))
-                .and(contains("KB/s"))
-                .and(contains("tokens/s")),
-        );
+    e.cmd().args(["-v", "in.txt"]).assert().success().stderr(
+        contains("in.txt: compressed 75 →")
+            .and(contains("ratio"))
+            .and(contains("bits/byte"))
+            .and(contains("KB/s"))
+            .and(contains("tokens/s")),
+    );
     e.cmd()
         .args(["-v", "-d", "-c", "in.txt.lmz"])
         .assert()
@@ -336,11 +330,9 @@ fn output_keeps_input_permissions_and_mtime() {
 fn suffix_rules() {
     let e = env();
     e.write("x.lmz", TEXT);
-    e.cmd()
-        .arg("x.lmz")
-        .assert()
-        .code(1)
-        .stderr(contains("already has the .lmz suffix (use -f to compress it again)"));
+    e.cmd().arg("x.lmz").assert().code(1).stderr(contains(
+        "already has the .lmz suffix (use -f to compress it again)",
+    ));
     e.cmd().args(["-f", "x.lmz"]).assert().success();
     assert!(e.path("x.lmz.lmz").is_file());
     e.write("y.txt", TEXT);
@@ -431,7 +423,10 @@ fn full_disk_is_a_clear_error() {
         Ok(o) if o.status.code() == Some(0) => {
             let stdout = String::from_utf8_lossy(&o.stdout);
             let stderr = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(stdout, "status 1\n", "exit 1, folder empty; stderr: {stderr}");
+            assert_eq!(
+                stdout, "status 1\n",
+                "exit 1, folder empty; stderr: {stderr}"
+            );
             assert!(stderr.contains("No space left on device"), "{stderr}");
             assert!(e.path("big.bin").is_file(), "input kept");
         }
@@ -500,7 +495,9 @@ fn usage_errors_exit_2() {
         .args(["-d", "test", "a"])
         .assert()
         .code(2)
-        .stderr(contains("--decompress must come after the subcommand name (test …)"));
+        .stderr(contains(
+            "--decompress must come after the subcommand name (test …)",
+        ));
     assert_eq!(e.names(), ["a", "b"], "no usage error writes anything");
 }
 
@@ -664,7 +661,9 @@ fn interrupt_removes_partial_output_and_exits_130() {
         assert!(ok.success());
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(130), "{signal}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted; partial output removed"));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("interrupted; partial output removed")
+        );
         assert_eq!(e.names(), ["big.txt"], "{signal}: only the input remains");
     }
 }

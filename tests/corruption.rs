@@ -105,7 +105,7 @@ impl Tally {
             Ok(Err(e)) => {
                 let k = format!("{:?}", e.kind());
                 let name = k.split([' ', '(', '{']).next().unwrap_or("?").to_string();
-                if name == "Internal" && self.errors.get("Internal").is_none() {
+                if name == "Internal" && !self.errors.contains_key("Internal") {
                     eprintln!("{what}: {e}");
                 }
                 *self.errors.entry(name).or_default() += 1;
@@ -127,8 +127,28 @@ impl Lcg {
 
 fn text(n: usize, seed: u64) -> Vec<u8> {
     let words = [
-        "the", "of", "and", "a", "to", "in", "is", "was", "that", "it", "for", "on", "with",
-        "as", "at", "by", "sun", "river", "dog", "1024", "café", "\u{1F680}",
+        "the",
+        "of",
+        "and",
+        "a",
+        "to",
+        "in",
+        "is",
+        "was",
+        "that",
+        "it",
+        "for",
+        "on",
+        "with",
+        "as",
+        "at",
+        "by",
+        "sun",
+        "river",
+        "dog",
+        "1024",
+        "café",
+        "\u{1F680}",
     ];
     let mut r = Lcg(seed);
     let mut v = Vec::new();
@@ -159,7 +179,10 @@ fn corruption_sweep() {
     // One worker thread: the synthetic model's steps are microseconds long, so waking
     // rayon workers for each would cost more than the work, on a machine with 2 cores.
     let _turn = serial();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     pool.install(sweep);
 }
 
@@ -198,7 +221,12 @@ fn sweep() {
     }
     for n in 0..60 {
         let cut = r.below(big.len());
-        sample.check(&m, &big[..cut], &big_text, &format!("big: cut {n} at {cut}"));
+        sample.check(
+            &m,
+            &big[..cut],
+            &big_text,
+            &format!("big: cut {n} at {cut}"),
+        );
     }
     for n in 0..80 {
         let at = r.below(big.len() + 1);
@@ -286,7 +314,14 @@ fn write_fuzz_seeds() {
     // The corruption target prepends the header itself: its seed is the valid tail.
     let opts = lmzip::testing::fuzz_options();
     let mut a = Vec::new();
-    pipeline::compress(&m, lmzip::testing::FUZZ_ORIGINAL, &opts, &mut a, &mut |_| {}).unwrap();
+    pipeline::compress(
+        &m,
+        lmzip::testing::FUZZ_ORIGINAL,
+        &opts,
+        &mut a,
+        &mut |_| {},
+    )
+    .unwrap();
     let h = lmzip::format::Header::read_from(&mut &a[..])
         .unwrap()
         .unwrap();
@@ -338,8 +373,15 @@ fn known_issue_header_sizes_reserve_caches_before_any_frame() {
     let m = lmzip::testing::synthetic_model().unwrap();
     let archive = forged_header(&m, lmzip::format::MAX_STREAMS, 65536);
     let (peak, err) = peak_while_decoding(&m, &archive);
-    eprintln!("{} header bytes: peak {peak} bytes allocated, then {err}", archive.len());
-    assert!(peak < 1 << 30, "peak {peak} bytes for a {}-byte input", archive.len());
+    eprintln!(
+        "{} header bytes: peak {peak} bytes allocated, then {err}",
+        archive.len()
+    );
+    assert!(
+        peak < 1 << 30,
+        "peak {peak} bytes for a {}-byte input",
+        archive.len()
+    );
 }
 
 /// KNOWN ISSUE in src/pipeline.rs (reported, not fixed here): `decompress_one` reserves
@@ -365,6 +407,13 @@ fn known_issue_declared_lengths_reserve_output_before_decoding() {
     frame.extend_from_slice(&crc.to_le_bytes());
     archive.extend_from_slice(&frame);
     let (peak, err) = peak_while_decoding(&m, &archive);
-    eprintln!("{} bytes of input: peak {peak} bytes allocated, then {err}", archive.len());
-    assert!(peak < 1 << 30, "peak {peak} bytes for a {}-byte input", archive.len());
+    eprintln!(
+        "{} bytes of input: peak {peak} bytes allocated, then {err}",
+        archive.len()
+    );
+    assert!(
+        peak < 1 << 30,
+        "peak {peak} bytes for a {}-byte input",
+        archive.len()
+    );
 }

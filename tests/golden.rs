@@ -212,9 +212,11 @@ fn error_cases() -> Vec<(&'static str, &'static str, Expect)> {
             "one bit of the model hash flipped",
             |k| matches!(k, ErrorKind::ChecksumMismatch { what } if *what == "header"),
         ),
-        ("truncated-header.lmz", "cut inside the header", |k| {
-            matches!(k, ErrorKind::Truncated { what } if *what == "header")
-        }),
+        (
+            "truncated-header.lmz",
+            "cut inside the header",
+            |k| matches!(k, ErrorKind::Truncated { what } if *what == "header"),
+        ),
         (
             "truncated-block.lmz",
             "cut inside the first block's payload",
@@ -243,9 +245,11 @@ fn error_cases() -> Vec<(&'static str, &'static str, Expect)> {
             "end frame's total length off by one",
             |k| matches!(k, ErrorKind::LengthMismatch { what, .. } if *what == "content length"),
         ),
-        ("invalid-frame-tag.lmz", "group tag replaced by 'X'", |k| {
-            matches!(k, ErrorKind::InvalidField { field, .. } if *field == "frame tag")
-        }),
+        (
+            "invalid-frame-tag.lmz",
+            "group tag replaced by 'X'",
+            |k| matches!(k, ErrorKind::InvalidField { field, .. } if *field == "frame tag"),
+        ),
         (
             "wrong-model.lmz",
             "made with the synthetic test model",
@@ -384,20 +388,29 @@ fn golden_archives_decode_to_their_originals() {
         });
         let original = std::fs::read(golden_dir().join(g.name)).unwrap();
         assert_eq!(original, g.original, "{}: stored original", g.name);
-        let model = if g.backend == 2 {
-            real(2).unwrap()
-        } else {
-            m1
-        };
-        assert_eq!(pipeline::peek_backend(&archive), Some(g.backend), "{}", g.name);
-        let back = decompress(model, &archive)
-            .unwrap_or_else(|e| panic!("{}: {e} (format changed? see tests/golden/README.md)", g.name));
+        let model = if g.backend == 2 { real(2).unwrap() } else { m1 };
+        assert_eq!(
+            pipeline::peek_backend(&archive),
+            Some(g.backend),
+            "{}",
+            g.name
+        );
+        let back = decompress(model, &archive).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (format changed? see tests/golden/README.md)",
+                g.name
+            )
+        });
         assert_eq!(back, original, "{}", g.name);
         // The encoder is deterministic: today's build must write the same bytes. A change
         // here means the format (or the model's arithmetic) changed: bump the version and
         // regenerate.
         let again = compress(model, &original, g.block_tokens, g.streams);
-        assert!(again == archive, "{}: re-encoding gives different bytes", g.name);
+        assert!(
+            again == archive,
+            "{}: re-encoding gives different bytes",
+            g.name
+        );
         checked += 1;
     }
     // Archives written back to back decode to their originals back to back.
@@ -483,5 +496,9 @@ fn regenerate() {
         assert!(expect(err.kind()), "{name} ({what}): {:?}", err.kind());
         std::fs::write(ed.join(name), bytes).unwrap();
     }
-    eprintln!("golden files written to {} and {}", gd.display(), ed.display());
+    eprintln!(
+        "golden files written to {} and {}",
+        gd.display(),
+        ed.display()
+    );
 }

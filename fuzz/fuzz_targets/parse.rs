@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(h)) = Header::read_from(&mut r) {
         // A valid header must write back to the bytes it was read from.
         let mut again = Vec::new();
-        h.write_to(&mut again).expect("a header that reads must write");
+        h.write_to(&mut again)
+            .expect("a header that reads must write");
         assert_eq!(&again[..], &data[..h.encoded_len()]);
         let mut tally = format::ArchiveTally::new();
         for _ in 0..64 {
