@@ -231,7 +231,12 @@ impl BlockDecoder {
         self.dec
             .decode_symbol(cdf)
             .map(|s| s as u32)
-            .map_err(|e| crate::Error::internal(format!("range decoder: {e}")))
+            // Only corrupt input can make the coder fail (the CDF is always valid).
+            .map_err(|_| {
+                crate::Error::new(crate::ErrorKind::ChecksumMismatch {
+                    what: "block (range coder rejected the data)",
+                })
+            })
     }
 }
 

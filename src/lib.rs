@@ -14,4 +14,6 @@ pub mod format;
 pub mod model;
 pub mod pipeline;
 pub mod predict;
+#[doc(hidden)]
+pub mod testing;
 pub mod tokenize;

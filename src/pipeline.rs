@@ -161,14 +161,26 @@ struct Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
-    fn new(model: &'m Model, streams: usize, window: usize) -> Self {
+    /// No caches yet: each group sizes them for what it actually holds (see `prepare`), so a
+    /// header that declares many streams or a long window costs nothing until frames
+    /// carrying that many blocks arrive.
+    fn new(model: &'m Model) -> Self {
         Engine {
             model,
-            caches: (0..streams)
-                .map(|_| model.llama.new_cache(window))
-                .collect(),
+            caches: Vec::new(),
             logits: Vec::new(),
         }
+    }
+
+    /// Caches for `n` streams of at least `cap` positions, emptied.
+    fn prepare(&mut self, n: usize, cap: usize) {
+        if self.caches.len() < n || self.caches.first().is_some_and(|c| c.capacity() < cap) {
+            let cap = cap.max(self.caches.first().map_or(0, |c| c.capacity()));
+            self.caches = (0..n.max(self.caches.len()))
+                .map(|_| self.model.llama.new_cache(cap))
+                .collect();
+        }
+        self.reset();
     }
 
     fn reset(&mut self) {
@@ -320,7 +332,7 @@ pub fn compress_measure<W: Write>(
     };
     stats.escapes = symbols.iter().filter(|&&s| s as usize >= vocab).count() as u64;
     let (window, keep) = (opts.window as usize, opts.keep as usize);
-    let mut engine = Engine::new(model, streams, window);
+    let mut engine = Engine::new(model);
     let mut lanes: Vec<Lane> = std::iter::once(&opts.predictor)
         .chain(variants)
         .map(|s| Lane::new(model, s, streams))
@@ -328,8 +340,8 @@ pub fn compress_measure<W: Write>(
     let mut offset = 0usize;
     let mut done_bytes = 0u64;
     for group in blocks.chunks(streams) {
-        engine.reset();
         let glens: Vec<usize> = group.iter().map(|b| b.len()).collect();
+        engine.prepare(group.len(), cache_capacity(&glens, window));
         for lane in &mut lanes {
             lane.ens.begin_group(&glens);
         }
@@ -337,6 +349,7 @@ pub fn compress_measure<W: Write>(
         let max_len = glens.iter().copied().max().unwrap_or(0);
         let mut cache_len: Vec<usize> = vec![0; group.len()];
         let mut p0 = 0;
+        let mut group_bytes = 0u64;
         while p0 < max_len {
             // Rows for steps p0.. until the call is full or a stream's window would slide
             // in the middle of it (a call can only empty a cache at its start).
@@ -405,6 +418,12 @@ pub fn compress_measure<W: Write>(
                 }
             }
             stats.predict_seconds += t.elapsed().as_secs_f64();
+            for b in group {
+                for &y in b.get(p0..p.min(b.len())).unwrap_or(&[]) {
+                    group_bytes += tk.symbol_bytes(y).len() as u64;
+                }
+            }
+            progress(done_bytes + group_bytes);
             p0 = p;
         }
         let mut entries = Vec::with_capacity(group.len());
@@ -506,6 +525,43 @@ pub fn decompress<R: Read, W: Write>(
     out: &mut W,
     progress: Progress,
 ) -> Result<Stats> {
+    decompress_limited(model, input, out, progress, DEFAULT_MEMORY_LIMIT)
+}
+
+/// Bytes a decoder may allocate for an archive's settings beyond the model itself, unless
+/// the caller chooses otherwise (`lmzip --memlimit`). Documented in docs/FORMAT.md.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 16 << 30;
+
+/// Buffers sized from declared lengths are reserved up to this many bytes per block; they
+/// grow with what actually decodes (a forged group of 1024 blocks then reserves ≤ 80 MiB).
+const RESERVE_CAP: usize = 1 << 16;
+
+/// Positions a group's caches need: the window, or less when every block is shorter.
+fn cache_capacity(glens: &[usize], window: usize) -> usize {
+    let longest = glens.iter().copied().max().unwrap_or(0);
+    window.min(longest + 1).max(1)
+}
+
+/// The most memory decoding an archive with this header can take beyond the model: caches
+/// for every stream at the full window, the predictor's tables, and per-stream scratch.
+pub fn decode_memory(model: &Model, header: &Header, settings: &PredictorSettings) -> u64 {
+    let streams = header.streams as u64;
+    let window = (header.window as usize).min(header.block_tokens as usize + 1);
+    let n = model.tokenizer.num_symbols() as u64;
+    let per_stream = model.llama.cache_bytes(window) as u64
+        + (model.llama.cfg.vocab as u64) * 4 // logits
+        + 3 * 4 * n; // scratch numerators, weights, CDF
+    streams * per_stream + settings.memory_bytes(n as usize) as u64
+}
+
+/// `decompress` with an explicit memory limit in bytes (see `decode_memory`).
+pub fn decompress_limited<R: Read, W: Write>(
+    model: &Model,
+    input: &mut R,
+    out: &mut W,
+    progress: Progress,
+    limit: u64,
+) -> Result<Stats> {
     let mut input = CountingReader {
         inner: input,
         count: 0,
@@ -514,7 +570,7 @@ pub fn decompress<R: Read, W: Write>(
     let mut archives = 0u64;
     while let Some(header) = Header::read_from(&mut input)? {
         archives += 1;
-        decompress_one(model, &header, &mut input, out, &mut stats, progress)?;
+        decompress_one(model, &header, &mut input, out, &mut stats, progress, limit)?;
     }
     if archives == 0 {
         return Err(Error::truncated("header"));
@@ -530,13 +586,22 @@ fn decompress_one<R: Read, W: Write>(
     out: &mut W,
     stats: &mut Stats,
     progress: Progress,
+    limit: u64,
 ) -> Result<()> {
     let settings = check_header(model, header)?;
     let tk = &model.tokenizer;
     let vocab = tk.vocab_size();
     let streams = header.streams as usize;
     let (window, keep) = (header.window as usize, header.keep as usize);
-    let mut engine = Engine::new(model, streams, window);
+    let need = decode_memory(model, header, &settings);
+    if need > limit {
+        return Err(Error::new(ErrorKind::LimitExceeded {
+            field: "decoder memory (bytes)",
+            value: need,
+            limit,
+        }));
+    }
+    let mut engine = Engine::new(model);
     let mut lane = Lane::new(model, &settings, streams);
     let mut tally = ArchiveTally::new();
     let mut sha = Sha256::new();
@@ -555,19 +620,25 @@ fn decompress_one<R: Read, W: Write>(
             Frame::Group { entries, payloads } => (entries, payloads),
         };
         tally.add_group(&entries);
-        engine.reset();
         let n = entries.len();
         let glens: Vec<usize> = entries.iter().map(|e| e.symbol_count as usize).collect();
+        engine.prepare(n, cache_capacity(&glens, window));
         lane.ens.begin_group(&glens);
         let mut decoders = payloads
             .iter()
             .map(|p| BlockDecoder::new(p))
             .collect::<Result<Vec<_>>>()?;
+        // Declared lengths are not trusted for reservations: they are checked against what
+        // decodes, and the buffers grow with it.
         let mut outputs: Vec<Vec<u8>> = entries
             .iter()
-            .map(|e| Vec::with_capacity(e.original_len as usize))
+            .map(|e| Vec::with_capacity((e.original_len as usize).min(RESERVE_CAP)))
             .collect();
-        let mut syms: Vec<Vec<u32>> = glens.iter().map(|&l| Vec::with_capacity(l)).collect();
+        let mut syms: Vec<Vec<u32>> = glens
+            .iter()
+            .map(|&l| Vec::with_capacity(l.min(RESERVE_CAP / 16)))
+            .collect();
+        let mut group_bytes = 0u64;
         let max_len = glens.iter().copied().max().unwrap_or(0);
         let mut rows = Vec::new();
         let mut want = Vec::new();
@@ -612,12 +683,14 @@ fn decompress_one<R: Read, W: Write>(
                     }));
                 }
                 outputs[s].extend_from_slice(bytes);
+                group_bytes += bytes.len() as u64;
                 syms[s].push(sym);
                 step_syms.push(sym);
                 stats.symbols += 1;
             }
             lane.update(&items, &step_syms);
             stats.predict_seconds += t.elapsed().as_secs_f64();
+            progress(stats.original_bytes + group_bytes);
         }
         for (e, o) in entries.iter().zip(&outputs) {
             if o.len() != e.original_len as usize {

@@ -11,11 +11,23 @@ Examples:
   cat a.txt | lmzip > a.lmz       compress standard input
   lmzip -t *.lmz                  verify archives without writing anything
   lmzip bench alice29.txt --json  bits per byte and speed, verified round trip
-  lmzip info notes.txt.lmz        what an archive's header says";
+  lmzip info notes.txt.lmz        what an archive's header says
+  lmzip --model m.gguf a b c      several files, another model (needed again to decompress)
+  lmzip completions bash > /etc/bash_completion.d/lmzip
+  lmzip man > lmzip.1             shell completions and a man page, from this definition
+
+A progress bar appears on standard error when it is a terminal and a file takes more than
+a moment. Outputs are written to a temporary file beside the destination and renamed into
+place only when complete and verified; inputs are kept unless --rm is given.
+
+Exit status: 0 success, 1 error (any file), 2 usage error, 130 interrupted (partial
+outputs removed).";
 
 /// Lossless text compression with a small language model as the predictor.
 #[derive(Parser, Debug)]
-#[command(name = "lmzip", version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+// Subcommands are recognised only as the first word after the options, so `lmzip FILE`
+// compresses a file; a file named like a subcommand can be given as `./NAME` or after `--`.
+#[command(name = "lmzip", version, about, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -36,6 +48,16 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print what an archive's header and block table say (no model needed).
     Info(InfoArgs),
+    /// Print a shell completion script to standard output.
+    #[command(hide = true)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Options shared by every command that runs the model.
@@ -220,5 +242,10 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["lmzip", "--streams", "0", "a"]).is_err());
         assert!(Cli::try_parse_from(["lmzip", "-q", "-v", "a"]).is_err());
+        let c = Cli::try_parse_from(["lmzip", "completions", "zsh"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Completions { .. })));
+        assert!(Cli::try_parse_from(["lmzip", "completions", "tcsh"]).is_err());
+        let c = Cli::try_parse_from(["lmzip", "man"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Man)));
     }
 }

@@ -6,10 +6,11 @@
 //! kept unless `--rm` is given.
 
 mod args;
+mod progress;
 
 use anyhow::{anyhow, bail, Context, Result};
 use args::{BenchArgs, Cli, CodecArgs, Command, InfoArgs, ModelArgs};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use lmzip::model::{self, Model};
 use lmzip::pipeline::{self, CompressOptions};
 use std::fs::File;
@@ -40,6 +41,10 @@ fn install_interrupt_handler() {
                 let _ = std::fs::remove_file(p);
             }
         }
+        // Start on a clean line if a progress bar was being drawn.
+        if io::stderr().is_terminal() {
+            eprint!("\r\x1b[K");
+        }
         eprintln!("lmzip: interrupted; partial output removed");
         std::process::exit(130);
     });
@@ -47,7 +52,37 @@ fn install_interrupt_handler() {
 
 /// Entry point for `main`.
 pub fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if let Some((name, _)) = matches.subcommand() {
+        // Global options (--model, --threads) may come before the subcommand's name; any
+        // other option there would be silently ignored, so it is a usage error instead.
+        let misplaced: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter(|a| !a.is_global_set())
+            .filter(|a| {
+                matches.value_source(a.get_id().as_str())
+                    == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|a| match (a.get_long(), a.get_short()) {
+                (Some(l), _) => format!("--{l}"),
+                (None, Some(c)) => format!("-{c}"),
+                (None, None) => a.get_id().to_string(),
+            })
+            .collect();
+        if !misplaced.is_empty() {
+            return Err(usage(
+                clap::error::ErrorKind::ArgumentConflict,
+                &format!(
+                    "{} must come after the subcommand name ({name} …)",
+                    misplaced.join(", ")
+                ),
+            ));
+        }
+    }
     install_interrupt_handler();
     match cli.command {
         Some(Command::Compress(a)) => codec(Mode::Compress, a),
@@ -55,6 +90,14 @@ pub fn run() -> Result<ExitCode> {
         Some(Command::Test(a)) => codec(Mode::Test, a),
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Info(a)) => info(a),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "lmzip", &mut io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(&mut io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         None => {
             let a = cli.codec;
             let mode = if a.test {
@@ -69,10 +112,18 @@ pub fn run() -> Result<ExitCode> {
     }
 }
 
+/// A usage error: reported by clap with the usage line, exit status 2 (see `main`).
+fn usage(kind: clap::error::ErrorKind, msg: &str) -> anyhow::Error {
+    Cli::command().error(kind, msg).into()
+}
+
 fn setup_threads(m: &ModelArgs) -> Result<()> {
     if let Some(n) = m.threads {
         if n == 0 {
-            bail!("--threads must be at least 1");
+            return Err(usage(
+                clap::error::ErrorKind::ValueValidation,
+                "--threads must be at least 1",
+            ));
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -125,7 +176,16 @@ fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
         inputs.push(PathBuf::from("-"));
     }
     if a.output.is_some() && inputs.len() > 1 {
-        bail!("-o/--output takes a single input file");
+        return Err(usage(
+            clap::error::ErrorKind::ArgumentConflict,
+            "-o/--output takes a single input file",
+        ));
+    }
+    if inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        return Err(usage(
+            clap::error::ErrorKind::ArgumentConflict,
+            "standard input (-) can be named only once",
+        ));
     }
     let mut lazy = LazyModel {
         args: &a.model,
@@ -238,37 +298,56 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
     // Decoding needs the backend the archive was made with; new archives use the default.
     let backend = match mode {
         Mode::Compress => a.encode.backend,
-        _ => pipeline::peek_backend(&data).unwrap_or(lmzip::engine::DEFAULT_BACKEND),
+        _ => match pipeline::peek_backend(&data) {
+            // Say so before trying to load a model for a backend that does not exist.
+            Some(id) if lmzip::engine::backend_name(id) == "unknown" => {
+                return Err(lmzip::Error::new(lmzip::ErrorKind::UnsupportedBackend { id }).into())
+            }
+            Some(id) => id,
+            None => lmzip::engine::DEFAULT_BACKEND,
+        },
     };
     let model = lazy.get(backend)?;
     let start = Instant::now();
-    let stats = match &dest {
+    let total = match mode {
+        Mode::Compress => Some(data.len() as u64),
+        _ => archive_content_len(&data),
+    };
+    let mut bar = progress::Progress::new(
+        !a.quiet && io::stderr().is_terminal(),
+        total,
+        display_name(input, is_stdin),
+    );
+    let result = match &dest {
         Dest::File(out) => write_atomically(out, a.force, input, is_stdin, |w| {
-            run_mode(mode, model, a, &data, w)
-        })?,
+            run_mode(mode, model, a, &data, w, &bar)
+        }),
         Dest::Stdout => {
             let stdout = io::stdout();
             let mut lock = stdout.lock();
-            let s = run_mode(mode, model, a, &data, &mut lock)?;
-            lock.flush()?;
-            s
+            run_mode(mode, model, a, &data, &mut lock, &bar)
+                .and_then(|s| lock.flush().map(|_| s).map_err(Into::into))
         }
-        Dest::Nowhere => run_mode(mode, model, a, &data, &mut io::sink())?,
+        Dest::Nowhere => run_mode(mode, model, a, &data, &mut io::sink(), &bar),
     };
+    // The bar goes before any message about this file, success or not.
+    bar.finish();
+    let stats = result?;
     let secs = start.elapsed().as_secs_f64();
     if a.rm && !is_stdin && !matches!(dest, Dest::Stdout | Dest::Nowhere) {
         std::fs::remove_file(input).context("output written, but removing the input failed")?;
     }
     if a.verbose || (mode == Mode::Test && !a.quiet) {
         let (orig, arch) = (stats.original_bytes, stats.archive_bytes);
-        let bpb = if orig > 0 {
-            arch as f64 * 8.0 / orig as f64
+        let (bpb, ratio) = if orig > 0 && arch > 0 {
+            (arch as f64 * 8.0 / orig as f64, orig as f64 / arch as f64)
         } else {
-            0.0
+            (0.0, 0.0)
         };
         eprintln!(
-            "{}: {} {} → {} bytes, {:.4} bits/byte, {} tokens, {:.2} KB/s, {:.1} tokens/s{}",
-            input.display(),
+            "{}: {} {} → {} bytes, ratio {:.2}, {:.4} bits/byte, {} tokens, {:.2} KB/s, \
+             {:.1} tokens/s{}",
+            display_name(input, is_stdin),
             match mode {
                 Mode::Compress => "compressed",
                 Mode::Decompress => "decompressed",
@@ -276,6 +355,7 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
             },
             if mode == Mode::Compress { orig } else { arch },
             if mode == Mode::Compress { arch } else { orig },
+            ratio,
             bpb,
             stats.symbols,
             orig as f64 / 1000.0 / secs.max(1e-9),
@@ -296,15 +376,47 @@ fn run_mode<W: Write>(
     a: &CodecArgs,
     data: &[u8],
     w: &mut W,
+    bar: &progress::Progress,
 ) -> Result<pipeline::Stats> {
+    let mut report = |done: u64| bar.set(done);
     Ok(match mode {
-        Mode::Compress => pipeline::compress(model, data, &options(a), w, &mut |_| {})?,
+        Mode::Compress => pipeline::compress(model, data, &options(a), w, &mut report)?,
         Mode::Decompress | Mode::Test => {
-            let mut s = pipeline::decompress(model, &mut &data[..], w, &mut |_| {})?;
+            let mut s = pipeline::decompress(model, &mut &data[..], w, &mut report)?;
             s.archive_bytes = data.len() as u64;
             s
         }
     })
+}
+
+/// How a file is named in messages.
+fn display_name(input: &Path, is_stdin: bool) -> String {
+    if is_stdin {
+        "(stdin)".to_string()
+    } else {
+        input.display().to_string()
+    }
+}
+
+/// The total original length the archives in `data` declare (their end frames), for the
+/// progress bar; `None` if the structure does not parse (decoding will then say why).
+/// Reads only headers and frame tables: no model, no payload decoding.
+fn archive_content_len(data: &[u8]) -> Option<u64> {
+    use lmzip::format::{read_frame, Frame, Header};
+    let mut r = data;
+    let mut total = 0u64;
+    while let Some(h) = Header::read_from(&mut r).ok()? {
+        loop {
+            match read_frame(&mut r, &h).ok()? {
+                Frame::Group { .. } => {}
+                Frame::End(t) => {
+                    total = total.checked_add(t.total_len)?;
+                    break;
+                }
+            }
+        }
+    }
+    Some(total)
 }
 
 /// Writes through `f` into a temporary file beside `out`, then renames it into place.

@@ -104,6 +104,13 @@ pub struct KvCache {
     pub len: usize,
 }
 
+impl KvCache {
+    /// Positions this cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
 /// One row of a forward call.
 #[derive(Debug, Clone, Copy)]
 pub struct Row {

@@ -1,0 +1,37 @@
+//! Header and frame parsing on arbitrary bytes: never a panic, never an allocation beyond
+//! the documented limits (libFuzzer's -malloc_limit_mb catches the latter).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use lmzip::format::{self, Frame, Header};
+
+fuzz_target!(|data: &[u8]| {
+    // The frame reader alone, as the decoder drives it.
+    let mut r = data;
+    if let Ok(Some(h)) = Header::read_from(&mut r) {
+        // A valid header must write back to the bytes it was read from.
+        let mut again = Vec::new();
+        h.write_to(&mut again)
+            .expect("a header that reads must write");
+        assert_eq!(&again[..], &data[..h.encoded_len()]);
+        let mut tally = format::ArchiveTally::new();
+        for _ in 0..64 {
+            match format::read_frame(&mut r, &h) {
+                Ok(Frame::Group { entries, payloads }) => {
+                    assert_eq!(entries.len(), payloads.len());
+                    for (e, p) in entries.iter().zip(&payloads) {
+                        assert_eq!(e.coded_len as usize, p.len());
+                    }
+                    tally.add_group(&entries);
+                }
+                Ok(Frame::End(t)) => {
+                    let _ = tally.check(&t);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    // The whole-archive walk `lmzip info` does.
+    let _ = lmzip::pipeline::describe(&mut &data[..]);
+});

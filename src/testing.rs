@@ -1,0 +1,334 @@
+//! Test support: a tiny synthetic llama model, so tests and fuzzers can run the real pipeline
+//! in milliseconds instead of loading the 98 MB default model.
+//!
+//! The model is written as a genuine GGUF file (candle's `gguf_file::write`) with the same
+//! metadata keys and tensor names the loader reads from SmolLM2, so `Model::load` takes the
+//! same path for it as for the real model: GGUF parsing, the gpt2/smollm tokenizer built from
+//! `tokenizer.ggml.*`, Q4_1 weight matrices, F32 norms, tied output embedding.
+//!
+//! Everything is derived from a seed by a fixed integer generator, and the Q4_1 blocks are
+//! built bit by bit rather than by candle's quantizer, so the file's bytes (and therefore its
+//! SHA-256, which archives record) do not depend on the candle version or the machine.
+//! Not part of the stable API.
+
+use crate::model::Model;
+use crate::{Error, ErrorKind, Result};
+use candle_core::quantized::{gguf_file, GgmlDType, QStorage, QTensor};
+use candle_core::Device;
+use std::borrow::Cow;
+use std::path::Path;
+
+/// Shape of the synthetic model. The defaults are small enough that a forward pass over one
+/// row costs a few microseconds, yet exercise everything the real model does: several
+/// layers, grouped-query attention (kv heads < heads), RoPE, SwiGLU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntheticSpec {
+    pub seed: u64,
+    pub layers: usize,
+    /// Embedding width; a multiple of 32 (Q4_1 blocks) and of the head count.
+    pub dim: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Feed-forward width; a multiple of 32.
+    pub ffn: usize,
+}
+
+impl Default for SyntheticSpec {
+    fn default() -> Self {
+        SyntheticSpec {
+            seed: 0x6c6d_7a69_7000_0001,
+            layers: 2,
+            dim: 64,
+            heads: 4,
+            kv_heads: 2,
+            ffn: 128,
+        }
+    }
+}
+
+/// Bytes deliberately left without a single-byte token, so inputs containing them go
+/// through the escape symbols as with the real vocabulary (which lacks 21 byte values).
+pub const SYNTHETIC_MISSING_BYTES: [u8; 8] = [0x04, 0x06, 0x1D, 0xC0, 0xC1, 0xF5, 0xFE, 0xFF];
+
+/// BPE merges in byte-level spelling (`Ġ` is a space, `Ċ` a newline), in rank order. Each
+/// result is added to the vocabulary, so English text gets multi-byte tokens.
+const MERGES: &[(&str, &str)] = &[
+    ("Ġ", "t"),
+    ("Ġ", "a"),
+    ("h", "e"),
+    ("i", "n"),
+    ("r", "e"),
+    ("o", "n"),
+    ("Ġt", "he"),
+    ("e", "r"),
+    ("Ġ", "s"),
+    ("a", "t"),
+    ("e", "n"),
+    ("o", "r"),
+    ("Ġ", "w"),
+    ("Ġ", "o"),
+    ("i", "s"),
+    ("e", "s"),
+    ("Ġ", "c"),
+    ("Ġ", "b"),
+    ("a", "n"),
+    ("Ġ", "f"),
+    ("Ġ", "m"),
+    ("Ġ", "p"),
+    ("l", "l"),
+    ("o", "u"),
+    ("i", "t"),
+    ("Ġ", "d"),
+    ("e", "d"),
+    ("Ġa", "n"),
+    ("Ġan", "d"),
+    ("in", "g"),
+    ("Ġ", "h"),
+    ("Ġ", "i"),
+    ("a", "r"),
+    ("Ġo", "f"),
+    ("Ġt", "o"),
+    ("Ġ", "in"),
+    ("Ġ", "T"),
+    ("Ċ", "Ċ"),
+    ("Ġ", "Ġ"),
+    ("ĠĠ", "ĠĠ"),
+];
+
+/// splitmix64: a fixed, well-mixed integer sequence (no dependency on `rand`'s versions).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1), from 24 bits (exact in f32).
+    fn unit(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u32 << 23) as f32) - 1.0
+    }
+}
+
+/// GPT-2's byte-level character for a byte (same map as `tokenize`).
+fn byte_char(b: u8) -> char {
+    let printable = |x: u8| matches!(x, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    if printable(b) {
+        return b as char;
+    }
+    let n = (0..=b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(255 + n).unwrap_or('\0')
+}
+
+/// f32 → IEEE half bits, for the normal, in-range values this module produces
+/// (|x| in [2^-14, 65504]); truncates the mantissa, which is all a seed-derived scale needs.
+fn f16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xFF) as i32 - 127 + 15;
+    let mant = ((b >> 13) & 0x3FF) as u16;
+    sign | ((exp.clamp(1, 30) as u16) << 10) | mant
+}
+
+/// The synthetic vocabulary: control tokens, byte tokens, merge results; and the merges.
+pub fn synthetic_vocabulary() -> (Vec<String>, Vec<String>, Vec<i32>) {
+    // GGUF token types: 1 normal, 3 control.
+    let mut tokens = vec!["<|endoftext|>".to_string(), "<|im_start|>".to_string()];
+    let mut types = vec![3, 3];
+    for b in 0..=255u8 {
+        if !SYNTHETIC_MISSING_BYTES.contains(&b) {
+            tokens.push(byte_char(b).to_string());
+            types.push(1);
+        }
+    }
+    let mut merges = Vec::with_capacity(MERGES.len());
+    for (a, b) in MERGES {
+        merges.push(format!("{a} {b}"));
+        tokens.push(format!("{a}{b}"));
+        types.push(1);
+    }
+    (tokens, merges, types)
+}
+
+/// A Q4_1 matrix of `rows × cols` with seed-derived blocks: scale d per 32 weights, offset
+/// m = -8·d so the weights are centred on zero, nibbles uniform.
+fn q4_1(rng: &mut Rng, rows: usize, cols: usize, scale: f32) -> Result<QTensor> {
+    let blocks = rows * cols / 32;
+    let mut raw = Vec::with_capacity(blocks * 20);
+    for _ in 0..blocks {
+        let d = scale * (0.75 + 0.25 * rng.unit().abs()) / 8.0;
+        raw.extend_from_slice(&f16_bits(d).to_le_bytes());
+        raw.extend_from_slice(&f16_bits(-8.0 * d).to_le_bytes());
+        for _ in 0..16 {
+            raw.push(rng.next() as u8);
+        }
+    }
+    // candle views these bytes as 20-byte blocks with 2-byte alignment; a Vec<u8> from the
+    // global allocator is at least 8-aligned on every platform Rust supports with std.
+    let storage = QStorage::from_data(Cow::Owned(raw), &Device::Cpu, GgmlDType::Q4_1)?;
+    Ok(QTensor::new(storage, (rows, cols))?)
+}
+
+fn f32_vector(rng: &mut Rng, n: usize) -> Result<QTensor> {
+    let raw: Vec<u8> = (0..n)
+        .flat_map(|_| (1.0 + 0.1 * rng.unit()).to_le_bytes())
+        .collect();
+    let storage = QStorage::from_data(Cow::Owned(raw), &Device::Cpu, GgmlDType::F32)?;
+    Ok(QTensor::new(storage, (n,))?)
+}
+
+/// The GGUF file's bytes for `spec`.
+pub fn synthetic_gguf(spec: &SyntheticSpec) -> Result<Vec<u8>> {
+    use gguf_file::Value;
+    let bad = |m: &str| Error::new(ErrorKind::Model(format!("synthetic model: {m}")));
+    if spec.dim % 32 != 0 || spec.ffn % 32 != 0 || spec.heads == 0 || spec.kv_heads == 0 {
+        return Err(bad("dim and ffn must be multiples of 32, heads > 0"));
+    }
+    let (tokens, merges, types) = synthetic_vocabulary();
+    let vocab = tokens.len();
+    let head_dim = spec.dim / spec.heads;
+    let kv = spec.kv_heads * head_dim;
+    let mut rng = Rng(spec.seed);
+
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    // A large embedding scale makes the output distribution far from uniform, so coding
+    // costs vary by symbol as with a trained model.
+    tensors.push((
+        "token_embd.weight".into(),
+        q4_1(&mut rng, vocab, spec.dim, 2.0)?,
+    ));
+    let w = 1.0 / (spec.dim as f32).sqrt();
+    for i in 0..spec.layers {
+        let p = format!("blk.{i}");
+        let mut t = |name: &str, q: QTensor| tensors.push((format!("{p}.{name}.weight"), q));
+        t("attn_norm", f32_vector(&mut rng, spec.dim)?);
+        t("attn_q", q4_1(&mut rng, spec.dim, spec.dim, w)?);
+        t("attn_k", q4_1(&mut rng, kv, spec.dim, w)?);
+        t("attn_v", q4_1(&mut rng, kv, spec.dim, w)?);
+        t("attn_output", q4_1(&mut rng, spec.dim, spec.dim, w)?);
+        t("ffn_norm", f32_vector(&mut rng, spec.dim)?);
+        t("ffn_gate", q4_1(&mut rng, spec.ffn, spec.dim, w)?);
+        t("ffn_up", q4_1(&mut rng, spec.ffn, spec.dim, w)?);
+        t(
+            "ffn_down",
+            q4_1(&mut rng, spec.dim, spec.ffn, 1.0 / (spec.ffn as f32).sqrt())?,
+        );
+    }
+    tensors.push(("output_norm.weight".into(), f32_vector(&mut rng, spec.dim)?));
+
+    let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        (
+            "general.name",
+            Value::String("lmzip synthetic test model".into()),
+        ),
+        ("llama.block_count", Value::U32(spec.layers as u32)),
+        ("llama.context_length", Value::U32(2048)),
+        ("llama.embedding_length", Value::U32(spec.dim as u32)),
+        ("llama.feed_forward_length", Value::U32(spec.ffn as u32)),
+        ("llama.attention.head_count", Value::U32(spec.heads as u32)),
+        (
+            "llama.attention.head_count_kv",
+            Value::U32(spec.kv_heads as u32),
+        ),
+        ("llama.rope.freq_base", Value::F32(10000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("llama.vocab_size", Value::U32(vocab as u32)),
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("smollm".into())),
+        ("tokenizer.ggml.tokens", strings(&tokens)),
+        ("tokenizer.ggml.merges", strings(&merges)),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+    ];
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &md, &ts)?;
+    Ok(out.into_inner())
+}
+
+/// Writes the default synthetic model to `path`.
+pub fn write_synthetic_model(path: &Path) -> Result<()> {
+    std::fs::write(path, synthetic_gguf(&SyntheticSpec::default())?)?;
+    Ok(())
+}
+
+/// Loads the default synthetic model for `backend` (the file lives in a temporary folder
+/// only while loading; `Model::path` then names a file that no longer exists).
+pub fn synthetic_model_with(backend: u16) -> Result<Model> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("synthetic.gguf");
+    write_synthetic_model(&path)?;
+    Model::load_with(&path, backend)
+}
+
+/// The original behind the archive the corruption fuzzer mutates (fuzz/), shared with the
+/// seed writer so that seeds and fuzzer agree on the header: several blocks, an escape.
+pub const FUZZ_ORIGINAL: &[u8] =
+    b"The quick brown fox jumps over the lazy dog. \xff\x04 Then it sat in the sun.\n";
+
+/// The encoder settings of the fuzzed archive: 16-token blocks, up to 4 side by side.
+pub fn fuzz_options() -> crate::pipeline::CompressOptions {
+    crate::pipeline::CompressOptions {
+        block_tokens: 16,
+        streams: 4,
+        ..Default::default()
+    }
+}
+
+/// Loads the default synthetic model for the default backend.
+pub fn synthetic_model() -> Result<Model> {
+    synthetic_model_with(crate::engine::DEFAULT_BACKEND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{self, CompressOptions};
+
+    #[test]
+    fn byte_chars_match_the_tokenizer() {
+        // The tokenizer's own table is private; check the well-known fixed points.
+        assert_eq!(byte_char(b' '), 'Ġ');
+        assert_eq!(byte_char(b'\n'), 'Ċ');
+        assert_eq!(byte_char(b'a'), 'a');
+        assert_eq!(byte_char(0), 'Ā');
+        assert_eq!(f16_bits(1.0), 0x3C00);
+        assert_eq!(f16_bits(-2.0), 0xC000);
+    }
+
+    #[test]
+    fn synthetic_model_loads_and_round_trips_quickly() {
+        let t0 = std::time::Instant::now();
+        let bytes = synthetic_gguf(&SyntheticSpec::default()).unwrap();
+        assert_eq!(bytes, synthetic_gguf(&SyntheticSpec::default()).unwrap());
+        for backend in [1, 2] {
+            let m = synthetic_model_with(backend).unwrap();
+            assert_eq!(m.start_token, 0);
+            assert_eq!(m.control_tokens, vec![0, 1]);
+            assert!(m.tokenizer.vocab_size() > 280 && m.tokenizer.vocab_size() < 300);
+            let text = b"the cat and the dog sat in the sun, then they went home.\n\xff\x04 12345";
+            let syms = m.tokenizer.encode(text);
+            assert!(syms.len() < text.len(), "merges apply: {syms:?}");
+            let opts = CompressOptions {
+                block_tokens: 16,
+                streams: 3,
+                ..CompressOptions::default()
+            };
+            let mut archive = Vec::new();
+            pipeline::compress(&m, text, &opts, &mut archive, &mut |_| {}).unwrap();
+            let mut back = Vec::new();
+            pipeline::decompress(&m, &mut &archive[..], &mut back, &mut |_| {}).unwrap();
+            assert_eq!(back, text);
+        }
+        // Generous: typically tens of milliseconds.
+        assert!(t0.elapsed().as_secs() < 20, "{:?}", t0.elapsed());
+    }
+}

@@ -1,0 +1,669 @@
+//! The command line, flag by flag: every flag, error message and exit status (0 success,
+//! 1 error, 2 usage, 130 interrupted), with the synthetic test model passed by `--model`
+//! so that each case runs in milliseconds. tests/cli.rs covers the real model.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use predicates::str::contains;
+use std::path::{Path, PathBuf};
+
+/// A scratch folder holding the synthetic model.
+struct Env {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("synthetic.gguf");
+    lmzip::testing::write_synthetic_model(&model).unwrap();
+    Env { dir, model }
+}
+
+impl Env {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// `lmzip --model SYNTHETIC`, run in the scratch folder, with no LMZIP_MODEL around.
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("lmzip").unwrap();
+        c.current_dir(self.dir.path())
+            .env_remove("LMZIP_MODEL")
+            .arg("--model")
+            .arg(&self.model);
+        c
+    }
+
+    /// Names in the scratch folder other than the model, sorted.
+    fn names(&self) -> Vec<String> {
+        names_in(self.dir.path())
+            .into_iter()
+            .filter(|n| n != "synthetic.gguf")
+            .collect()
+    }
+
+    fn compress(&self, data: &[u8]) -> Vec<u8> {
+        self.cmd()
+            .arg("-c")
+            .write_stdin(data)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone()
+    }
+}
+
+fn names_in(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const TEXT: &[u8] =
+    b"The quick brown fox jumps over the lazy dog.\nAnd then it slept in the sun.\n";
+
+fn is_root() -> bool {
+    // Root ignores permission bits, so "unwritable folder" needs another route there.
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn compress_then_decompress_files_keeps_inputs() {
+    let e = env();
+    let input = e.write("note.txt", TEXT);
+    e.cmd().arg(&input).assert().success().stdout("").stderr("");
+    assert_eq!(e.names(), ["note.txt", "note.txt.lmz"]);
+    assert_eq!(std::fs::read(&input).unwrap(), TEXT, "input kept");
+    // The original exists: decompressing next to it needs -f.
+    e.cmd()
+        .args(["-d", "note.txt.lmz"])
+        .assert()
+        .code(1)
+        .stderr(contains("note.txt already exists; use -f to overwrite"));
+    std::fs::remove_file(&input).unwrap();
+    e.cmd().args(["-d", "note.txt.lmz"]).assert().success();
+    assert_eq!(std::fs::read(&input).unwrap(), TEXT);
+    assert_eq!(e.names(), ["note.txt", "note.txt.lmz"], "archive kept too");
+    // Subcommand spelling, -k accepted, -f overwrites.
+    e.cmd()
+        .args(["decompress", "-k", "-f", "note.txt.lmz"])
+        .assert()
+        .success();
+    e.cmd()
+        .args(["compress", "-f", "note.txt"])
+        .assert()
+        .success();
+    assert_eq!(e.names(), ["note.txt", "note.txt.lmz"]);
+}
+
+#[test]
+fn several_files_in_one_call_and_partial_failure() {
+    let e = env();
+    for n in ["a.txt", "b.txt", "c.txt"] {
+        e.write(
+            n,
+            format!("file {n}: {}", String::from_utf8_lossy(TEXT)).as_bytes(),
+        );
+    }
+    e.cmd().args(["a.txt", "b.txt", "c.txt"]).assert().success();
+    for n in ["a.txt", "b.txt", "c.txt"] {
+        std::fs::remove_file(e.path(n)).unwrap();
+    }
+    // A missing file among them: the others are still done, the status is 1.
+    e.cmd()
+        .args(["-d", "a.txt.lmz", "missing.lmz", "c.txt.lmz"])
+        .assert()
+        .code(1)
+        .stderr(contains("lmzip: missing.lmz: cannot open"));
+    assert!(e.path("a.txt").is_file() && e.path("c.txt").is_file());
+    assert!(!e.path("b.txt").exists());
+    assert!(std::fs::read(e.path("c.txt"))
+        .unwrap()
+        .starts_with(b"file c.txt"));
+}
+
+#[test]
+fn standard_input_and_output() {
+    let e = env();
+    let archive = e.compress(TEXT);
+    assert_eq!(&archive[..4], &[0xB5, 0x6C, 0x6D, 0x7A]);
+    // `-` and no file at all both mean standard input, to standard output.
+    let dash = e
+        .cmd()
+        .arg("-")
+        .write_stdin(TEXT)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(dash, archive, "same bytes whichever way stdin is named");
+    e.cmd()
+        .args(["-d", "-"])
+        .write_stdin(archive.clone())
+        .assert()
+        .success()
+        .stdout(TEXT);
+    e.cmd()
+        .args(["decompress"])
+        .write_stdin(archive.clone())
+        .assert()
+        .success()
+        .stdout(TEXT);
+    // -c with a file: to stdout, nothing written beside it.
+    let input = e.write("in.txt", TEXT);
+    let via_c = e.cmd().arg("-c").arg(&input).assert().success();
+    assert_eq!(via_c.get_output().stdout, archive);
+    assert_eq!(e.names(), ["in.txt"]);
+    // -o - is standard output too.
+    e.cmd()
+        .args(["-o", "-", "in.txt"])
+        .assert()
+        .success()
+        .stdout(archive.clone());
+    // Concatenated archives decode to the concatenation.
+    let mut two = archive.clone();
+    two.extend_from_slice(&archive);
+    let mut want = TEXT.to_vec();
+    want.extend_from_slice(TEXT);
+    e.cmd()
+        .args(["-dc"])
+        .write_stdin(two)
+        .assert()
+        .success()
+        .stdout(want);
+    // Empty input is a valid archive of nothing.
+    let empty = e.compress(b"");
+    e.cmd()
+        .args(["-dc"])
+        .write_stdin(empty)
+        .assert()
+        .success()
+        .stdout("");
+}
+
+#[test]
+fn output_name_test_mode_and_info() {
+    let e = env();
+    e.write("in.txt", TEXT);
+    e.cmd().args(["-o", "out.bin", "in.txt"]).assert().success();
+    e.cmd()
+        .args(["-d", "-o", "back.txt", "out.bin"])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(e.path("back.txt")).unwrap(), TEXT);
+    // -t decodes and verifies, writes nothing, says OK unless -q.
+    e.cmd()
+        .args(["-t", "out.bin"])
+        .assert()
+        .success()
+        .stdout("")
+        .stderr(contains("out.bin: OK:"));
+    e.cmd()
+        .args(["test", "-q", "out.bin"])
+        .assert()
+        .success()
+        .stderr("");
+    assert_eq!(e.names(), ["back.txt", "in.txt", "out.bin"]);
+    // info needs no model and names the format version.
+    Command::cargo_bin("lmzip")
+        .unwrap()
+        .current_dir(e.dir.path())
+        .args(["info", "out.bin"])
+        .assert()
+        .success()
+        .stdout(contains("format version").and(contains("content      75 bytes")));
+    Command::cargo_bin("lmzip")
+        .unwrap()
+        .current_dir(e.dir.path())
+        .args(["info", "in.txt"])
+        .assert()
+        .code(1)
+        .stderr(contains("not an lmzip archive"));
+}
+
+#[test]
+fn verbose_reports_ratio_and_speed() {
+    let e = env();
+    e.write("in.txt", TEXT);
+    e.cmd().args(["-v", "in.txt"]).assert().success().stderr(
+        contains("in.txt: compressed 75 →")
+            .and(contains("ratio"))
+            .and(contains("bits/byte"))
+            .and(contains("KB/s"))
+            .and(contains("tokens/s")),
+    );
+    e.cmd()
+        .args(["-v", "-d", "-c", "in.txt.lmz"])
+        .assert()
+        .success()
+        .stdout(TEXT)
+        .stderr(contains("decompressed").and(contains("→ 75 bytes")));
+    // stdin is named as such.
+    e.cmd()
+        .args(["-v", "-c"])
+        .write_stdin(TEXT)
+        .assert()
+        .success()
+        .stderr(contains("(stdin): compressed 75"));
+}
+
+#[test]
+fn rm_removes_inputs_only_after_success() {
+    let e = env();
+    e.write("a.txt", TEXT);
+    e.cmd().args(["--rm", "a.txt"]).assert().success();
+    assert_eq!(e.names(), ["a.txt.lmz"]);
+    // A damaged archive: decompression fails, the archive stays, no output appears.
+    let mut bad = std::fs::read(e.path("a.txt.lmz")).unwrap();
+    let n = bad.len();
+    bad[n - 30] ^= 0x40;
+    std::fs::write(e.path("bad.lmz"), &bad).unwrap();
+    e.cmd()
+        .args(["-d", "--rm", "bad.lmz"])
+        .assert()
+        .code(1)
+        .stderr(contains("lmzip: bad.lmz:"));
+    assert_eq!(e.names(), ["a.txt.lmz", "bad.lmz"]);
+    // -k after --rm wins (the later flag), and -c never removes.
+    e.cmd()
+        .args(["-d", "--rm", "-k", "a.txt.lmz"])
+        .assert()
+        .success();
+    assert_eq!(e.names(), ["a.txt", "a.txt.lmz", "bad.lmz"]);
+    e.cmd()
+        .args(["-dc", "--rm", "a.txt.lmz"])
+        .assert()
+        .success()
+        .stdout(TEXT);
+    e.cmd().args(["-t", "--rm", "a.txt.lmz"]).assert().success();
+    assert!(e.path("a.txt.lmz").is_file());
+    e.cmd()
+        .args(["-d", "-f", "--rm", "a.txt.lmz"])
+        .assert()
+        .success();
+    assert_eq!(e.names(), ["a.txt", "bad.lmz"]);
+}
+
+#[test]
+#[cfg(unix)]
+fn output_keeps_input_permissions_and_mtime() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = env();
+    let input = e.write("p.txt", TEXT);
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&input)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    e.cmd().arg("p.txt").assert().success();
+    let m = std::fs::metadata(e.path("p.txt.lmz")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o640);
+    assert_eq!(m.modified().unwrap(), old);
+    std::fs::remove_file(&input).unwrap();
+    e.cmd().args(["-d", "p.txt.lmz"]).assert().success();
+    let m = std::fs::metadata(&input).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o640);
+    assert_eq!(m.modified().unwrap(), old);
+}
+
+#[test]
+fn suffix_rules() {
+    let e = env();
+    e.write("x.lmz", TEXT);
+    e.cmd().arg("x.lmz").assert().code(1).stderr(contains(
+        "already has the .lmz suffix (use -f to compress it again)",
+    ));
+    e.cmd().args(["-f", "x.lmz"]).assert().success();
+    assert!(e.path("x.lmz.lmz").is_file());
+    e.write("y.txt", TEXT);
+    e.cmd()
+        .args(["-d", "y.txt"])
+        .assert()
+        .code(1)
+        .stderr(contains("unknown suffix (expected .lmz); use -o OUT or -c"));
+}
+
+#[test]
+fn unwritable_destination_is_a_clear_error_and_keeps_the_input() {
+    let e = env();
+    e.write("in.txt", TEXT);
+    e.cmd()
+        .args(["-o", "no/such/folder/out.lmz", "in.txt"])
+        .assert()
+        .code(1)
+        .stderr(contains("cannot create a file in no/such/folder"));
+    e.cmd()
+        .args(["--rm", "-o", "/proc/out.lmz", "in.txt"])
+        .assert()
+        .code(1)
+        .stderr(contains("cannot create a file in /proc"));
+    assert_eq!(e.names(), ["in.txt"], "input kept, nothing left behind");
+    #[cfg(unix)]
+    if !is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let ro = e.path("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        e.cmd()
+            .args(["--rm", "-o", "ro/out.lmz", "in.txt"])
+            .assert()
+            .code(1)
+            .stderr(contains("cannot create a file in ro"));
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(names_in(&ro).is_empty());
+        assert!(e.path("in.txt").is_file());
+    } else {
+        eprintln!("running as root: permission bits do not apply, read-only folder case skipped");
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn full_disk_is_a_clear_error() {
+    let e = env();
+    e.write("in.txt", TEXT);
+    let full = std::fs::File::options().write(true).open("/dev/full");
+    let Ok(full) = full else {
+        eprintln!("no /dev/full: skipped");
+        return;
+    };
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lmzip"))
+        .current_dir(e.dir.path())
+        .arg("--model")
+        .arg(&e.model)
+        .args(["--rm", "-c", "in.txt"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No space left on device"));
+    assert!(e.path("in.txt").is_file(), "input kept");
+
+    // A small tmpfs in a private mount namespace (no root needed where user namespaces
+    // are allowed): the output does not fit, the temporary file must not stay behind.
+    let big: Vec<u8> = (0..60_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    e.write("big.bin", &big);
+    let mnt = e.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=32k tmpfs '{m}' || exit 77; \
+         '{bin}' --model '{model}' --rm -o '{m}/big.lmz' big.bin; echo \"status $?\"; \
+         ls -A '{m}'",
+        m = mnt.display(),
+        bin = env!("CARGO_BIN_EXE_lmzip"),
+        model = e.model.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        .current_dir(e.dir.path())
+        .output();
+    match out {
+        Ok(o) if o.status.code() == Some(0) => {
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(
+                stdout, "status 1\n",
+                "exit 1, folder empty; stderr: {stderr}"
+            );
+            assert!(stderr.contains("No space left on device"), "{stderr}");
+            assert!(e.path("big.bin").is_file(), "input kept");
+        }
+        other => eprintln!("cannot mount a private tmpfs here ({other:?}): tmpfs case skipped"),
+    }
+}
+
+#[test]
+fn refuses_compressed_data_to_a_terminal_without_force() {
+    let e = env();
+    e.write("in.txt", TEXT);
+    // `script` runs the command with a pseudo-terminal as its standard output.
+    let run = |force: &str| {
+        std::process::Command::new("script")
+            .args(["-qec"])
+            .arg(format!(
+                "'{}' --model '{}' {force} -c in.txt",
+                env!("CARGO_BIN_EXE_lmzip"),
+                e.model.display()
+            ))
+            .arg("/dev/null")
+            .current_dir(e.dir.path())
+            .output()
+    };
+    match run("") {
+        Ok(o) => {
+            assert_eq!(o.status.code(), Some(1));
+            assert!(String::from_utf8_lossy(&o.stdout)
+                .contains("refusing to write compressed data to a terminal"));
+            let forced = run("-f").unwrap();
+            assert_eq!(forced.status.code(), Some(0));
+        }
+        Err(err) => eprintln!("no `script` ({err}): terminal case skipped"),
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let e = env();
+    e.write("a", TEXT);
+    e.write("b", TEXT);
+    let cases: &[&[&str]] = &[
+        &["--no-such-flag"],
+        &["--streams", "0", "a"],
+        &["--block-tokens", "8", "a"],
+        &["--backend", "3", "a"],
+        &["-q", "-v", "a"],
+        &["--threads", "0", "a"],
+        &["-o", "out", "a", "b"],
+        &["-", "-"],
+        &["completions", "tcsh"],
+        &["bench"],
+        &["info"],
+        // Options that belong after the subcommand's name.
+        &["-d", "info", "a"],
+        &["--streams", "4", "compress", "a"],
+    ];
+    for args in cases {
+        e.cmd()
+            .args(*args)
+            .assert()
+            .code(2)
+            .stderr(contains("error:"));
+    }
+    e.cmd()
+        .args(["-d", "test", "a"])
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "--decompress must come after the subcommand name (test …)",
+        ));
+    assert_eq!(e.names(), ["a", "b"], "no usage error writes anything");
+}
+
+#[test]
+fn runtime_errors_exit_1_with_a_message() {
+    let e = env();
+    e.write("in.txt", TEXT);
+    std::fs::create_dir(e.path("folder")).unwrap();
+    e.cmd()
+        .arg("folder")
+        .assert()
+        .code(1)
+        .stderr(contains("lmzip: folder: not a regular file; skipped"));
+    e.cmd()
+        .args(["-d", "-c", "in.txt"])
+        .assert()
+        .code(1)
+        .stderr(contains("not an lmzip archive (magic bytes 54 68 65 20)"));
+    // Missing model: says how to get one.
+    Command::cargo_bin("lmzip")
+        .unwrap()
+        .current_dir(e.dir.path())
+        .args(["--model", "/nonexistent/model.gguf", "-c", "in.txt"])
+        .assert()
+        .code(1)
+        .stderr(contains("models/fetch.sh"));
+    e.write("junk.gguf", b"GGUF but not really");
+    Command::cargo_bin("lmzip")
+        .unwrap()
+        .current_dir(e.dir.path())
+        .args(["--model", "junk.gguf", "-c", "in.txt"])
+        .assert()
+        .code(1)
+        .stderr(contains("not a readable GGUF"));
+    // Another model than the archive's: named, nothing written.
+    let archive = e.compress(TEXT);
+    let other = e.path("other.gguf");
+    let spec = lmzip::testing::SyntheticSpec {
+        seed: 2,
+        ..Default::default()
+    };
+    std::fs::write(&other, lmzip::testing::synthetic_gguf(&spec).unwrap()).unwrap();
+    Command::cargo_bin("lmzip")
+        .unwrap()
+        .args(["--model"])
+        .arg(&other)
+        .args(["-dc"])
+        .write_stdin(archive.clone())
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(contains("this archive needs a different model"));
+    // Damage: truncated. To standard output, blocks are written as each is verified, so a
+    // cut archive gives a prefix of the original and status 1 (as gzip does).
+    for cut in [archive.len() / 2, archive.len() - 10] {
+        let o = e
+            .cmd()
+            .args(["-dc"])
+            .write_stdin(archive[..cut].to_vec())
+            .assert()
+            .code(1)
+            .stderr(contains("archive is truncated"));
+        assert!(TEXT.starts_with(&o.get_output().stdout), "prefix only");
+    }
+    let mut flipped = archive.clone();
+    flipped[20] ^= 1;
+    e.cmd()
+        .args(["-dc"])
+        .write_stdin(flipped)
+        .assert()
+        .code(1)
+        .stderr(contains("checksum mismatch in header"));
+    // An unknown numeric backend, header CRC valid: named before any model is loaded.
+    let mut r = &archive[..];
+    let mut h = lmzip::format::Header::read_from(&mut r).unwrap().unwrap();
+    h.backend = 99;
+    let mut forged = Vec::new();
+    h.write_to(&mut forged).unwrap();
+    forged.extend_from_slice(r);
+    e.cmd()
+        .args(["-dc"])
+        .write_stdin(forged)
+        .assert()
+        .code(1)
+        .stderr(contains("archive uses numeric backend 99"));
+}
+
+#[test]
+fn help_version_completions_and_man_page() {
+    let mut c = Command::cargo_bin("lmzip").unwrap();
+    c.arg("--help").assert().success().stdout(
+        contains("Examples:")
+            .and(contains("lmzip -d notes.txt.lmz"))
+            .and(contains("Exit status: 0 success, 1 error"))
+            .and(contains("130 interrupted")),
+    );
+    let mut c = Command::cargo_bin("lmzip").unwrap();
+    c.arg("--version")
+        .assert()
+        .success()
+        .stdout(contains(env!("CARGO_PKG_VERSION")));
+    for (shell, marker) in [
+        ("bash", "_lmzip()"),
+        ("zsh", "#compdef lmzip"),
+        ("fish", "complete -c lmzip"),
+    ] {
+        let mut c = Command::cargo_bin("lmzip").unwrap();
+        c.args(["completions", shell])
+            .assert()
+            .success()
+            .stdout(contains(marker).and(contains("block-tokens")));
+    }
+    let mut c = Command::cargo_bin("lmzip").unwrap();
+    c.arg("man")
+        .assert()
+        .success()
+        .stdout(contains(".TH lmzip").and(contains("block\\-tokens")));
+}
+
+#[test]
+fn bench_with_json() {
+    let e = env();
+    e.write("in.txt", TEXT);
+    e.cmd()
+        .args(["bench", "--json", "in.txt"])
+        .assert()
+        .success()
+        .stdout(contains("\"bytes\":75").or(contains("\"original_bytes\":75")));
+}
+
+#[test]
+#[cfg(unix)]
+fn interrupt_removes_partial_output_and_exits_130() {
+    let e = env();
+    // Big enough that the synthetic model takes seconds, so the signal lands mid-run.
+    let big: Vec<u8> = TEXT.iter().copied().cycle().take(3_000_000).collect();
+    e.write("big.txt", &big);
+    for signal in ["INT", "TERM"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lmzip"))
+            .current_dir(e.dir.path())
+            .arg("--model")
+            .arg(&e.model)
+            .args(["--rm", "big.txt"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the temporary output to exist: the run is then past reading its input.
+        let t0 = std::time::Instant::now();
+        while !e.names().iter().any(|n| n.ends_with(".tmp")) {
+            assert!(t0.elapsed().as_secs() < 60, "no temporary file appeared");
+            if let Some(s) = child.try_wait().unwrap() {
+                panic!("finished before the signal ({s}); make the input bigger");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{signal}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("interrupted; partial output removed")
+        );
+        assert_eq!(e.names(), ["big.txt"], "{signal}: only the input remains");
+    }
+}
