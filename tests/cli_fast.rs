@@ -401,8 +401,16 @@ fn full_disk_is_a_clear_error() {
 
     // A small tmpfs in a private mount namespace (no root needed where user namespaces
     // are allowed): the output does not fit, the temporary file must not stay behind.
-    let big: Vec<u8> = (0..60_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+    // Incompressible bytes (xorshift64*, top byte): the n-gram and match models learn any
+    // arithmetic pattern, and then the archive would fit in the small tmpfs.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let big: Vec<u8> = (0..60_000)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
         .collect();
     e.write("big.bin", &big);
     let mnt = e.path("mnt");
