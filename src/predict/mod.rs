@@ -12,6 +12,7 @@
 //! decoder's state always equals the encoder's. Models are shared by all streams: a block
 //! learns from every block coded before it and from its neighbours' earlier positions.
 
+pub mod bias;
 pub mod history;
 pub mod matcher;
 pub mod mixer;
@@ -20,6 +21,7 @@ pub mod ngram;
 use crate::coder::Cdf;
 use crate::engine::math::{exp_f32, first_eq, hsum, max_f32, LANES};
 use crate::{Error, ErrorKind, Result};
+use bias::LogitBias;
 use history::History;
 use matcher::Matcher;
 use mixer::{Apm, ApmAt, Mixer};
@@ -237,8 +239,7 @@ pub struct Ensemble {
     num_symbols: usize,
     /// 0 for allowed vocabulary symbols, −∞ for masked ones (added to the logits).
     mask: Vec<f32>,
-    bias: Vec<f32>,
-    bias_rate: f32,
+    bias: LogitBias,
     hist: History,
     ngram: Option<NGram>,
     matcher: Option<Matcher>,
@@ -274,8 +275,7 @@ impl Ensemble {
             vocab,
             num_symbols,
             mask,
-            bias: vec![0.0; vocab],
-            bias_rate: s.bias_rate as f32 / (1u32 << 20) as f32,
+            bias: LogitBias::new(vocab, s.bias_rate as f32 / (1u32 << 20) as f32),
             hist: History::new(HISTORY_CAP),
             ngram: s
                 .ngram
@@ -308,7 +308,12 @@ impl Ensemble {
         // Softmax of logits + bias over the allowed symbols. Written as flat passes over
         // 8-lane chunks so they vectorize; every sum is in the fixed lane order of `hsum`.
         let logits = &logits[..v];
-        for (((x, &l), &b), &m) in sc.e.iter_mut().zip(logits).zip(&self.bias).zip(&self.mask) {
+        for (((x, &l), &b), &m) in
+            sc.e.iter_mut()
+                .zip(logits)
+                .zip(self.bias.values())
+                .zip(&self.mask)
+        {
             *x = (l + b) + m;
         }
         let max = max_f32(&sc.e);
@@ -454,12 +459,7 @@ impl Ensemble {
             self.apm.update(at, top == sym);
         }
         if self.s.bias && y < self.vocab {
-            // Gradient of −ln softmax(l + b)(y) with respect to b: p − onehot(y).
-            let r = self.bias_rate * sc.inv_z;
-            for (b, &e) in self.bias.iter_mut().zip(&sc.e) {
-                *b -= r * e;
-            }
-            self.bias[y] += self.bias_rate;
+            self.bias.update(&sc.e, sc.inv_z, y);
         }
         let at = self.hist.pos(stream);
         if let Some(g) = &mut self.ngram {

@@ -1,0 +1,41 @@
+//! Adaptive bias: an online per-symbol correction of the language model's logits, learned
+//! from this archive's own symbols.
+//!
+//! The model's vocabulary statistics are those of its training data; a document repeats its
+//! own names, words and markup. One additive term per vocabulary symbol, trained by the
+//! gradient of the code length, shifts probability toward what this document uses. All
+//! arithmetic is plain f32 in a fixed order, so encoder and decoder stay identical.
+
+/// One bias term per vocabulary symbol, added to the logits before the softmax.
+pub struct LogitBias {
+    b: Vec<f32>,
+    rate: f32,
+}
+
+impl LogitBias {
+    /// Zero biases; `rate` is the learning rate in logit units per symbol.
+    pub fn new(vocab: usize, rate: f32) -> Self {
+        LogitBias {
+            b: vec![0.0; vocab],
+            rate,
+        }
+    }
+
+    /// The current biases, one per vocabulary symbol.
+    pub fn values(&self) -> &[f32] {
+        &self.b
+    }
+
+    /// One gradient step on −ln softmax(l + b)(y) with respect to b, which is p − onehot(y).
+    /// `e` holds the softmax numerators of the biased logits and `inv_z` the reciprocal of
+    /// their sum, exactly as the prediction used them.
+    pub fn update(&mut self, e: &[f32], inv_z: f32, y: usize) {
+        let r = self.rate * inv_z;
+        for (b, &e) in self.b.iter_mut().zip(e) {
+            *b -= r * e;
+        }
+        if let Some(b) = self.b.get_mut(y) {
+            *b += self.rate;
+        }
+    }
+}
