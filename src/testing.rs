@@ -288,6 +288,34 @@ pub fn synthetic_model() -> Result<Model> {
     synthetic_model_with(crate::engine::DEFAULT_BACKEND)
 }
 
+/// The real default model for tests: `LMZIP_MODEL` (when set and non-empty), else
+/// `models/SmolLM2-135M-Instruct.Q4_1.gguf` in this repository. `None` (with a message)
+/// when it is missing, so a developer without the model can still run the fast tests; under
+/// CI (env `CI` set) a missing model is a failure, never a silent skip.
+pub fn real_model_path() -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("LMZIP_MODEL")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if p.is_file() {
+        Some(p)
+    } else if std::env::var_os("CI").is_some() {
+        panic!(
+            "CI is set and the model is missing at {}: run `bash models/fetch.sh`",
+            p.display()
+        );
+    } else {
+        eprintln!(
+            "skipping: model not found at {} (run `bash models/fetch.sh`)",
+            p.display()
+        );
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,25 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn model_path() -> Option<PathBuf> {
-    let p = std::env::var_os("LMZIP_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if p.is_file() {
-        Some(p)
-    } else if std::env::var_os("CI").is_some() {
-        panic!(
-            "CI is set and the model is missing at {}: run `bash models/fetch.sh`",
-            p.display()
-        );
-    } else {
-        eprintln!(
-            "skipping: model not found at {} (run `bash models/fetch.sh`)",
-            p.display()
-        );
-        None
-    }
+    lmzip::testing::real_model_path()
 }
 
 fn lmzip(model: &Path) -> Command {

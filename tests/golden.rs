@@ -31,21 +31,7 @@ fn errors_dir() -> PathBuf {
 }
 
 fn model_path() -> Option<PathBuf> {
-    let p = std::env::var_os("LMZIP_MODEL")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    if p.is_file() {
-        Some(p)
-    } else if std::env::var_os("CI").is_some() {
-        panic!(
-            "CI is set and the model is missing at {}: run `bash models/fetch.sh`",
-            p.display()
-        );
-    } else {
-        eprintln!("skipping: model not found at {}", p.display());
-        None
-    }
+    lmzip::testing::real_model_path()
 }
 
 /// The real model for a backend, loaded once per test process.

@@ -41,24 +41,7 @@ mod tests {
 
     /// The real model, when present (required under CI).
     pub(crate) fn test_model_path() -> Option<std::path::PathBuf> {
-        let p = std::env::var_os("LMZIP_MODEL")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("models")
-                    .join("SmolLM2-135M-Instruct.Q4_1.gguf")
-            });
-        if p.is_file() {
-            Some(p)
-        } else if std::env::var_os("CI").is_some() {
-            panic!(
-                "CI is set and the model is missing at {}: run `bash models/fetch.sh`",
-                p.display()
-            );
-        } else {
-            eprintln!("skipping: model not found at {}", p.display());
-            None
-        }
+        crate::testing::real_model_path()
     }
 
     #[test]
