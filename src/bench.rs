@@ -74,6 +74,12 @@ pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
             v.push(s);
         }
     }
+    if base.mixer_ctx && (base.ngram || base.matcher) {
+        v.push(PredictorSettings {
+            mixer_shared: !base.mixer_shared,
+            ..base.clone()
+        });
+    }
     v
 }
 

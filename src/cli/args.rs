@@ -107,8 +107,12 @@ pub struct EncodeArgs {
     #[arg(long)]
     pub no_sse: bool,
     /// Predictor: one global set of mixer weights instead of context-selected ones.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shared_mixer")]
     pub global_mixer: bool,
+    /// Predictor: context-selected mixer weights as offsets on one shared, jointly trained
+    /// set (learns faster on small inputs).
+    #[arg(long)]
+    pub shared_mixer: bool,
 }
 
 impl Default for EncodeArgs {
@@ -125,6 +129,7 @@ impl Default for EncodeArgs {
             no_bias: false,
             no_sse: false,
             global_mixer: false,
+            shared_mixer: false,
         }
     }
 }
@@ -142,6 +147,7 @@ impl EncodeArgs {
         p.bias &= !self.no_bias;
         p.sse &= !self.no_sse;
         p.mixer_ctx &= !self.global_mixer;
+        p.mixer_shared |= self.shared_mixer;
         lmzip::pipeline::CompressOptions {
             block_tokens: self.block_tokens,
             streams: self.streams,

@@ -26,9 +26,15 @@ pub fn llm_bucket(p_max: f32) -> usize {
 }
 
 /// Weights for `contexts` global contexts × `slots` input slots.
+///
+/// With `shared`, a context's log-weight is a shared per-slot value plus the context's own
+/// offset, and a step moves both: every context learns from every step at once (what one
+/// global weight set does well on small inputs) while the offsets still specialise.
 pub struct Mixer {
     slots: usize,
     u: Vec<f32>,
+    /// Shared per-slot log-weights (empty when not shared).
+    g: Vec<f32>,
     rate: f32,
 }
 
@@ -37,13 +43,26 @@ const U_LIMIT: f32 = 16.0;
 
 impl Mixer {
     /// `init[slot]` is the starting log-weight of each slot (same in every context).
-    pub fn new(contexts: usize, init: &[f32], rate: f32) -> Self {
+    pub fn new(contexts: usize, init: &[f32], rate: f32, shared: bool) -> Self {
         let slots = init.len();
         let mut u = Vec::with_capacity(contexts * slots);
         for _ in 0..contexts {
-            u.extend_from_slice(init);
+            if shared {
+                u.extend(std::iter::repeat_n(0.0, slots));
+            } else {
+                u.extend_from_slice(init);
+            }
         }
-        Mixer { slots, u, rate }
+        let g = if shared { init.to_vec() } else { Vec::new() };
+        Mixer { slots, u, g, rate }
+    }
+
+    /// Log-weight of `slot` in the context row `row`.
+    fn value(&self, row: &[f32], slot: usize) -> f32 {
+        match self.g.get(slot) {
+            Some(&g) => g + row[slot],
+            None => row[slot],
+        }
     }
 
     /// Normalized weights of the inputs `slots` in context `ctx`, into `w`.
@@ -52,11 +71,11 @@ impl Mixer {
         let row = &self.u[ctx * self.slots..(ctx + 1) * self.slots];
         let mut max = f32::NEG_INFINITY;
         for &s in slots {
-            max = max.max(row[s]);
+            max = max.max(self.value(row, s));
         }
         let mut sum = 0f32;
         for &s in slots {
-            let e = exp_f32(row[s] - max);
+            let e = exp_f32(self.value(row, s) - max);
             w.push(e);
             sum += e;
         }
@@ -76,6 +95,9 @@ impl Mixer {
         for ((&s, &wi), &wqi) in slots.iter().zip(w).zip(wq) {
             let g = wqi / p - wi;
             row[s] = (row[s] + self.rate * g).clamp(-U_LIMIT, U_LIMIT);
+            if let Some(shared) = self.g.get_mut(s) {
+                *shared = (*shared + self.rate * g).clamp(-U_LIMIT, U_LIMIT);
+            }
         }
     }
 }
@@ -134,7 +156,7 @@ mod tests {
 
     #[test]
     fn mixer_learns_to_trust_the_right_input() {
-        let mut m = Mixer::new(1, &[0.0, 0.0], 0.05);
+        let mut m = Mixer::new(1, &[0.0, 0.0], 0.05, false);
         let mut w = Vec::new();
         for _ in 0..200 {
             m.weights(0, &[0, 1], &mut w);
@@ -144,6 +166,20 @@ mod tests {
         }
         m.weights(0, &[0, 1], &mut w);
         assert!(w[0] > 0.9, "{w:?}");
+    }
+
+    #[test]
+    fn shared_weights_carry_what_one_context_learned_to_the_others() {
+        let mut m = Mixer::new(2, &[0.0, 0.0], 0.05, true);
+        let mut w = Vec::new();
+        for _ in 0..200 {
+            m.weights(0, &[0, 1], &mut w);
+            let wq = [w[0] * 0.9, w[1] * 0.1];
+            m.update(0, &[0, 1], &w.clone(), &wq, wq[0] + wq[1]);
+        }
+        // Context 1 was never trained, yet starts from the shared weights.
+        m.weights(1, &[0, 1], &mut w);
+        assert!(w[0] > 0.8, "{w:?}");
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct PredictorSettings {
     pub bias_rate: u16,
     /// Mixer weights selected by context (else one global set); learning rate / 2^16.
     pub mixer_ctx: bool,
+    /// With `mixer_ctx`: context weights are offsets on one shared, jointly trained set.
+    pub mixer_shared: bool,
     pub mixer_rate: u16,
     /// APM/SSE stage on, rate / 2^16.
     pub sse: bool,
@@ -72,6 +74,7 @@ impl Default for PredictorSettings {
             bias: true,
             bias_rate: 2048,
             mixer_ctx: true,
+            mixer_shared: false,
             mixer_rate: 1311,
             sse: true,
             sse_rate: 1311,
@@ -106,6 +109,9 @@ impl PredictorSettings {
         if (self.ngram || self.matcher) && !self.mixer_ctx {
             parts.push("global-mixer");
         }
+        if (self.ngram || self.matcher) && self.mixer_ctx && self.mixer_shared {
+            parts.push("shared-mixer");
+        }
         if self.sse {
             parts.push("sse");
         }
@@ -119,6 +125,7 @@ impl PredictorSettings {
             | (self.bias as u8) << 3
             | (self.mixer_ctx as u8) << 4
             | (self.sse as u8) << 5
+            | (self.mixer_shared as u8) << 6
     }
 
     /// Serialized form (docs/FORMAT.md): version, flags, four table sizes, three rates.
@@ -154,7 +161,7 @@ impl PredictorSettings {
             return bad("predictor settings length", b.len() as u64);
         }
         let flags = b[1];
-        if flags & !0x3f != 0 {
+        if flags & !0x7f != 0 {
             return Err(Error::new(ErrorKind::ReservedBitsSet {
                 field: "predictor flags",
                 value: flags as u64,
@@ -172,6 +179,7 @@ impl PredictorSettings {
             bias: flags & 8 != 0,
             bias_rate: u16_at(6),
             mixer_ctx: flags & 16 != 0,
+            mixer_shared: flags & 64 != 0,
             mixer_rate: u16_at(8),
             sse: flags & 32 != 0,
             sse_rate: u16_at(10),
@@ -283,7 +291,12 @@ impl Ensemble {
             matcher: s
                 .matcher
                 .then(|| Matcher::new(s.match_min as usize, s.match_bits as u32)),
-            mixer: Mixer::new(CONTEXTS, &init, s.mixer_rate as f32 / (1u32 << 16) as f32),
+            mixer: Mixer::new(
+                CONTEXTS,
+                &init,
+                s.mixer_rate as f32 / (1u32 << 16) as f32,
+                s.mixer_ctx && s.mixer_shared,
+            ),
             apm: Apm::new(CONTEXTS, s.sse_rate as f32 / (1u32 << 16) as f32),
             order_slot0,
             match_slot0,
