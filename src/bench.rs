@@ -38,7 +38,7 @@ pub struct BenchResult {
 }
 
 /// The ablation variants for `base`: the LLM alone, each component added alone, each
-/// component removed, and one global mixer weight set in place of the context-selected ones.
+/// component removed, and each other kind of mixer (global weights; context weights shared or not).
 pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
     let llm = PredictorSettings::llm_only();
     let mut v = vec![

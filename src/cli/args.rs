@@ -106,13 +106,19 @@ pub struct EncodeArgs {
     /// Predictor: no APM/SSE calibration stage.
     #[arg(long)]
     pub no_sse: bool,
-    /// Predictor: one global set of mixer weights instead of context-selected ones.
-    #[arg(long, conflicts_with = "shared_mixer")]
-    pub global_mixer: bool,
-    /// Predictor: context-selected mixer weights as offsets on one shared, jointly trained
-    /// set (learns faster on small inputs).
-    #[arg(long)]
-    pub shared_mixer: bool,
+    /// Predictor: how the mixer's weights are chosen. `shared`: per-context offsets on one
+    /// jointly trained set (default); `context`: independent weights per context;
+    /// `global`: one set for every context.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = MixerKind::Shared)]
+    pub mixer: MixerKind,
+}
+
+/// `--mixer` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MixerKind {
+    Shared,
+    Context,
+    Global,
 }
 
 impl Default for EncodeArgs {
@@ -128,8 +134,7 @@ impl Default for EncodeArgs {
             no_match: false,
             no_bias: false,
             no_sse: false,
-            global_mixer: false,
-            shared_mixer: false,
+            mixer: MixerKind::Shared,
         }
     }
 }
@@ -146,8 +151,8 @@ impl EncodeArgs {
         p.matcher &= !self.no_match;
         p.bias &= !self.no_bias;
         p.sse &= !self.no_sse;
-        p.mixer_ctx &= !self.global_mixer;
-        p.mixer_shared |= self.shared_mixer;
+        p.mixer_ctx = self.mixer != MixerKind::Global;
+        p.mixer_shared = self.mixer == MixerKind::Shared;
         lmzip::pipeline::CompressOptions {
             block_tokens: self.block_tokens,
             streams: self.streams,

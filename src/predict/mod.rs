@@ -74,7 +74,7 @@ impl Default for PredictorSettings {
             bias: true,
             bias_rate: 2048,
             mixer_ctx: true,
-            mixer_shared: false,
+            mixer_shared: true,
             mixer_rate: 1311,
             sse: true,
             sse_rate: 1311,
@@ -109,8 +109,8 @@ impl PredictorSettings {
         if (self.ngram || self.matcher) && !self.mixer_ctx {
             parts.push("global-mixer");
         }
-        if (self.ngram || self.matcher) && self.mixer_ctx && self.mixer_shared {
-            parts.push("shared-mixer");
+        if (self.ngram || self.matcher) && self.mixer_ctx && !self.mixer_shared {
+            parts.push("context-mixer");
         }
         if self.sse {
             parts.push("sse");
