@@ -72,6 +72,7 @@ pub fn shards_of_index(index: &[u8]) -> Result<Vec<String>> {
         // Only files beside the index: a name must not lead elsewhere.
         let plain = !f.is_empty()
             && !f.contains(['/', '\\'])
+            && !f.chars().any(char::is_control)
             && f != "."
             && f != ".."
             && f.ends_with(".safetensors");

@@ -217,7 +217,9 @@ fn unsupported_gguf_models_are_typed_errors() {
     use gguf_file::Value;
     let dir = tempfile::tempdir().unwrap();
     let spec = SyntheticSpec::default();
-    let cases: Vec<(&str, Vec<(&str, Value)>, &str)> = vec![
+    // (what the error names, metadata to set, part of what it says it found)
+    type Case = (&'static str, Vec<(&'static str, Value)>, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "architecture",
             vec![("general.architecture", Value::String("qwen2".into()))],

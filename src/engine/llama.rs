@@ -260,7 +260,7 @@ impl LlamaConfig {
             Some("none") => RopeScaling::None,
             None | Some("linear") => match factor {
                 None => RopeScaling::None,
-                Some(f) if f == 1.0 => RopeScaling::None,
+                Some(1.0) => RopeScaling::None,
                 Some(f) if f.is_finite() && f > 0.0 => RopeScaling::Linear(f),
                 Some(_) => return Err(bad_scaling("linear")),
             },

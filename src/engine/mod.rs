@@ -1,4 +1,4 @@
-//! The language model engine: loads GGUF weights and runs the forward pass deterministically.
+//! The language model engine: loads llama weights (GGUF or checkpoint) and runs it deterministically.
 //!
 //! Numeric backends are named by an id recorded in every archive header, because the exact
 //! logits — and so the archive — depend on the arithmetic that produced them.
