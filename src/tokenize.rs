@@ -65,6 +65,74 @@ fn tok_err(m: impl Into<String>) -> Error {
     Error::new(ErrorKind::Tokenizer(m.into()))
 }
 
+/// The pre-tokenizers a GGUF file can name.
+fn builtin_pre(pre: &str) -> Result<PreTokenizerWrapper> {
+    Ok(match pre {
+        "smollm" => Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, true)),
+        ])
+        .into(),
+        "gpt2" | "default" => ByteLevel::new(false, false, true).into(),
+        other => {
+            return Err(Error::unsupported(
+                "pre-tokenizer",
+                format!("'{other}'"),
+                "smollm, gpt2 (GGUF); any byte-level one from a tokenizer.json directory",
+            ))
+        }
+    })
+}
+
+/// The `smollm` and `gpt2` pre-tokenizers as `tokenizer.json` writes them, in
+/// [`canonical_json`] form without `trim_offsets` (which moves offsets, not boundaries).
+const SMOLLM_PRE_JSON: &str = r#"{"pretokenizers":[{"individual_digits":true,"type":"Digits"},{"add_prefix_space":false,"type":"ByteLevel","use_regex":true}],"type":"Sequence"}"#;
+const GPT2_PRE_JSON: &str = r#"{"add_prefix_space":false,"type":"ByteLevel","use_regex":true}"#;
+
+/// Whether a pre-tokenizer description contains a ByteLevel step.
+fn mentions_byte_level(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.get("type").and_then(|t| t.as_str()) == Some("ByteLevel")
+                || m.values().any(mentions_byte_level)
+        }
+        serde_json::Value::Array(a) => a.iter().any(mentions_byte_level),
+        _ => false,
+    }
+}
+
+fn strip_key(v: &mut serde_json::Value, key: &str) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove(key);
+            m.values_mut().for_each(|x| strip_key(x, key));
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| strip_key(x, key)),
+        _ => {}
+    }
+}
+
+/// JSON with object keys in byte order and no spaces, whatever serde_json's map order.
+pub(crate) fn canonical_json(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical_json(&m[*k])))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(a) => {
+            let parts: Vec<String> = a.iter().map(canonical_json).collect();
+            format!("[{}]", parts.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
 impl Tokenizer {
     /// Builds the tokenizer from a GGUF file's metadata.
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
@@ -72,9 +140,11 @@ impl Tokenizer {
         let get_str = |k: &str| md.get(k).and_then(|v| v.to_string().ok()).cloned();
         let model = get_str("tokenizer.ggml.model").unwrap_or_default();
         if model != "gpt2" {
-            return Err(tok_err(format!(
-                "tokenizer model '{model}' is not supported (supported: gpt2 byte-level BPE)"
-            )));
+            return Err(Error::unsupported(
+                "tokenizer model",
+                format!("'{model}'"),
+                "gpt2 byte-level BPE",
+            ));
         }
         let pre = get_str("tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
         let list = |k: &str| -> Result<Vec<String>> {
@@ -100,19 +170,6 @@ impl Tokenizer {
     /// Builds the tokenizer from byte-level token strings, merges ("a b") and the
     /// pre-tokenizer name (`smollm`: digits split one by one, then GPT-2 byte-level).
     pub fn from_parts(tokens: Vec<String>, merges: Vec<String>, pre: &str) -> Result<Self> {
-        let pre_tok: PreTokenizerWrapper = match pre {
-            "smollm" => Sequence::new(vec![
-                PreTokenizerWrapper::Digits(Digits::new(true)),
-                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, true)),
-            ])
-            .into(),
-            "gpt2" | "default" => ByteLevel::new(false, false, true).into(),
-            other => {
-                return Err(tok_err(format!(
-                    "pre-tokenizer '{other}' is not supported (supported: smollm, gpt2)"
-                )))
-            }
-        };
         let merge_pairs: Vec<(String, String)> = merges
             .iter()
             .map(|m| {
@@ -121,6 +178,155 @@ impl Tokenizer {
                     .ok_or_else(|| tok_err(format!("malformed merge '{m}'")))
             })
             .collect::<Result<_>>()?;
+        Self::build(tokens, merge_pairs, builtin_pre(pre)?, pre, false)
+    }
+
+    /// Builds the tokenizer from a Hugging Face `tokenizer.json` (byte-level BPE only).
+    /// Returns it with the ids of its added tokens (special or user-defined: the ones a
+    /// GGUF conversion marks as control/user-defined, which the predictor holds at the
+    /// floor).
+    pub fn from_hf_json(json: &[u8]) -> Result<(Self, Vec<u32>)> {
+        use serde_json::Value;
+        let v: Value = serde_json::from_slice(json)
+            .map_err(|e| tok_err(format!("tokenizer.json is not valid JSON: {e}")))?;
+        let model = &v["model"];
+        let kind = model["type"].as_str().unwrap_or("(none)");
+        if kind != "BPE" {
+            return Err(Error::unsupported(
+                "tokenizer model",
+                format!("'{kind}'"),
+                "byte-level BPE (tokenizer.json model type BPE with a ByteLevel pre-tokenizer)",
+            ));
+        }
+        // Options that change what the BPE emits in ways the byte-level table cannot
+        // describe are refused rather than approximated.
+        let set = |k: &str| !matches!(&model[k], Value::Null | Value::Bool(false));
+        let empty = |k: &str| matches!(&model[k], Value::Null) || model[k].as_str() == Some("");
+        if set("dropout") || set("byte_fallback") || set("fuse_unk") {
+            return Err(Error::unsupported(
+                "BPE option",
+                "dropout, byte_fallback or fuse_unk".to_string(),
+                "deterministic byte-level BPE",
+            ));
+        }
+        if !empty("continuing_subword_prefix") || !empty("end_of_word_suffix") {
+            return Err(Error::unsupported(
+                "BPE option",
+                "a subword prefix or suffix".to_string(),
+                "deterministic byte-level BPE",
+            ));
+        }
+        if !v["normalizer"].is_null() {
+            let t = v["normalizer"]["type"].as_str().unwrap_or("?");
+            return Err(Error::unsupported(
+                "normalizer",
+                format!("'{t}'"),
+                "none (lossless coding needs the text as it is)",
+            ));
+        }
+        let pre_json = &v["pre_tokenizer"];
+        if !mentions_byte_level(pre_json) {
+            return Err(Error::unsupported(
+                "pre-tokenizer",
+                format!("'{}'", pre_json["type"].as_str().unwrap_or("none")),
+                "a ByteLevel pre-tokenizer (alone or in a Sequence)",
+            ));
+        }
+        let pre: PreTokenizerWrapper = serde_json::from_value(pre_json.clone())
+            .map_err(|e| tok_err(format!("tokenizer.json pre_tokenizer: {e}")))?;
+        let ignore_merges = model["ignore_merges"].as_bool().unwrap_or(false);
+        // The name recorded in the tokenizer identity: the GGUF name when the pre-tokenizer
+        // is one of the built-in ones (so a GGUF and its source checkpoint share identity),
+        // else the canonical JSON, which fixes the segmentation.
+        let mut canon = pre_json.clone();
+        strip_key(&mut canon, "trim_offsets");
+        let canon = canonical_json(&canon);
+        let mut name = match canon.as_str() {
+            SMOLLM_PRE_JSON => "smollm".to_string(),
+            GPT2_PRE_JSON => "gpt2".to_string(),
+            _ => format!("json:{canon}"),
+        };
+        if ignore_merges {
+            name.push_str(";ignore_merges");
+        }
+
+        let mut slots: Vec<Option<String>> = Vec::new();
+        let mut put = |id: u64, t: &str| -> Result<()> {
+            let i = usize::try_from(id)
+                .ok()
+                .filter(|&i| i < (1 << 24))
+                .ok_or_else(|| tok_err(format!("token id {id} out of range")))?;
+            if slots.len() <= i {
+                slots.resize(i + 1, None);
+            }
+            match &slots[i] {
+                Some(old) if old != t => {
+                    Err(tok_err(format!("token id {i} is both '{old}' and '{t}'")))
+                }
+                _ => {
+                    slots[i] = Some(t.to_string());
+                    Ok(())
+                }
+            }
+        };
+        let vocab = model["vocab"]
+            .as_object()
+            .ok_or_else(|| tok_err("tokenizer.json has no model.vocab"))?;
+        for (t, id) in vocab {
+            let id = id
+                .as_u64()
+                .ok_or_else(|| tok_err(format!("vocab entry '{t}' has no integer id")))?;
+            put(id, t)?;
+        }
+        let mut added = Vec::new();
+        for a in v["added_tokens"].as_array().into_iter().flatten() {
+            let (Some(id), Some(t)) = (a["id"].as_u64(), a["content"].as_str()) else {
+                return Err(tok_err("malformed added_tokens entry"));
+            };
+            put(id, t)?;
+            added.push(id as u32);
+        }
+        added.sort_unstable();
+        added.dedup();
+        let tokens: Vec<String> = slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.ok_or_else(|| tok_err(format!("no token has id {i}"))))
+            .collect::<Result<_>>()?;
+        let mut merges = Vec::new();
+        for m in model["merges"].as_array().into_iter().flatten() {
+            let pair = match m {
+                Value::String(s) => s
+                    .split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string())),
+                Value::Array(p) => match (p.first().and_then(Value::as_str), p.get(1)) {
+                    (Some(a), Some(Value::String(b))) if p.len() == 2 => {
+                        Some((a.to_string(), b.clone()))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            merges.push(pair.ok_or_else(|| tok_err(format!("malformed merge {m}")))?);
+        }
+        let t = Self::build(tokens, merges, pre, &name, ignore_merges)?;
+        Ok((t, added))
+    }
+
+    /// The common constructor: vocabulary in id order, merges in rank order, the
+    /// pre-tokenizer and the name its identity records.
+    fn build(
+        tokens: Vec<String>,
+        merge_pairs: Vec<(String, String)>,
+        pre_tok: PreTokenizerWrapper,
+        pre: &str,
+        ignore_merges: bool,
+    ) -> Result<Self> {
+        // Merges as GGUF spells them ("a b"), for the identity.
+        let merges: Vec<String> = merge_pairs
+            .iter()
+            .map(|(a, b)| format!("{a} {b}"))
+            .collect();
         let vocab: Vocab = tokens
             .iter()
             .enumerate()
@@ -128,6 +334,7 @@ impl Tokenizer {
             .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merge_pairs)
+            .ignore_merges(ignore_merges)
             .build()
             .map_err(|e| tok_err(format!("building BPE: {e}")))?;
         let mut hf: Hf = TokenizerImpl::new(bpe);

@@ -675,3 +675,136 @@ fn interrupt_removes_partial_output_and_exits_130() {
         assert_eq!(e.names(), ["big.txt"], "{signal}: only the input remains");
     }
 }
+
+#[test]
+fn model_folder_round_trips_and_needs_itself() {
+    let e = env();
+    let folder = e.path("folder-model");
+    lmzip::testing::write_synthetic_checkpoint(
+        &Default::default(),
+        &folder,
+        candle_core::DType::F32,
+        2,
+    )
+    .unwrap();
+    let with_folder = || {
+        let mut c = Command::cargo_bin("lmzip").unwrap();
+        c.current_dir(e.dir.path())
+            .env_remove("LMZIP_MODEL")
+            .arg("--model")
+            .arg(&folder);
+        c
+    };
+    let archive = with_folder()
+        .arg("-c")
+        .write_stdin(TEXT)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    with_folder()
+        .arg("-dc")
+        .write_stdin(archive.clone())
+        .assert()
+        .success()
+        .stdout(TEXT);
+    // The same weights as a GGUF file are another model: each archive needs its own.
+    e.cmd()
+        .arg("-dc")
+        .write_stdin(archive.clone())
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(contains("this archive needs a different model"));
+    with_folder()
+        .arg("-dc")
+        .write_stdin(e.compress(TEXT))
+        .assert()
+        .code(1)
+        .stderr(contains("this archive needs a different model").and(contains("folder-model")));
+    // The identity covers the weights: a changed shard is a different model.
+    let shard = folder.join("model-00002-of-00002.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&shard, bytes).unwrap();
+    with_folder()
+        .arg("-dc")
+        .write_stdin(archive)
+        .assert()
+        .code(1)
+        .stderr(contains("this archive needs a different model"));
+    // A folder without its tokenizer is named as such.
+    std::fs::remove_file(folder.join("tokenizer.json")).unwrap();
+    with_folder()
+        .arg("-c")
+        .write_stdin(TEXT)
+        .assert()
+        .code(1)
+        .stderr(contains("has no tokenizer.json"));
+}
+
+#[test]
+fn device_option() {
+    let e = env();
+    for ok in ["auto", "cpu"] {
+        let a = e
+            .cmd()
+            .args(["--device", ok, "-c"])
+            .write_stdin(TEXT)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        e.cmd()
+            .args(["--device", ok, "-dc"])
+            .write_stdin(a)
+            .assert()
+            .success()
+            .stdout(TEXT);
+    }
+    for cuda in ["cuda", "cuda:1"] {
+        e.cmd()
+            .args(["--device", cuda, "-c"])
+            .write_stdin(TEXT)
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(contains("device cuda:").and(contains("supported: cpu")));
+    }
+    e.cmd()
+        .args(["--device", "gpu", "-c"])
+        .write_stdin(TEXT)
+        .assert()
+        .code(2)
+        .stderr(contains("not a device"));
+}
+
+#[test]
+fn hub_names_without_network() {
+    let e = env();
+    let home = e.path("hf-home");
+    let run = |model: &str| {
+        let mut c = Command::cargo_bin("lmzip").unwrap();
+        c.current_dir(e.dir.path())
+            .env_remove("LMZIP_MODEL")
+            .env_remove("HF_HUB_CACHE")
+            .env("HF_HOME", &home)
+            .env("HF_HUB_OFFLINE", "1")
+            // Nothing listens here: a request would fail rather than leave the machine.
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .args(["--model", model, "-c"])
+            .write_stdin(TEXT);
+        c
+    };
+    run("hf:a/b/c")
+        .assert()
+        .code(1)
+        .stderr(contains("not a valid hub model name"));
+    run("hf:org/name@main:model.gguf").assert().code(1).stderr(
+        contains("not (completely) in the Hugging Face cache").and(contains("HF_HUB_OFFLINE")),
+    );
+    assert!(!home.exists(), "nothing written to the cache");
+}

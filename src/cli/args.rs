@@ -1,6 +1,7 @@
 //! Command-line definition: what the user typed, parsed by clap, with no I/O.
 
 use clap::{Args, Parser, Subcommand};
+use lmzip::engine::device::DeviceRequest;
 use std::path::PathBuf;
 
 const EXAMPLES: &str = "\
@@ -13,6 +14,7 @@ Examples:
   lmzip bench alice29.txt --json  bits per byte and speed, verified round trip
   lmzip info notes.txt.lmz        what an archive's header says
   lmzip --model m.gguf a b c      several files, another model (needed again to decompress)
+  lmzip --model hf:ORG/NAME a     a model from the Hugging Face hub (see docs/MODELS.md)
   lmzip completions bash > /etc/bash_completion.d/lmzip
   lmzip man > lmzip.1             shell completions and a man page, from this definition
 
@@ -63,9 +65,15 @@ pub enum Command {
 /// Options shared by every command that runs the model.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ModelArgs {
-    /// Model file (GGUF). Default: $LMZIP_MODEL, then the models folder.
-    #[arg(long, value_name = "PATH", global = true)]
+    /// Model: a GGUF file, a Hugging Face model folder (config.json, tokenizer.json,
+    /// *.safetensors), or hf:ORG/NAME[@REVISION][:FILE] from the Hugging Face hub cache
+    /// (fetched only when named so). Default: $LMZIP_MODEL, then the models folder.
+    #[arg(long, value_name = "MODEL", global = true)]
     pub model: Option<PathBuf>,
+    /// Where the model runs: auto, cpu, cuda or cuda:N. Archives need exact arithmetic and
+    /// lmzip's exact kernels are CPU-only, so auto picks the CPU and cuda is refused.
+    #[arg(long, value_name = "DEVICE", default_value_t = DeviceRequest::Auto, global = true)]
+    pub device: DeviceRequest,
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long, short = 'T', value_name = "N", global = true)]
     pub threads: Option<usize>,
@@ -256,6 +264,9 @@ mod tests {
         let c = Cli::try_parse_from(["lmzip", "completions", "zsh"]).unwrap();
         assert!(matches!(c.command, Some(Command::Completions { .. })));
         assert!(Cli::try_parse_from(["lmzip", "completions", "tcsh"]).is_err());
+        let c = Cli::try_parse_from(["lmzip", "--device", "cuda:1", "a"]).unwrap();
+        assert_eq!(c.codec.model.device, DeviceRequest::Cuda(1));
+        assert!(Cli::try_parse_from(["lmzip", "--device", "gpu", "a"]).is_err());
         let c = Cli::try_parse_from(["lmzip", "man"]).unwrap();
         assert!(matches!(c.command, Some(Command::Man)));
     }

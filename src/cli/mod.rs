@@ -117,7 +117,9 @@ fn usage(kind: clap::error::ErrorKind, msg: &str) -> anyhow::Error {
     Cli::command().error(kind, msg).into()
 }
 
+/// Checks the device request and sets up the worker threads, before any file is touched.
 fn setup_threads(m: &ModelArgs) -> Result<()> {
+    m.device.resolve()?;
     if let Some(n) = m.threads {
         if n == 0 {
             return Err(usage(

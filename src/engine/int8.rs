@@ -212,10 +212,12 @@ impl QMat {
                 return Ok(Self::from_f32_q8(&x, n_out, k));
             }
             other => {
-                return Err(model_err(format!(
-                    "int8 backend: weight type {other:?} is not supported \
-                     (supported: Q4_0, Q4_1, Q8_0, F32, F16)"
-                )))
+                return Err(Error::unsupported(
+                    "weight type for backend 2 (int8-exact)",
+                    format!("{other:?}"),
+                    "Q4_0, Q4_1, Q8_0, F32, F16, BF16; backend 1 (the default) runs every \
+                     type candle dequantizes",
+                ))
             }
         };
         if raw.len() != n_out * nb * bsz {

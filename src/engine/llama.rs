@@ -138,43 +138,33 @@ fn model_err(m: String) -> Error {
     Error::new(ErrorKind::Model(m))
 }
 
+/// RoPE variants the engine runs, for messages.
+pub const SUPPORTED_ROPE: &str = "plain RoPE with any base, linear scaling, llama3 frequency \
+factors; rotary dimension = head dimension";
+
+/// The RoPE scaling of a model, as read from its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Positions divided by the factor (GGUF `rope.scaling.type = linear`).
+    Linear(f32),
+    /// One divisor per frequency (Llama 3.1+: GGUF tensor `rope_freqs.weight`, or computed
+    /// from the checkpoint's `rope_scaling` by [`llama3_rope_factors`]).
+    Factors(Vec<f32>),
+}
+
+/// A weight as its source holds it: GGUF blocks (any ggml type) or a dense tensor (from
+/// safetensors; converted to f32 exactly, as F16 and BF16 widen without rounding).
+pub enum Weight {
+    Quant(candle_core::quantized::QTensor),
+    Dense(candle_core::Tensor),
+}
+
 impl LlamaConfig {
-    /// Reads the llama hyper-parameters and refuses architectures this engine does not run.
-    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
-        let md = &content.metadata;
-        let arch = md
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
-        if arch != "llama" {
-            return Err(model_err(format!(
-                "architecture '{arch}' is not supported (supported: llama)"
-            )));
-        }
-        let dim = md_u32(md, "llama.embedding_length")? as usize;
-        let n_heads = md_u32(md, "llama.attention.head_count")? as usize;
-        let n_kv_heads = md_u32(md, "llama.attention.head_count_kv")? as usize;
-        let vocab = match md.get("llama.vocab_size").and_then(|v| v.to_u32().ok()) {
-            Some(v) => v as usize,
-            None => content
-                .tensor_infos
-                .get("token_embd.weight")
-                .map(|t| t.shape.dims()[0])
-                .ok_or_else(|| model_err("no token_embd.weight".into()))?,
-        };
-        let cfg = LlamaConfig {
-            n_layers: md_u32(md, "llama.block_count")? as usize,
-            dim,
-            ffn_dim: md_u32(md, "llama.feed_forward_length")? as usize,
-            n_heads,
-            n_kv_heads,
-            head_dim: dim.checked_div(n_heads).unwrap_or(0),
-            vocab,
-            rope_theta: md_f32(md, "llama.rope.freq_base").unwrap_or(10000.0),
-            norm_eps: md_f32(md, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
-            context_length: md_u32(md, "llama.context_length").unwrap_or(2048) as usize,
-        };
+    /// Checks the shape against what the kernels assume (lane multiples, whole heads).
+    pub fn validate(self) -> Result<Self> {
+        let cfg = self;
         let ok = cfg.n_heads > 0
             && cfg.n_kv_heads > 0
             && cfg.n_heads % cfg.n_kv_heads == 0
@@ -184,12 +174,144 @@ impl LlamaConfig {
             && cfg.ffn_dim % LANES == 0
             && cfg.head_dim % LANES == 0
             && cfg.vocab > 0
-            && cfg.n_layers > 0;
+            && cfg.n_layers > 0
+            && cfg.rope_theta.is_finite()
+            && cfg.rope_theta > 1.0
+            && cfg.norm_eps.is_finite()
+            && cfg.norm_eps >= 0.0;
         if !ok {
-            return Err(model_err(format!("unsupported model shape: {cfg:?}")));
+            return Err(Error::unsupported(
+                "model shape",
+                format!("{cfg:?}"),
+                "heads dividing the width, kv heads dividing heads, width, feed-forward \
+                 width and head dimension multiples of 8",
+            ));
         }
         Ok(cfg)
     }
+
+    /// Reads the llama hyper-parameters and refuses architectures this engine does not run.
+    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
+        Ok(Self::from_gguf_rope(content)?.0)
+    }
+
+    /// The hyper-parameters and the RoPE scaling named in the metadata (a factors tensor,
+    /// `rope_freqs.weight`, is read by the loader).
+    fn from_gguf_rope(content: &gguf_file::Content) -> Result<(Self, RopeScaling)> {
+        let md = &content.metadata;
+        let arch = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        if arch != "llama" {
+            return Err(Error::unsupported(
+                "architecture",
+                format!("'{arch}'"),
+                "llama",
+            ));
+        }
+        let dim = md_u32(md, "llama.embedding_length")? as usize;
+        let n_heads = md_u32(md, "llama.attention.head_count")? as usize;
+        let n_kv_heads = match md.get("llama.attention.head_count_kv") {
+            Some(_) => md_u32(md, "llama.attention.head_count_kv")? as usize,
+            None => n_heads,
+        };
+        let vocab = match md.get("llama.vocab_size").and_then(|v| v.to_u32().ok()) {
+            Some(v) => v as usize,
+            None => content
+                .tensor_infos
+                .get("token_embd.weight")
+                .map(|t| t.shape.dims()[0])
+                .ok_or_else(|| model_err("no token_embd.weight".into()))?,
+        };
+        let head_dim = dim.checked_div(n_heads).unwrap_or(0);
+        // The engine's attention width is heads × head_dim = embedding width, and RoPE
+        // turns the whole head: models that say otherwise compute something else.
+        for key in [
+            "llama.attention.key_length",
+            "llama.attention.value_length",
+            "llama.rope.dimension_count",
+        ] {
+            if let Some(v) = md.get(key).and_then(|v| v.to_u32().ok()) {
+                if v as usize != head_dim {
+                    return Err(Error::unsupported(
+                        "head or rotary dimension",
+                        format!("{key} = {v} (embedding / heads = {head_dim})"),
+                        "head and rotary dimension = embedding width / heads",
+                    ));
+                }
+            }
+        }
+        let scaling_type = md
+            .get("llama.rope.scaling.type")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let factor = md_f32(md, "llama.rope.scaling.factor")
+            .or_else(|| md_f32(md, "llama.rope.scale_linear"));
+        let bad_scaling = |t: &str| {
+            Error::unsupported(
+                "RoPE scaling",
+                format!("'{t}' (factor {factor:?})"),
+                SUPPORTED_ROPE,
+            )
+        };
+        let rope = match scaling_type.as_deref() {
+            Some("none") => RopeScaling::None,
+            None | Some("linear") => match factor {
+                None => RopeScaling::None,
+                Some(1.0) => RopeScaling::None,
+                Some(f) if f.is_finite() && f > 0.0 => RopeScaling::Linear(f),
+                Some(_) => return Err(bad_scaling("linear")),
+            },
+            Some(other) => return Err(bad_scaling(other)),
+        };
+        let cfg = LlamaConfig {
+            n_layers: md_u32(md, "llama.block_count")? as usize,
+            dim,
+            ffn_dim: md_u32(md, "llama.feed_forward_length")? as usize,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            vocab,
+            rope_theta: md_f32(md, "llama.rope.freq_base").unwrap_or(10000.0),
+            norm_eps: md_f32(md, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            context_length: md_u32(md, "llama.context_length").unwrap_or(2048) as usize,
+        };
+        Ok((cfg.validate()?, rope))
+    }
+}
+
+/// Llama 3.1's per-frequency RoPE divisors, from the checkpoint's `rope_scaling` numbers
+/// (what llama.cpp's converter stores as `rope_freqs.weight`), computed in f64 with
+/// lmzip's own exp/ln so that they are the same everywhere; rounded to f32 like the tensor.
+pub fn llama3_rope_factors(
+    head_dim: usize,
+    theta: f32,
+    factor: f64,
+    low_freq_factor: f64,
+    high_freq_factor: f64,
+    original_context: f64,
+) -> Vec<f32> {
+    let ln_theta = ln_f64(theta as f64);
+    let low_wavelen = original_context / low_freq_factor;
+    let high_wavelen = original_context / high_freq_factor;
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = exp_f64(-(2.0 * i as f64 / head_dim as f64) * ln_theta);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let f = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original_context / wavelen - low_freq_factor)
+                    / (high_freq_factor - low_freq_factor);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
 }
 
 impl Llama {
@@ -202,41 +324,56 @@ impl Llama {
     }
 
     /// Loads a llama GGUF file for the given backend: [`BACKEND_F32_FIXED`] holds f32
-    /// weights; [`BACKEND_INT8_EXACT`] keeps every 2-D weight as integer blocks (Q4_0,
-    /// Q4_1, Q8_0 as stored; F32/F16 matrices quantized to Q8_0-style blocks at load).
-    /// Norm vectors stay f32 in both.
+    /// weights (any ggml type candle dequantizes); [`BACKEND_INT8_EXACT`] keeps every 2-D
+    /// weight as integer blocks (Q4_0, Q4_1, Q8_0 as stored; F32/F16/BF16 matrices
+    /// quantized to Q8_0-style blocks at load; other types refused). Norm vectors stay f32
+    /// in both.
     pub fn from_gguf_with<R: std::io::Read + std::io::Seek>(
         content: &gguf_file::Content,
         reader: &mut R,
         backend: u16,
     ) -> Result<Self> {
-        if backend != BACKEND_F32_FIXED && backend != BACKEND_INT8_EXACT {
-            return Err(model_err(format!(
-                "backend {backend} ({}) is not supported (supported: 1, 2)",
-                backend_name(backend)
-            )));
-        }
-        let cfg = LlamaConfig::from_gguf(content)?;
+        check_backend(backend)?;
+        let (cfg, mut rope) = LlamaConfig::from_gguf_rope(content)?;
         let dev = Device::Cpu;
-        // `quant`: keep integer blocks (backend 2 matrices) instead of dequantizing.
-        let mut load_any = |name: &str, want: &[usize], quant: bool| -> Result<Mat> {
+        let mut get = |name: &str| -> Result<Option<Weight>> {
+            if !content.tensor_infos.contains_key(name) {
+                return Ok(None);
+            }
             let qt = content
                 .tensor(reader, name, &dev)
                 .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
-            let dims = qt.shape().dims().to_vec();
-            if dims != want {
-                return Err(model_err(format!(
-                    "tensor {name} has shape {dims:?}, expected {want:?}"
-                )));
+            Ok(Some(Weight::Quant(qt)))
+        };
+        if let Some(w) = get("rope_freqs.weight")? {
+            if rope != RopeScaling::None {
+                return Err(Error::unsupported(
+                    "RoPE scaling",
+                    "both a scaling type and rope_freqs.weight".to_string(),
+                    SUPPORTED_ROPE,
+                ));
             }
-            if quant {
-                let raw = qt.data()?;
-                let w = QMat::from_ggml(qt.dtype(), &raw, want[0], want[1])
-                    .map_err(|e| model_err(format!("tensor {name}: {e}")))?;
-                return Ok(Mat::Q(w));
-            }
-            let t = qt.dequantize(&dev)?;
-            Ok(Mat::F32(t.flatten_all()?.to_vec1::<f32>()?))
+            let v = weight_f32(w, "rope_freqs.weight", &[cfg.head_dim / 2])?;
+            rope = RopeScaling::Factors(v);
+        }
+        Self::from_weights(cfg, rope, backend, &mut get)
+    }
+
+    /// Builds the model from weights named as in GGUF llama files (`token_embd.weight`,
+    /// `blk.N.attn_q.weight`, …, with attn_q/attn_k rows in GGUF's interleaved-RoPE order);
+    /// `get` returns `None` for a tensor the source lacks. `output.weight` absent means the
+    /// output is tied to the embedding.
+    pub fn from_weights(
+        cfg: LlamaConfig,
+        rope: RopeScaling,
+        backend: u16,
+        get: &mut dyn FnMut(&str) -> Result<Option<Weight>>,
+    ) -> Result<Self> {
+        check_backend(backend)?;
+        // `quant`: keep integer blocks (backend 2 matrices) instead of dequantizing.
+        let mut load_any = |name: &str, want: &[usize], quant: bool| -> Result<Mat> {
+            let w = get(name)?.ok_or_else(|| model_err(format!("tensor {name} is missing")))?;
+            load_mat(w, name, want, quant)
         };
         let quant = backend == BACKEND_INT8_EXACT;
         let (d, f, kv) = (cfg.dim, cfg.ffn_dim, cfg.n_kv_heads * cfg.head_dim);
@@ -257,15 +394,31 @@ impl Llama {
             });
         }
         let out_norm = load_any("output_norm.weight", &[d], false)?.into_f32();
-        let output = if content.tensor_infos.contains_key("output.weight") {
-            Some(load_any("output.weight", &[cfg.vocab, d], quant)?)
-        } else {
-            None
+        let output = match get("output.weight")? {
+            Some(w) => Some(load_mat(w, "output.weight", &[cfg.vocab, d], quant)?),
+            None => None,
         };
         let half = cfg.head_dim / 2;
         let ln_theta = ln_f64(cfg.rope_theta as f64);
+        if let RopeScaling::Factors(ff) = &rope {
+            if ff.len() != half || ff.iter().any(|&x| !(x.is_finite() && x > 0.0)) {
+                return Err(model_err(format!(
+                    "RoPE frequency factors: {} positive values expected",
+                    half
+                )));
+            }
+        }
+        // Scaling divides the frequency (f64, exact for a factor of 1, so plain RoPE keeps
+        // its bits).
         let inv_freq = (0..half)
-            .map(|i| exp_f64(-(2.0 * i as f64 / cfg.head_dim as f64) * ln_theta))
+            .map(|i| {
+                let f = exp_f64(-(2.0 * i as f64 / cfg.head_dim as f64) * ln_theta);
+                match &rope {
+                    RopeScaling::None => f,
+                    RopeScaling::Linear(s) => f / *s as f64,
+                    RopeScaling::Factors(ff) => f / ff[i] as f64,
+                }
+            })
             .collect();
         Ok(Llama {
             cfg,
@@ -422,6 +575,75 @@ impl Llama {
         let q = (self.backend == BACKEND_INT8_EXACT).then(|| QAct::new(x, rows, k));
         Input { x, q }
     }
+}
+
+fn check_backend(backend: u16) -> Result<()> {
+    if backend != BACKEND_F32_FIXED && backend != BACKEND_INT8_EXACT {
+        return Err(Error::unsupported(
+            "numeric backend",
+            format!("{backend} ({})", backend_name(backend)),
+            "1 (f32-fixed-order), 2 (int8-exact)",
+        ));
+    }
+    Ok(())
+}
+
+/// A weight's values as f32, checked against the expected shape.
+fn weight_f32(w: Weight, name: &str, want: &[usize]) -> Result<Vec<f32>> {
+    match load_mat(w, name, want, false)? {
+        Mat::F32(v) => Ok(v),
+        Mat::Q(_) => Err(Error::internal("dequantized load gave blocks")),
+    }
+}
+
+/// One weight in the backend's representation: f32 values (backend 1, and norm vectors),
+/// or integer blocks (backend 2 matrices; dense sources quantized by the F32 rule).
+fn load_mat(w: Weight, name: &str, want: &[usize], quant: bool) -> Result<Mat> {
+    let dev = Device::Cpu;
+    let dims = match &w {
+        Weight::Quant(q) => q.shape().dims().to_vec(),
+        Weight::Dense(t) => t.dims().to_vec(),
+    };
+    if dims != want {
+        return Err(model_err(format!(
+            "tensor {name} has shape {dims:?}, expected {want:?}"
+        )));
+    }
+    let t = match w {
+        Weight::Quant(qt) => {
+            use candle_core::quantized::GgmlDType;
+            if quant && !matches!(qt.dtype(), GgmlDType::BF16) {
+                let raw = qt.data()?;
+                let m = QMat::from_ggml(qt.dtype(), &raw, want[0], want[1]).map_err(|e| match e
+                    .kind()
+                {
+                    ErrorKind::UnsupportedModel { .. } => e,
+                    _ => model_err(format!("tensor {name}: {e}")),
+                })?;
+                return Ok(Mat::Q(m));
+            }
+            qt.dequantize(&dev)?
+        }
+        Weight::Dense(t) => t,
+    };
+    let v = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if quant {
+        let (n_out, k) = match want {
+            [n, k] if k % super::int8::QK == 0 => (*n, *k),
+            _ => {
+                return Err(Error::unsupported(
+                    "matrix shape for backend 2 (int8-exact)",
+                    format!("{want:?}"),
+                    "rows whose length is a multiple of 32",
+                ))
+            }
+        };
+        return Ok(Mat::Q(QMat::from_f32_q8(&v, n_out, k)));
+    }
+    Ok(Mat::F32(v))
 }
 
 /// y = x / sqrt(mean(x²) + eps) · w, row by row.

@@ -1,14 +1,15 @@
-//! The language model engine: loads GGUF weights and runs the forward pass deterministically.
+//! The language model engine: loads llama weights (GGUF or checkpoint) and runs it deterministically.
 //!
 //! Numeric backends are named by an id recorded in every archive header, because the exact
 //! logits — and so the archive — depend on the arithmetic that produced them.
 
+pub mod device;
 pub mod int8;
 pub mod kernels;
 pub mod llama;
 pub mod math;
 
-pub use llama::{KvCache, Llama, LlamaConfig, Row};
+pub use llama::{KvCache, Llama, LlamaConfig, RopeScaling, Row, Weight};
 
 /// Backend 1: f32 weights (exact dequantized values), f32 activations, every reduction in
 /// the fixed lane order of [`math`], own exp/sin/cos. Bit-identical across thread counts,
