@@ -667,33 +667,112 @@ fn rope(x: &mut [f32], table: &[(f32, f32)]) {
 }
 
 /// Causal attention of one row over its stream's cache positions 0..=pos, all heads.
+///
+/// Definition (what the archive's bits depend on), per query head: `s[p] = dot(q, k[p]) ·
+/// 1/√hd` in the lane order of [`dot`]; `m = max s`; `e[p] = exp_f32(s[p] − m)`;
+/// `sum = e[0] + e[1] + …` in position order; then every output element is accumulated in
+/// position order, `out += (e[p] · (1/sum)) · v[p]`. The query heads that share a key/value
+/// head are computed together so each cached row is read once; the AVX2 build is the same
+/// source with wider registers (lane-wise operations only, so identical bits).
 fn attend(c: &LlamaConfig, layer: usize, cache: &KvCache, pos: usize, q: &[f32], out: &mut [f32]) {
+    thread_local! {
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCORES.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let group = c.n_heads / c.n_kv_heads;
+        // Scores of every head of a group, then one 1/sum per head.
+        let need = group * (pos + 2);
+        if buf.len() < need {
+            buf.resize(need, 0.0);
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::kernels::simd_enabled() && std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present (checked just above).
+                unsafe { attend_avx2(c, layer, cache, pos, q, out, &mut buf[..need]) };
+                return;
+            }
+        }
+        attend_body::<false>(c, layer, cache, pos, q, out, &mut buf[..need]);
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn attend_avx2(
+    c: &LlamaConfig,
+    layer: usize,
+    cache: &KvCache,
+    pos: usize,
+    q: &[f32],
+    out: &mut [f32],
+    scores: &mut [f32],
+) {
+    attend_body::<true>(c, layer, cache, pos, q, out, scores)
+}
+
+/// `AVX2`: use [`super::math::dot_avx2`] (only from a function with AVX2 enabled).
+#[inline(always)]
+fn attend_body<const AVX2: bool>(
+    c: &LlamaConfig,
+    layer: usize,
+    cache: &KvCache,
+    pos: usize,
+    q: &[f32],
+    out: &mut [f32],
+    scores: &mut [f32],
+) {
     let hd = c.head_dim;
     let group = c.n_heads / c.n_kv_heads;
+    let n = pos + 1;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut scores = vec![0f32; pos + 1];
-    for h in 0..c.n_heads {
-        let kh = h / group;
+    let (scores, inv) = scores.split_at_mut(group * n);
+    for kh in 0..c.n_kv_heads {
         let base = (layer * c.n_kv_heads + kh) * cache.capacity * hd;
-        let qh = &q[h * hd..(h + 1) * hd];
-        let mut max = f32::NEG_INFINITY;
-        for (p, s) in scores.iter_mut().enumerate() {
-            *s = dot(qh, &cache.k[base + p * hd..base + (p + 1) * hd]) * scale;
-            max = max.max(*s);
+        let keys = &cache.k[base..base + n * hd];
+        let vals = &cache.v[base..base + n * hd];
+        let qs = &q[kh * group * hd..(kh + 1) * group * hd];
+        for (p, kp) in keys.chunks_exact(hd).enumerate() {
+            for (j, qh) in qs.chunks_exact(hd).enumerate() {
+                let d = {
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        if AVX2 {
+                            // SAFETY: AVX2 is only true when called from `attend_avx2`.
+                            unsafe { super::math::dot_avx2(qh, kp) }
+                        } else {
+                            dot(qh, kp)
+                        }
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    dot(qh, kp)
+                };
+                scores[j * n + p] = d * scale;
+            }
         }
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = exp_f32(*s - max);
-            sum += *s;
+        for (j, sc) in scores.chunks_exact_mut(n).enumerate() {
+            let mut max = f32::NEG_INFINITY;
+            for s in sc.iter() {
+                max = max.max(*s);
+            }
+            for s in sc.iter_mut() {
+                *s = exp_f32(*s - max);
+            }
+            let mut sum = 0f32;
+            for s in sc.iter() {
+                sum += *s;
+            }
+            inv[j] = 1.0 / sum;
         }
-        let inv = 1.0 / sum;
-        let oh = &mut out[h * hd..(h + 1) * hd];
-        oh.fill(0.0);
-        for (p, s) in scores.iter().enumerate() {
-            let wgt = *s * inv;
-            let vp = &cache.v[base + p * hd..base + (p + 1) * hd];
-            for (ov, vv) in oh.iter_mut().zip(vp) {
-                *ov += wgt * *vv;
+        let outs = &mut out[kh * group * hd..(kh + 1) * group * hd];
+        outs.fill(0.0);
+        for (p, vp) in vals.chunks_exact(hd).enumerate() {
+            for (j, oh) in outs.chunks_exact_mut(hd).enumerate() {
+                let wgt = scores[j * n + p] * inv[j];
+                for (ov, vv) in oh.iter_mut().zip(vp) {
+                    *ov += wgt * *vv;
+                }
             }
         }
     }

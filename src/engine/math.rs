@@ -71,6 +71,30 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     hsum(acc)
 }
 
+/// [`dot`] with explicit AVX2 registers: one 8-wide register is exactly the `LANES`
+/// accumulators (separate multiply and add, no FMA), then the same [`hsum`].
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(a.len() == b.len() && a.len() % LANES == 0);
+    let mut acc = _mm256_setzero_ps();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    for i in (0..a.len()).step_by(LANES) {
+        acc = _mm256_add_ps(
+            acc,
+            _mm256_mul_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))),
+        );
+    }
+    let mut l = [0f32; LANES];
+    _mm256_storeu_ps(l.as_mut_ptr(), acc);
+    hsum(l)
+}
+
 /// Sum of squares in the fixed lane order.
 #[inline(always)]
 pub fn sum_sq(a: &[f32]) -> f32 {
