@@ -34,6 +34,13 @@ pub const TAG_END: u8 = 0x45;
 pub const PRECISION_BITS: u8 = 24;
 pub const WORD_BITS: u8 = 32;
 
+/// Window policy 0: a full window is rebuilt by re-running the start token and the last
+/// `keep − 1` symbols from position 0.
+pub const WINDOW_REPREFILL: u8 = 0;
+/// Window policy 1: a full window keeps its start token and newest `keep − 1` entries as
+/// computed, with contiguous positions (see `KvCache::slide`); nothing is re-run.
+pub const WINDOW_SHIFT: u8 = 1;
+
 /// Everything decoding depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -142,7 +149,7 @@ impl Header {
         if self.streams == 0 || self.streams > MAX_STREAMS {
             return Err(invalid("streams", self.streams as u64));
         }
-        if self.window_policy != 0 {
+        if self.window_policy > WINDOW_SHIFT {
             return Err(invalid("window policy", self.window_policy as u64));
         }
         if self.window < 2 || self.window > MAX_WINDOW {
@@ -560,7 +567,7 @@ mod tests {
         assert!(kind(read_all(&forged(78, &0u32.to_le_bytes()))).contains("num_symbols"));
         assert!(kind(read_all(&forged(82, &u32::MAX.to_le_bytes()))).contains("block_tokens"));
         assert!(kind(read_all(&forged(86, &0u16.to_le_bytes()))).contains("streams"));
-        assert!(kind(read_all(&forged(88, &[1]))).contains("window"));
+        assert!(kind(read_all(&forged(88, &[2]))).contains("window"));
         assert!(kind(read_all(&forged(89, &u32::MAX.to_le_bytes()))).contains("start_token"));
         assert!(kind(read_all(&forged(93, &1u32.to_le_bytes()))).contains("window"));
         assert!(kind(read_all(&forged(97, &1024u32.to_le_bytes()))).contains("keep"));

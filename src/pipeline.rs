@@ -29,6 +29,8 @@ pub struct CompressOptions {
     pub window: u32,
     /// Positions kept when the window slides.
     pub keep: u32,
+    /// How the window slides: [`format::WINDOW_REPREFILL`] or [`format::WINDOW_SHIFT`].
+    pub window_policy: u8,
     /// Maximum rows (positions × streams) per forward call while encoding.
     pub rows_per_call: usize,
     pub predictor: PredictorSettings,
@@ -40,7 +42,8 @@ impl Default for CompressOptions {
             block_tokens: 4096,
             streams: 16,
             window: 1024,
-            keep: 512,
+            keep: 896,
+            window_policy: format::WINDOW_SHIFT,
             rows_per_call: 256,
             predictor: PredictorSettings::default(),
         }
@@ -76,7 +79,7 @@ fn header_for(model: &Model, opts: &CompressOptions, streams: u16) -> Header {
         num_symbols: model.tokenizer.num_symbols() as u32,
         block_tokens: opts.block_tokens,
         streams,
-        window_policy: 0,
+        window_policy: opts.window_policy,
         start_token: model.start_token,
         window: opts.window,
         keep: opts.keep,
@@ -106,10 +109,17 @@ fn model_input(sym: u32, vocab: usize, start: u32) -> u32 {
 }
 
 /// The window rule, shared by both directions. To predict a block's symbol `t`, the
-/// stream's cache must hold the start token and symbols `..t`. When that would exceed the
-/// window, the cache is rebuilt from the start token and the last `keep − 1` symbols.
+/// stream's cache must hold the start token and symbols `..t` — at most `window` entries.
+/// When one more would not fit:
+/// * policy [`format::WINDOW_REPREFILL`]: the cache is emptied and rebuilt from the start
+///   token and the last `keep − 1` symbols, at positions `0..keep`;
+/// * policy [`format::WINDOW_SHIFT`]: the cache keeps the start token and its newest
+///   `keep − 1` entries as they are (`KvCache::slide`); symbol `t − 1` goes in at position
+///   `t`, as it would without a window.
+///
 /// Pushes the rows that prepare the prediction of symbol `t` (`prev` = the block's symbols
-/// before `t`) and returns whether the cache must be emptied first.
+/// before `t`) and returns whether the cache must be emptied (policy 0) or slid (policy 1)
+/// first.
 #[allow(clippy::too_many_arguments)] // all plain values of one rule; a struct adds nothing
 fn rows_for(
     stream: usize,
@@ -117,6 +127,7 @@ fn rows_for(
     cache_len: usize,
     window: usize,
     keep: usize,
+    policy: u8,
     vocab: usize,
     start: u32,
     rows: &mut Vec<Row>,
@@ -130,7 +141,16 @@ fn rows_for(
         });
         return false;
     }
-    if cache_len < window {
+    let full = cache_len >= window;
+    if policy == format::WINDOW_SHIFT {
+        rows.push(Row {
+            stream,
+            token: model_input(prev[t - 1], vocab, start),
+            pos: t,
+        });
+        return full;
+    }
+    if !full {
         rows.push(Row {
             stream,
             token: model_input(prev[t - 1], vocab, start),
@@ -151,6 +171,15 @@ fn rows_for(
         });
     }
     true
+}
+
+/// Cache length after [`rows_for`] asked for a reset/slide and its rows ran.
+fn len_after_slide(policy: u8, keep: usize) -> usize {
+    if policy == format::WINDOW_SHIFT {
+        keep + 1
+    } else {
+        keep
+    }
 }
 
 /// The engine state of one archive: caches, logits and per-row scratch.
@@ -185,7 +214,17 @@ impl<'m> Engine<'m> {
 
     fn reset(&mut self) {
         for c in &mut self.caches {
-            c.len = 0;
+            c.clear();
+        }
+    }
+
+    /// Makes room in stream `s`'s full cache by the window policy (see [`rows_for`]).
+    fn make_room(&mut self, s: usize, policy: u8, keep: usize) -> Result<()> {
+        if policy == format::WINDOW_SHIFT {
+            self.model.llama.slide(&mut self.caches[s], keep)
+        } else {
+            self.caches[s].clear();
+            Ok(())
         }
     }
 
@@ -373,13 +412,14 @@ pub fn compress_measure<W: Write>(
                         cache_len[s],
                         window,
                         keep,
+                        opts.window_policy,
                         vocab,
                         model.start_token,
                         &mut trial,
                     );
                     if reset {
                         resets.push(s);
-                        lens_after[s] = keep;
+                        lens_after[s] = len_after_slide(opts.window_policy, keep);
                     } else {
                         lens_after[s] = cache_len[s] + 1;
                     }
@@ -390,7 +430,7 @@ pub fn compress_measure<W: Write>(
                     break;
                 }
                 for &s in &resets {
-                    engine.caches[s].len = 0;
+                    engine.make_room(s, opts.window_policy, keep)?;
                 }
                 let mut stepped = Vec::with_capacity(items.len());
                 for (s, row_index) in items {
@@ -660,11 +700,12 @@ fn decompress_one<R: Read, W: Write>(
                     cache_len,
                     window,
                     keep,
+                    header.window_policy,
                     vocab,
                     model.start_token,
                     &mut rows,
                 ) {
-                    engine.caches[s].len = 0;
+                    engine.make_room(s, header.window_policy, keep)?;
                 }
                 debug_assert!(rows.len() > before);
                 items.push((s, want.len()));
@@ -780,8 +821,17 @@ pub fn describe<R: Read>(r: &mut R) -> Result<String> {
         );
         let _ = writeln!(
             s,
-            "    blocks       ≤ {} tokens each, {} side by side; window {} positions, slides keeping {} (policy {})",
-            h.block_tokens, h.streams, h.window, h.keep, h.window_policy
+            "    blocks       ≤ {} tokens each, {} side by side; window {} positions, slides keeping {} (policy {}: {})",
+            h.block_tokens,
+            h.streams,
+            h.window,
+            h.keep,
+            h.window_policy,
+            if h.window_policy == format::WINDOW_SHIFT {
+                "shift"
+            } else {
+                "re-prefill"
+            }
         );
         let pred = PredictorSettings::from_bytes(&h.predictor)
             .map(|p| format!("{p:?}"))

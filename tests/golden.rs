@@ -51,6 +51,8 @@ struct Golden {
     block_tokens: u32,
     streams: u16,
     backend: u16,
+    /// Window, keep and window policy (the library's defaults at the time unless set).
+    window: (u32, u32, u8),
 }
 
 fn goldens() -> Vec<Golden> {
@@ -60,6 +62,7 @@ fn goldens() -> Vec<Golden> {
         block_tokens,
         streams,
         backend,
+        window: (1024, 512, format::WINDOW_REPREFILL),
     };
     vec![
         g(
@@ -86,13 +89,46 @@ fn goldens() -> Vec<Golden> {
             64,
             2,
         ),
+        // Window policy 1 (shift) with a window of 12 positions that slides many times in
+        // each of the two blocks: pins the slide's exact definition (kept entries, the start
+        // token's re-rotated key, contiguous positions).
+        Golden {
+            window: (12, 9, format::WINDOW_SHIFT),
+            ..g(
+                "shift.txt",
+                b"The window shifts: the start token stays, the newest entries move down, and \
+                  positions continue where they were.\n",
+                20,
+                2,
+                2,
+            )
+        },
     ]
 }
 
 fn compress(model: &Model, data: &[u8], block_tokens: u32, streams: u16) -> Vec<u8> {
+    compress_with(
+        model,
+        data,
+        block_tokens,
+        streams,
+        (1024, 512, format::WINDOW_REPREFILL),
+    )
+}
+
+fn compress_with(
+    model: &Model,
+    data: &[u8],
+    block_tokens: u32,
+    streams: u16,
+    (window, keep, window_policy): (u32, u32, u8),
+) -> Vec<u8> {
     let opts = CompressOptions {
         block_tokens,
         streams,
+        window,
+        keep,
+        window_policy,
         ..CompressOptions::default()
     };
     let mut a = Vec::new();
@@ -391,7 +427,7 @@ fn golden_archives_decode_to_their_originals() {
         // The encoder is deterministic: today's build must write the same bytes. A change
         // here means the format (or the model's arithmetic) changed: bump the version and
         // regenerate.
-        let again = compress(model, &original, g.block_tokens, g.streams);
+        let again = compress_with(model, &original, g.block_tokens, g.streams, g.window);
         assert!(
             again == archive,
             "{}: re-encoding gives different bytes",
@@ -459,7 +495,7 @@ fn regenerate() {
     let mut archives = std::collections::HashMap::new();
     for g in goldens() {
         let model = real(g.backend).unwrap();
-        let a = compress(model, &g.original, g.block_tokens, g.streams);
+        let a = compress_with(model, &g.original, g.block_tokens, g.streams, g.window);
         assert_eq!(decompress(model, &a).unwrap(), g.original, "{}", g.name);
         std::fs::write(gd.join(g.name), &g.original).unwrap();
         std::fs::write(gd.join(format!("{}.lmz", g.name)), &a).unwrap();

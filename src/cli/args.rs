@@ -92,12 +92,17 @@ pub struct EncodeArgs {
     /// Context window of the model, in tokens. Memory: about 47 KB per token per stream.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=32768))]
     pub window: u32,
-    /// Tokens kept when the window slides (default: half the window).
+    /// Tokens kept when the window slides (default: 7/8 of the window with `--slide shift`,
+    /// half with `--slide reprefill`).
     #[arg(long, value_name = "N")]
     pub slide_keep: Option<u32>,
-    /// Numeric backend for new archives: 1 = f32-fixed-order (default), 2 = int8-exact
-    /// (experimental). Decompression always uses the archive's own.
-    #[arg(long, value_name = "ID", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2))]
+    /// How a full window slides: `reprefill` re-runs the kept tokens from position 0;
+    /// `shift` keeps their cached state and positions (no model work).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = SlideKind::Shift)]
+    pub slide: SlideKind,
+    /// Numeric backend for new archives: 2 = int8-exact (default), 1 = f32-fixed-order
+    /// (slower, 0.2–0.3% smaller). Decompression always uses the archive's own.
+    #[arg(long, value_name = "ID", default_value_t = lmzip::engine::DEFAULT_BACKEND, value_parser = clap::value_parser!(u16).range(1..=2))]
     pub backend: u16,
     /// Predictor: the language model alone (no n-gram, match, bias or SSE).
     #[arg(long)]
@@ -121,6 +126,13 @@ pub struct EncodeArgs {
     pub mixer: MixerKind,
 }
 
+/// `--slide` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlideKind {
+    Reprefill,
+    Shift,
+}
+
 /// `--mixer` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MixerKind {
@@ -136,7 +148,8 @@ impl Default for EncodeArgs {
             streams: 16,
             window: 1024,
             slide_keep: None,
-            backend: 1,
+            slide: SlideKind::Shift,
+            backend: lmzip::engine::DEFAULT_BACKEND,
             llm_only: false,
             no_ngram: false,
             no_match: false,
@@ -165,7 +178,14 @@ impl EncodeArgs {
             block_tokens: self.block_tokens,
             streams: self.streams,
             window: self.window,
-            keep: self.slide_keep.unwrap_or(self.window / 2),
+            keep: self.slide_keep.unwrap_or(match self.slide {
+                SlideKind::Shift => self.window - self.window / 8,
+                SlideKind::Reprefill => self.window / 2,
+            }),
+            window_policy: match self.slide {
+                SlideKind::Reprefill => lmzip::format::WINDOW_REPREFILL,
+                SlideKind::Shift => lmzip::format::WINDOW_SHIFT,
+            },
             predictor: p,
             ..lmzip::pipeline::CompressOptions::default()
         }

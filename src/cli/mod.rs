@@ -521,11 +521,17 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     if !a.json {
         print!("{}", lmzip::bench::render_table(&results));
         println!(
-            "threads {}, streams ≤ {}, block tokens ≤ {}, window {} (slides keeping {}), predictor {}; bits per byte count the whole archive, not the model file",
+            "threads {}, backend {}, streams ≤ {}, block tokens ≤ {}, window {} ({} keeping {}), predictor {}; bits per byte count the whole archive, not the model file",
             rayon::current_num_threads(),
+            a.encode.backend,
             opts.streams,
             opts.block_tokens,
             opts.window,
+            if opts.window_policy == lmzip::format::WINDOW_SHIFT {
+                "shifts"
+            } else {
+                "re-prefills"
+            },
             opts.keep,
             opts.predictor.label()
         );

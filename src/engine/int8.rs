@@ -113,11 +113,18 @@ impl QAct {
         let mut q = vec![0i8; rows * k];
         let mut sx = vec![0f32; rows * nb];
         let mut xs = vec![0i32; rows * nb];
-        for (i, (xb, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
-            let (s, sum) = quantize_block(xb, qb);
-            sx[i] = s;
-            xs[i] = sum;
-        }
+        // Rows are independent: quantize them in parallel (each block by the same rule).
+        q.par_chunks_mut(k)
+            .zip(sx.par_chunks_mut(nb))
+            .zip(xs.par_chunks_mut(nb))
+            .zip(x.par_chunks(k))
+            .for_each(|(((qr, sr), xr), x)| {
+                for (i, (xb, qb)) in x.chunks_exact(QK).zip(qr.chunks_exact_mut(QK)).enumerate() {
+                    let (s, sum) = quantize_block(xb, qb);
+                    sr[i] = s;
+                    xr[i] = sum;
+                }
+            });
         QAct {
             rows,
             k,
@@ -420,20 +427,30 @@ pub mod avx2 {
     /// AVX2 must be available; `y` as for [`tile_scalar`].
     #[target_feature(enable = "avx2")]
     pub unsafe fn task(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32) {
-        for g in g0..g1 {
-            let mut r = 0;
-            while r < a.rows {
-                let nr = (a.rows - r).min(4);
-                match nr {
-                    4 => tile::<4>(a, w, g, r, y),
-                    3 => tile::<3>(a, w, g, r, y),
-                    2 => tile::<2>(a, w, g, r, y),
-                    _ => tile::<1>(a, w, g, r, y),
+        // Rows in chunks whose activations stay in L2 while the task's column groups pass
+        // over them (a prefill call can carry thousands of rows: streaming all of them once
+        // per column group would be memory-bound). Order of work only; results are per
+        // output and do not depend on it.
+        for c0 in (0..a.rows).step_by(ROW_CHUNK) {
+            let c1 = (c0 + ROW_CHUNK).min(a.rows);
+            for g in g0..g1 {
+                let mut r = c0;
+                while r < c1 {
+                    let nr = (c1 - r).min(4);
+                    match nr {
+                        4 => tile::<4>(a, w, g, r, y),
+                        3 => tile::<3>(a, w, g, r, y),
+                        2 => tile::<2>(a, w, g, r, y),
+                        _ => tile::<1>(a, w, g, r, y),
+                    }
+                    r += nr;
                 }
-                r += nr;
             }
         }
     }
+
+    /// Activation rows per L2-resident chunk (64 rows × 1,536 bytes at most here).
+    const ROW_CHUNK: usize = 64;
 
     #[inline(always)]
     unsafe fn tile<const R: usize>(a: &QAct, w: &QMat, g: usize, r0: usize, y: *mut f32) {

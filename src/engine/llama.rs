@@ -95,19 +95,38 @@ pub struct Llama {
     inv_freq: Vec<f64>,
 }
 
-/// One stream's key/value cache: `[layer][kv_head][position][head_dim]`, preallocated.
+/// One stream's key/value cache: `[layer][kv_head][slot][head_dim]`, preallocated.
+///
+/// Slot `s` holds the token at RoPE position `offset + s`: positions are contiguous, and
+/// [`KvCache::slide`] keeps them so by moving the newest entries down and re-rotating the
+/// first (the start token, an attention sink) to the position just before them.
 pub struct KvCache {
     k: Vec<f32>,
     v: Vec<f32>,
+    /// The un-rotated keys of slot 0, `[layer][kv_head][head_dim]`, for re-rotation.
+    sink_k: Vec<f32>,
     capacity: usize,
-    /// Number of positions written so far (the next row's position must equal it).
+    /// Number of slots written so far (the next row goes to slot `len`).
     pub len: usize,
+    /// RoPE position of slot 0.
+    offset: usize,
 }
 
 impl KvCache {
     /// Positions this cache can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Empties the cache (the next row is position 0 in slot 0).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.offset = 0;
+    }
+
+    /// The RoPE position the next row must carry.
+    pub fn next_pos(&self) -> usize {
+        self.offset + self.len
     }
 }
 
@@ -118,8 +137,8 @@ pub struct Row {
     pub stream: usize,
     /// Input token.
     pub token: u32,
-    /// Position of the token in its stream; rows of one stream must come in order, starting
-    /// at that stream's `len`.
+    /// RoPE position of the token; rows of one stream come in order, the first at that
+    /// stream's [`KvCache::next_pos`], each next one position later.
     pub pos: usize,
 }
 
@@ -437,9 +456,47 @@ impl Llama {
         KvCache {
             k: vec![0.0; n],
             v: vec![0.0; n],
+            sink_k: vec![0.0; self.cfg.n_layers * self.cfg.n_kv_heads * self.cfg.head_dim],
             capacity,
             len: 0,
+            offset: 0,
         }
+    }
+
+    /// Slides a full part of a cache (window policy 1): keeps slot 0 (the start token) and
+    /// the newest `keep − 1` slots, moved down to slots `1..keep` with their keys and values
+    /// untouched, and re-rotates slot 0's key from its raw value to the position just before
+    /// them, so positions stay contiguous. Exact: every kept value is copied, and the sink's
+    /// key is computed from its un-rotated value by the same rotation as any new key.
+    pub fn slide(&self, cache: &mut KvCache, keep: usize) -> Result<()> {
+        let c = &self.cfg;
+        if keep < 1 || keep > cache.len {
+            return Err(Error::internal(format!(
+                "slide: keep {keep} with {} slots",
+                cache.len
+            )));
+        }
+        let hd = c.head_dim;
+        let from = cache.len - (keep - 1);
+        for lh in 0..c.n_layers * c.n_kv_heads {
+            let base = lh * cache.capacity * hd;
+            cache
+                .k
+                .copy_within(base + from * hd..base + cache.len * hd, base + hd);
+            cache
+                .v
+                .copy_within(base + from * hd..base + cache.len * hd, base + hd);
+        }
+        cache.offset += from - 1;
+        let table = self.rope_table(cache.offset);
+        for lh in 0..c.n_layers * c.n_kv_heads {
+            let at = lh * cache.capacity * hd;
+            let dst = &mut cache.k[at..at + hd];
+            dst.copy_from_slice(&cache.sink_k[lh * hd..(lh + 1) * hd]);
+            rope(dst, &table);
+        }
+        cache.len = keep;
+        Ok(())
     }
 
     /// Bytes one cache of `capacity` positions takes (for memory planning).
@@ -480,15 +537,18 @@ impl Llama {
             return Err(Error::internal("forward: logits buffer has the wrong size"));
         }
         // Validate the rows against the caches before touching anything.
+        // Each row's cache slot; positions must continue the stream's contiguous ones.
         let mut next: Vec<usize> = caches.iter().map(|k| k.len).collect();
+        let mut slots = Vec::with_capacity(n);
         for r in rows {
             let ok = r.stream < caches.len()
-                && r.pos == next[r.stream]
-                && r.pos < caches[r.stream].capacity
+                && next[r.stream] < caches[r.stream].capacity
+                && r.pos == caches[r.stream].offset + next[r.stream]
                 && (r.token as usize) < c.vocab;
             if !ok {
                 return Err(Error::internal(format!("forward: bad row {r:?}")));
             }
+            slots.push(next[r.stream]);
             next[r.stream] += 1;
         }
         let (d, hd, kvd) = (c.dim, c.head_dim, c.n_kv_heads * c.head_dim);
@@ -512,6 +572,14 @@ impl Llama {
             l.wq.apply(&inp, n, d, d, &mut q);
             l.wk.apply(&inp, n, kvd, d, &mut k);
             l.wv.apply(&inp, n, kvd, d, &mut v);
+            // Slot 0's raw keys are kept for re-rotation when its window slides.
+            for (i, r) in rows.iter().enumerate() {
+                if slots[i] == 0 {
+                    let at = li * kvd;
+                    caches[r.stream].sink_k[at..at + kvd]
+                        .copy_from_slice(&k[i * kvd..(i + 1) * kvd]);
+                }
+            }
             for i in 0..n {
                 for hq in q[i * d..(i + 1) * d].chunks_exact_mut(hd) {
                     rope(hq, &ropes[i]);
@@ -525,7 +593,7 @@ impl Llama {
             for (i, r) in rows.iter().enumerate() {
                 let cache = &mut caches[r.stream];
                 for kh in 0..c.n_kv_heads {
-                    let at = ((li * c.n_kv_heads + kh) * cache.capacity + r.pos) * hd;
+                    let at = ((li * c.n_kv_heads + kh) * cache.capacity + slots[i]) * hd;
                     cache.k[at..at + hd]
                         .copy_from_slice(&k[i * kvd + kh * hd..i * kvd + (kh + 1) * hd]);
                     cache.v[at..at + hd]
@@ -535,9 +603,9 @@ impl Llama {
             let caches_ro: &[KvCache] = caches;
             att.par_chunks_mut(d)
                 .zip(q.par_chunks(d))
-                .zip(rows.par_iter())
-                .for_each(|((out, qr), r)| {
-                    attend(c, li, &caches_ro[r.stream], r.pos, qr, out);
+                .zip(rows.par_iter().zip(slots.par_iter()))
+                .for_each(|((out, qr), (r, &slot))| {
+                    attend(c, li, &caches_ro[r.stream], slot, qr, out);
                 });
             l.wo.apply(&self.input(&att, n, d), n, d, d, &mut o);
             for (xv, ov) in x.iter_mut().zip(&o) {
@@ -556,8 +624,8 @@ impl Llama {
                 *xv += *ov;
             }
         }
-        for r in rows {
-            caches[r.stream].len = r.pos + 1;
+        for (r, &slot) in rows.iter().zip(&slots) {
+            caches[r.stream].len = slot + 1;
         }
         let mut xs = Vec::with_capacity(want.len() * d);
         for &i in want {
@@ -666,7 +734,7 @@ fn rope(x: &mut [f32], table: &[(f32, f32)]) {
     }
 }
 
-/// Causal attention of one row over its stream's cache positions 0..=pos, all heads.
+/// Causal attention of one row over its stream's cache slots 0..=pos, all heads.
 ///
 /// Definition (what the archive's bits depend on), per query head: `s[p] = dot(q, k[p]) ·
 /// 1/√hd` in the lane order of [`dot`]; `m = max s`; `e[p] = exp_f32(s[p] − m)`;
