@@ -1,0 +1,136 @@
+//! Archives do not depend on how the work was split: thread count, rows per model call
+//! (the encoder batches, the decoder steps), SIMD or the portable kernels, and — when
+//! `qemu-x86_64` is installed — an x86 CPU without AVX2. Real model, backend 2 (the
+//! default) and backend 1, window policy 1 with a window small enough to slide many times.
+
+use lmzip::model::Model;
+use lmzip::pipeline::{self, CompressOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TEXT: &[u8] = b"Determinism means that the decoder, on any machine, with any number of \
+threads, computes exactly the numbers the encoder computed. \x00\xff caf\xc3\xa9 <|endoftext|>\n";
+
+fn opts(rows_per_call: usize) -> CompressOptions {
+    CompressOptions {
+        block_tokens: 24,
+        streams: 3,
+        window: 12,
+        keep: 9,
+        rows_per_call,
+        ..CompressOptions::default()
+    }
+}
+
+fn compress(m: &Model, o: &CompressOptions) -> Vec<u8> {
+    let mut a = Vec::new();
+    pipeline::compress(m, TEXT, o, &mut a, &mut |_| {}).expect("compresses");
+    a
+}
+
+fn decompress(m: &Model, a: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    pipeline::decompress(m, &mut &a[..], &mut out, &mut |_| {}).expect("decompresses");
+    out
+}
+
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+#[test]
+fn archives_do_not_depend_on_threads_or_batching() {
+    let Some(path) = lmzip::testing::real_model_path() else {
+        return;
+    };
+    for backend in [2u16, 1] {
+        let m = Model::load_with(&path, backend).unwrap();
+        let reference = in_pool(1, || compress(&m, &opts(256)));
+        // The encoder's rows per call (1 = the decoder's shape) and the thread count.
+        for (threads, rows) in [(2, 256), (1, 1), (2, 1), (2, 7), (3, 5)] {
+            let a = in_pool(threads, || compress(&m, &opts(rows)));
+            assert!(
+                a == reference,
+                "backend {backend}: {threads} threads, {rows} rows per call"
+            );
+        }
+        for threads in [1, 2, 3] {
+            assert_eq!(in_pool(threads, || decompress(&m, &reference)), TEXT);
+        }
+    }
+}
+
+fn write_archive(dir: &Path, name: &str, backend: u16) -> PathBuf {
+    let path = lmzip::testing::real_model_path().unwrap();
+    let m = Model::load_with(&path, backend).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, compress(&m, &opts(256))).unwrap();
+    p
+}
+
+fn lmzip() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lmzip"));
+    if let Some(p) = lmzip::testing::real_model_path() {
+        c.env("LMZIP_MODEL", p);
+    }
+    c
+}
+
+/// The portable kernels (`LMZIP_NO_SIMD=1`, one thread) decode the SIMD build's archive
+/// and, compressing the same text with the same settings, write the same bytes.
+#[test]
+fn portable_kernels_match_simd() {
+    if lmzip::testing::real_model_path().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for backend in [2u16, 1] {
+        let a = write_archive(dir.path(), &format!("b{backend}.lmz"), backend);
+        let out = lmzip()
+            .args(["-d", "-c", "-T", "1"])
+            .arg(&a)
+            .env("LMZIP_NO_SIMD", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, TEXT, "backend {backend}");
+    }
+}
+
+/// Decodes under `qemu-x86_64 -cpu Nehalem` (SSE4.2, no AVX/AVX2, so the portable kernels
+/// run on an emulated older CPU) when qemu-user is installed; says so and passes otherwise
+/// (it is an extra check, not part of the project's requirements on CI machines).
+#[test]
+fn decodes_on_an_emulated_cpu_without_avx2() {
+    if lmzip::testing::real_model_path().is_none() {
+        return;
+    }
+    let qemu = std::env::var_os("LMZIP_QEMU").unwrap_or_else(|| "qemu-x86_64".into());
+    if Command::new(&qemu).arg("--version").output().is_err() {
+        eprintln!("skipping: qemu-x86_64 not installed (Debian: apt install qemu-user)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_archive(dir.path(), "b2.lmz", 2);
+    let model = lmzip::testing::real_model_path().unwrap();
+    let out = Command::new(&qemu)
+        .args(["-cpu", "Nehalem", env!("CARGO_BIN_EXE_lmzip"), "-d", "-c"])
+        .arg(&a)
+        .env("LMZIP_MODEL", model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, TEXT);
+}
