@@ -801,22 +801,18 @@ fn attend_body<const AVX2: bool>(
         let keys = &cache.k[base..base + n * hd];
         let vals = &cache.v[base..base + n * hd];
         let qs = &q[kh * group * hd..(kh + 1) * group * hd];
-        for (p, kp) in keys.chunks_exact(hd).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
             for (j, qh) in qs.chunks_exact(hd).enumerate() {
-                let d = {
-                    #[cfg(target_arch = "x86_64")]
-                    {
-                        if AVX2 {
-                            // SAFETY: AVX2 is only true when called from `attend_avx2`.
-                            unsafe { super::math::dot_avx2(qh, kp) }
-                        } else {
-                            dot(qh, kp)
-                        }
-                    }
-                    #[cfg(not(target_arch = "x86_64"))]
-                    dot(qh, kp)
-                };
-                scores[j * n + p] = d * scale;
+                // SAFETY: AVX2 is only true when called from `attend_avx2`.
+                unsafe { attn_simd::scores(qh, keys, scale, &mut scores[j * n..(j + 1) * n]) };
+            }
+        }
+        if !AVX2 {
+            for (p, kp) in keys.chunks_exact(hd).enumerate() {
+                for (j, qh) in qs.chunks_exact(hd).enumerate() {
+                    scores[j * n + p] = dot(qh, kp) * scale;
+                }
             }
         }
         for (j, sc) in scores.chunks_exact_mut(n).enumerate() {
@@ -834,6 +830,14 @@ fn attend_body<const AVX2: bool>(
             inv[j] = 1.0 / sum;
         }
         let outs = &mut out[kh * group * hd..(kh + 1) * group * hd];
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            for (j, oh) in outs.chunks_exact_mut(hd).enumerate() {
+                // SAFETY: as above.
+                unsafe { attn_simd::weighted_sum(&scores[j * n..(j + 1) * n], inv[j], vals, oh) };
+            }
+            continue;
+        }
         outs.fill(0.0);
         for (p, vp) in vals.chunks_exact(hd).enumerate() {
             for (j, oh) in outs.chunks_exact_mut(hd).enumerate() {
@@ -841,6 +845,142 @@ fn attend_body<const AVX2: bool>(
                 for (ov, vv) in oh.iter_mut().zip(vp) {
                     *ov += wgt * *vv;
                 }
+            }
+        }
+    }
+}
+
+/// AVX2 forms of the attention's two loops, element for element the same operations as
+/// the portable loops in `attend_body` (tested bit-for-bit against them).
+#[cfg(target_arch = "x86_64")]
+mod attn_simd {
+    use crate::engine::math::{dot_avx2, LANES};
+    use std::arch::x86_64::*;
+
+    /// `out[p] = dot(q, keys[p]) · scale` for every key row. Four keys at a time: their
+    /// 8-lane accumulators are reduced together by `vhaddps`, which forms exactly the pairs
+    /// of `math::hsum`, `((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))` (IEEE addition commutes).
+    ///
+    /// # Safety
+    /// AVX2 must be available.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn scores(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
+        let hd = q.len();
+        assert!(hd % LANES == 0 && keys.len() == out.len() * hd);
+        let n = out.len();
+        let (qp, kp) = (q.as_ptr(), keys.as_ptr());
+        let sv = _mm_set1_ps(scale);
+        let mut p = 0;
+        while p + 4 <= n {
+            let mut a = [_mm256_setzero_ps(); 4];
+            for c in (0..hd).step_by(LANES) {
+                let qv = _mm256_loadu_ps(qp.add(c));
+                for (i, ai) in a.iter_mut().enumerate() {
+                    let kv = _mm256_loadu_ps(kp.add((p + i) * hd + c));
+                    *ai = _mm256_add_ps(*ai, _mm256_mul_ps(qv, kv));
+                }
+            }
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+            let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+            _mm_storeu_ps(out.as_mut_ptr().add(p), _mm_mul_ps(s, sv));
+            p += 4;
+        }
+        for (pp, o) in out.iter_mut().enumerate().skip(p) {
+            *o = dot_avx2(q, &keys[pp * hd..(pp + 1) * hd]) * scale;
+        }
+    }
+
+    /// `out = Σ_p (w[p] · inv) · vals[p]`, accumulated from +0 in position order per
+    /// element, with up to 64 output elements held in registers across all positions.
+    ///
+    /// # Safety
+    /// AVX2 must be available.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn weighted_sum(w: &[f32], inv: f32, vals: &[f32], out: &mut [f32]) {
+        let hd = out.len();
+        assert!(hd % LANES == 0 && vals.len() == w.len() * hd);
+        let mut e0 = 0;
+        while e0 < hd {
+            match (hd - e0) / LANES {
+                1 => chunk::<1>(w, inv, vals, out, e0),
+                2 => chunk::<2>(w, inv, vals, out, e0),
+                3 => chunk::<3>(w, inv, vals, out, e0),
+                4 => chunk::<4>(w, inv, vals, out, e0),
+                5 => chunk::<5>(w, inv, vals, out, e0),
+                6 => chunk::<6>(w, inv, vals, out, e0),
+                7 => chunk::<7>(w, inv, vals, out, e0),
+                _ => chunk::<8>(w, inv, vals, out, e0),
+            }
+            e0 += 8 * LANES;
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn chunk<const M: usize>(w: &[f32], inv: f32, vals: &[f32], out: &mut [f32], e0: usize) {
+        let hd = out.len();
+        let vp = vals.as_ptr().add(e0);
+        let mut acc = [_mm256_setzero_ps(); M];
+        for (p, &wp) in w.iter().enumerate() {
+            let wt = _mm256_set1_ps(wp * inv);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let v = _mm256_loadu_ps(vp.add(p * hd + r * LANES));
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(wt, v));
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(e0 + r * LANES), *a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5) * 4.0
+    }
+
+    /// The AVX2 attention loops give the portable loops' bits (scores and weighted sums,
+    /// every key count around the 4-key blocks, head sizes on and off the 64-register tile).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn attention_avx2_matches_portable_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut seed = 5u64;
+        for hd in [8usize, 24, 64, 128, 136] {
+            for n in [1usize, 3, 4, 5, 8, 13] {
+                let q: Vec<f32> = (0..hd).map(|_| lcg(&mut seed)).collect();
+                let keys: Vec<f32> = (0..n * hd).map(|_| lcg(&mut seed)).collect();
+                let scale = 1.0 / (hd as f32).sqrt();
+                let want: Vec<u32> = keys
+                    .chunks_exact(hd)
+                    .map(|k| (dot(&q, k) * scale).to_bits())
+                    .collect();
+                let mut got = vec![0f32; n];
+                unsafe { attn_simd::scores(&q, &keys, scale, &mut got) };
+                assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
+                let w: Vec<f32> = (0..n).map(|_| lcg(&mut seed).abs()).collect();
+                let inv = 1.0 / w.iter().sum::<f32>();
+                let mut want = vec![0f32; hd];
+                for (p, vp) in keys.chunks_exact(hd).enumerate() {
+                    let wgt = w[p] * inv;
+                    for (o, v) in want.iter_mut().zip(vp) {
+                        *o += wgt * *v;
+                    }
+                }
+                let mut got = vec![0f32; hd];
+                unsafe { attn_simd::weighted_sum(&w, inv, &keys, &mut got) };
+                assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "hd {hd} n {n}"
+                );
             }
         }
     }
