@@ -25,7 +25,6 @@
 //! the raw GGUF bytes directly. AVX-512/VNNI and NEON variants are not written (the scalar
 //! path runs there).
 
-use super::kernels::simd_enabled;
 use crate::{Error, ErrorKind, Result};
 use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
@@ -357,7 +356,7 @@ pub fn qmatmul(a: &QAct, w: &QMat, y: &mut [f32]) {
 unsafe fn task_dispatch(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd_enabled() && std::arch::is_x86_feature_detected!("avx2") {
+        if super::kernels::use_avx2() {
             return avx2::task(a, w, g0, g1, y);
         }
     }

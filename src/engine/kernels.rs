@@ -52,7 +52,7 @@ unsafe fn tile_dispatch(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd_enabled() && std::arch::is_x86_feature_detected!("avx2") {
+        if use_avx2() {
             return tile_avx2(x, rows, w, n_out, k, o0, o1, y);
         }
     }
@@ -65,6 +65,13 @@ pub fn simd_enabled() -> bool {
     use std::sync::OnceLock;
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("LMZIP_NO_SIMD").is_none_or(|v| v == "0"))
+}
+
+/// Whether the AVX2 kernels run: the CPU has AVX2 and [`simd_enabled`]. The one switch
+/// every kernel dispatch asks (matmuls of both backends, attention).
+#[cfg(target_arch = "x86_64")]
+pub fn use_avx2() -> bool {
+    simd_enabled() && std::arch::is_x86_feature_detected!("avx2")
 }
 
 #[cfg(target_arch = "x86_64")]

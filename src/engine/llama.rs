@@ -756,7 +756,7 @@ fn attend(c: &LlamaConfig, layer: usize, cache: &KvCache, pos: usize, q: &[f32],
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if super::kernels::simd_enabled() && std::arch::is_x86_feature_detected!("avx2") {
+            if super::kernels::use_avx2() {
                 // SAFETY: AVX2 is present (checked just above).
                 unsafe { attend_avx2(c, layer, cache, pos, q, out, &mut buf[..need]) };
                 return;
