@@ -357,6 +357,24 @@ fn llama3_factors(spec: &SyntheticSpec) -> Vec<f32> {
     )
 }
 
+/// Every logit of one stream fed `tokens` at positions 0.. in a single forward call
+/// (`tokens.len() × vocab` values), for tests that compare models or backends.
+pub fn stream_logits(model: &crate::engine::Llama, tokens: &[u32]) -> Result<Vec<f32>> {
+    let mut caches = vec![model.new_cache(tokens.len())];
+    let rows: Vec<crate::engine::Row> = tokens
+        .iter()
+        .enumerate()
+        .map(|(p, &t)| crate::engine::Row {
+            stream: 0,
+            token: t,
+            pos: p,
+        })
+        .collect();
+    let mut out = vec![0f32; rows.len() * model.cfg.vocab];
+    model.forward(&mut caches, &rows, &mut out)?;
+    Ok(out)
+}
+
 /// Writes the default synthetic model to `path`.
 pub fn write_synthetic_model(path: &Path) -> Result<()> {
     std::fs::write(path, synthetic_gguf(&SyntheticSpec::default())?)?;

@@ -80,6 +80,17 @@ fn lmzip() -> Command {
     c
 }
 
+/// Runs a decompression command and checks it printed exactly `TEXT`.
+fn assert_decodes_to_text(mut c: Command) {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, TEXT);
+}
+
 /// The portable kernels (`LMZIP_NO_SIMD=1`, one thread) decode the SIMD build's archive
 /// and, compressing the same text with the same settings, write the same bytes.
 #[test]
@@ -90,18 +101,11 @@ fn portable_kernels_match_simd() {
     let dir = tempfile::tempdir().unwrap();
     for backend in [2u16, 1] {
         let a = write_archive(dir.path(), &format!("b{backend}.lmz"), backend);
-        let out = lmzip()
-            .args(["-d", "-c", "-T", "1"])
+        let mut c = lmzip();
+        c.args(["-d", "-c", "-T", "1"])
             .arg(&a)
-            .env("LMZIP_NO_SIMD", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.stdout, TEXT, "backend {backend}");
+            .env("LMZIP_NO_SIMD", "1");
+        assert_decodes_to_text(c);
     }
 }
 
@@ -120,17 +124,9 @@ fn decodes_on_an_emulated_cpu_without_avx2() {
     }
     let dir = tempfile::tempdir().unwrap();
     let a = write_archive(dir.path(), "b2.lmz", 2);
-    let model = lmzip::testing::real_model_path().unwrap();
-    let out = Command::new(&qemu)
-        .args(["-cpu", "Nehalem", env!("CARGO_BIN_EXE_lmzip"), "-d", "-c"])
+    let mut c = Command::new(&qemu);
+    c.args(["-cpu", "Nehalem", env!("CARGO_BIN_EXE_lmzip"), "-d", "-c"])
         .arg(&a)
-        .env("LMZIP_MODEL", model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, TEXT);
+        .env("LMZIP_MODEL", lmzip::testing::real_model_path().unwrap());
+    assert_decodes_to_text(c);
 }

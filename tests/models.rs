@@ -5,7 +5,7 @@
 
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::DType;
-use lmzip::engine::{Llama, Row, BACKEND_F32_FIXED, BACKEND_INT8_EXACT};
+use lmzip::engine::{Llama, BACKEND_F32_FIXED, BACKEND_INT8_EXACT};
 use lmzip::model::{hex, Model};
 use lmzip::pipeline::{self, CompressOptions};
 use lmzip::testing::{synthetic_gguf, write_synthetic_checkpoint, SyntheticRope, SyntheticSpec};
@@ -45,20 +45,9 @@ fn write_gguf(dir: &Path, name: &str, spec: &SyntheticSpec) -> std::path::PathBu
     p
 }
 
-/// Every logit of one stream fed `tokens` position by position, as bits.
+/// Every logit of one stream fed `tokens` at positions 0.., as bits.
 fn logits(l: &Llama, tokens: &[u32]) -> Vec<u32> {
-    let mut caches = vec![l.new_cache(tokens.len())];
-    let rows: Vec<Row> = tokens
-        .iter()
-        .enumerate()
-        .map(|(p, &t)| Row {
-            stream: 0,
-            token: t,
-            pos: p,
-        })
-        .collect();
-    let mut out = vec![0f32; rows.len() * l.cfg.vocab];
-    l.forward(&mut caches, &rows, &mut out).unwrap();
+    let out = lmzip::testing::stream_logits(l, tokens).unwrap();
     out.iter().map(|x| x.to_bits()).collect()
 }
 

@@ -141,19 +141,7 @@ mod speed {
 
     /// All logits of one stream fed `tokens` in a single call.
     fn logits(model: &Llama, tokens: &[u32]) -> Vec<f32> {
-        let mut caches = vec![model.new_cache(tokens.len())];
-        let rows: Vec<Row> = tokens
-            .iter()
-            .enumerate()
-            .map(|(p, &t)| Row {
-                stream: 0,
-                token: t,
-                pos: p,
-            })
-            .collect();
-        let mut out = vec![0f32; rows.len() * model.cfg.vocab];
-        model.forward(&mut caches, &rows, &mut out).unwrap();
-        out
+        crate::testing::stream_logits(model, tokens).unwrap()
     }
 
     /// Backend 2 is defined bit for bit: its logits hash must be the same on every machine,
