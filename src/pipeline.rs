@@ -693,7 +693,7 @@ fn decompress_one<R: Read, W: Write>(
                     continue;
                 }
                 let before = rows.len();
-                let cache_len = engine.caches[s].len;
+                let cache_len = engine.caches[s].len();
                 if rows_for(
                     s,
                     &syms[s],

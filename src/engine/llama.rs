@@ -106,8 +106,9 @@ pub struct KvCache {
     /// The un-rotated keys of slot 0, `[layer][kv_head][head_dim]`, for re-rotation.
     sink_k: Vec<f32>,
     capacity: usize,
-    /// Number of slots written so far (the next row goes to slot `len`).
-    pub len: usize,
+    /// Number of slots written so far (the next row goes to slot `len`). Private so that
+    /// it only changes together with `offset` (`clear`, `slide`, `forward`).
+    len: usize,
     /// RoPE position of slot 0.
     offset: usize,
 }
@@ -122,6 +123,16 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.len = 0;
         self.offset = 0;
+    }
+
+    /// Slots written so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The RoPE position the next row must carry.
