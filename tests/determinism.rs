@@ -1,7 +1,7 @@
 //! Archives do not depend on how the work was split: thread count, rows per model call
 //! (the encoder batches, the decoder steps), SIMD or the portable kernels, and — when
-//! `qemu-x86_64` is installed — an x86 CPU without AVX2. Real model, backend 2 (the
-//! default) and backend 1, window policy 1 with a window small enough to slide many times.
+//! `qemu-x86_64` is installed — an x86 CPU without AVX2 or F16C. Real model, backends 3, 2
+//! and 1, window policy 1 with a window small enough to slide many times.
 
 use lmzip::model::Model;
 use lmzip::pipeline::{self, CompressOptions};
@@ -47,7 +47,7 @@ fn archives_do_not_depend_on_threads_or_batching() {
     let Some(path) = lmzip::testing::real_model_path() else {
         return;
     };
-    for backend in [2u16, 1] {
+    for backend in [3u16, 2, 1] {
         let m = Model::load_with(&path, backend).unwrap();
         let reference = in_pool(1, || compress(&m, &opts(256)));
         // The encoder's rows per call (1 = the decoder's shape) and the thread count.
@@ -99,7 +99,7 @@ fn portable_kernels_match_simd() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for backend in [2u16, 1] {
+    for backend in [3u16, 2, 1] {
         let a = write_archive(dir.path(), &format!("b{backend}.lmz"), backend);
         let mut c = lmzip();
         c.args(["-d", "-c", "-T", "1"])
@@ -109,7 +109,7 @@ fn portable_kernels_match_simd() {
     }
 }
 
-/// Decodes under `qemu-x86_64 -cpu Nehalem` (SSE4.2, no AVX/AVX2, so the portable kernels
+/// Decodes under `qemu-x86_64 -cpu Nehalem` (SSE4.2, no AVX/AVX2/F16C, so the portable kernels
 /// run on an emulated older CPU) when qemu-user is installed; says so and passes otherwise
 /// (it is an extra check, not part of the project's requirements on CI machines).
 #[test]
@@ -123,10 +123,13 @@ fn decodes_on_an_emulated_cpu_without_avx2() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let a = write_archive(dir.path(), "b2.lmz", 2);
-    let mut c = Command::new(&qemu);
-    c.args(["-cpu", "Nehalem", env!("CARGO_BIN_EXE_lmzip"), "-d", "-c"])
-        .arg(&a)
-        .env("LMZIP_MODEL", lmzip::testing::real_model_path().unwrap());
-    assert_decodes_to_text(c);
+    // Backend 3 there also runs the portable half conversions (Nehalem has no F16C).
+    for backend in [3u16, 2] {
+        let a = write_archive(dir.path(), &format!("b{backend}.lmz"), backend);
+        let mut c = Command::new(&qemu);
+        c.args(["-cpu", "Nehalem", env!("CARGO_BIN_EXE_lmzip"), "-d", "-c"])
+            .arg(&a)
+            .env("LMZIP_MODEL", lmzip::testing::real_model_path().unwrap());
+        assert_decodes_to_text(c);
+    }
 }

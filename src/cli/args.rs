@@ -100,9 +100,10 @@ pub struct EncodeArgs {
     /// `shift` keeps their cached state and positions (no model work).
     #[arg(long, value_enum, value_name = "HOW", default_value_t = SlideKind::Shift)]
     pub slide: SlideKind,
-    /// Numeric backend for new archives: 2 = int8-exact (default), 1 = f32-fixed-order
-    /// (slower, 0.2–0.3% smaller). Decompression always uses the archive's own.
-    #[arg(long, value_name = "ID", default_value_t = lmzip::engine::DEFAULT_BACKEND, value_parser = clap::value_parser!(u16).range(1..=2))]
+    /// Numeric backend for new archives: 3 = int8-exact with a 16-bit KV cache, 2 =
+    /// int8-exact with an f32 KV cache, 1 = f32-fixed-order (slowest, 0.2–0.3% smaller).
+    /// Decompression always uses the archive's own.
+    #[arg(long, value_name = "ID", default_value_t = lmzip::engine::DEFAULT_BACKEND, value_parser = clap::value_parser!(u16).range(1..=3))]
     pub backend: u16,
     /// Predictor: the language model alone (no n-gram, match, bias or SSE).
     #[arg(long)]

@@ -25,6 +25,7 @@
 //! the raw GGUF bytes directly. AVX-512/VNNI and NEON variants are not written (the scalar
 //! path runs there).
 
+pub use super::half::f16_to_f32;
 use crate::{Error, ErrorKind, Result};
 use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
@@ -38,27 +39,6 @@ const GROUPS_PER_TASK: usize = 4;
 
 fn model_err(m: String) -> Error {
     Error::new(ErrorKind::Model(m))
-}
-
-/// IEEE half → f32, exact (every f16 is an f32).
-pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    let bits = if exp == 0 {
-        if man == 0 {
-            sign
-        } else {
-            // Subnormal: man · 2^-24, exact in f32.
-            let v = man as f32 * (1.0 / 16_777_216.0);
-            return if sign != 0 { -v } else { v };
-        }
-    } else if exp == 0x1f {
-        sign | 0x7f80_0000 | (man << 13)
-    } else {
-        sign | ((exp + 127 - 15) << 23) | (man << 13)
-    };
-    f32::from_bits(bits)
 }
 
 /// Round half away from zero of `v`, clamped to ±127, using exact operations only

@@ -6,10 +6,13 @@
 //! known positions per call while the decoder goes one token at a time, and both get the
 //! same bits.
 
+use super::half;
 use super::int8::{qmatmul, QAct, QMat};
 use super::kernels::matmul;
-use super::math::{dot, exp_f32, exp_f64, ln_f64, silu, sin_cos_f64, sum_sq, LANES};
-use super::{backend_name, BACKEND_F32_FIXED, BACKEND_INT8_EXACT};
+use super::math::{
+    dot, exp_f32, exp_f64, ln_f64, max_f32, silu, sin_cos_f64, sum_lanes, sum_sq, LANES,
+};
+use super::{backend_name, BACKEND_F32_FIXED, BACKEND_INT8_EXACT, BACKEND_INT8_F16KV};
 use crate::{Error, ErrorKind, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
@@ -95,14 +98,58 @@ pub struct Llama {
     inv_freq: Vec<f64>,
 }
 
+/// Cached keys or values: f32 (backends 1 and 2) or IEEE half (backend 3, rounded by
+/// [`half::f32_to_f16`] when stored, read back exactly).
+enum KvBuf {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+impl KvBuf {
+    fn new(half: bool, n: usize) -> Self {
+        if half {
+            KvBuf::F16(vec![0; n])
+        } else {
+            KvBuf::F32(vec![0.0; n])
+        }
+    }
+
+    /// Stores `src` at element `at` (rounded to half for an F16 buffer).
+    fn put(&mut self, at: usize, src: &[f32]) {
+        match self {
+            KvBuf::F32(b) => b[at..at + src.len()].copy_from_slice(src),
+            KvBuf::F16(b) => half::store(src, &mut b[at..at + src.len()]),
+        }
+    }
+
+    fn copy_within(&mut self, from: std::ops::Range<usize>, to: usize) {
+        match self {
+            KvBuf::F32(b) => b.copy_within(from, to),
+            KvBuf::F16(b) => b.copy_within(from, to),
+        }
+    }
+
+    /// Elements `r` as f32: borrowed as they are, or converted (exactly) into `buf`.
+    fn rows<'a>(&'a self, r: std::ops::Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        match self {
+            KvBuf::F32(b) => &b[r],
+            KvBuf::F16(b) => {
+                buf.resize(r.len(), 0.0);
+                half::load(&b[r], buf);
+                buf
+            }
+        }
+    }
+}
+
 /// One stream's key/value cache: `[layer][kv_head][slot][head_dim]`, preallocated.
 ///
 /// Slot `s` holds the token at RoPE position `offset + s`: positions are contiguous, and
 /// [`KvCache::slide`] keeps them so by moving the newest entries down and re-rotating the
 /// first (the start token, an attention sink) to the position just before them.
 pub struct KvCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: KvBuf,
+    v: KvBuf,
     /// The un-rotated keys of slot 0, `[layer][kv_head][head_dim]`, for re-rotation.
     sink_k: Vec<f32>,
     capacity: usize,
@@ -356,8 +403,9 @@ impl Llama {
     /// Loads a llama GGUF file for the given backend: [`BACKEND_F32_FIXED`] holds f32
     /// weights (any ggml type candle dequantizes); [`BACKEND_INT8_EXACT`] keeps every 2-D
     /// weight as integer blocks (Q4_0, Q4_1, Q8_0 as stored; F32/F16/BF16 matrices
-    /// quantized to Q8_0-style blocks at load; other types refused). Norm vectors stay f32
-    /// in both.
+    /// quantized to Q8_0-style blocks at load; other types refused), and
+    /// [`BACKEND_INT8_F16KV`] does the same with a half-precision KV cache. Norm vectors
+    /// stay f32 in all.
     pub fn from_gguf_with<R: std::io::Read + std::io::Seek>(
         content: &gguf_file::Content,
         reader: &mut R,
@@ -405,7 +453,7 @@ impl Llama {
             let w = get(name)?.ok_or_else(|| model_err(format!("tensor {name} is missing")))?;
             load_mat(w, name, want, quant)
         };
-        let quant = backend == BACKEND_INT8_EXACT;
+        let quant = backend != BACKEND_F32_FIXED;
         let (d, f, kv) = (cfg.dim, cfg.ffn_dim, cfg.n_kv_heads * cfg.head_dim);
         let embed = load_any("token_embd.weight", &[cfg.vocab, d], quant)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -464,9 +512,10 @@ impl Llama {
     /// A cache for one stream holding up to `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         let n = self.cfg.n_layers * self.cfg.n_kv_heads * capacity * self.cfg.head_dim;
+        let half = self.backend == BACKEND_INT8_F16KV;
         KvCache {
-            k: vec![0.0; n],
-            v: vec![0.0; n],
+            k: KvBuf::new(half, n),
+            v: KvBuf::new(half, n),
             sink_k: vec![0.0; self.cfg.n_layers * self.cfg.n_kv_heads * self.cfg.head_dim],
             capacity,
             len: 0,
@@ -500,11 +549,12 @@ impl Llama {
         }
         cache.offset += from - 1;
         let table = self.rope_table(cache.offset);
+        let mut key = vec![0f32; hd];
         for lh in 0..c.n_layers * c.n_kv_heads {
-            let at = lh * cache.capacity * hd;
-            let dst = &mut cache.k[at..at + hd];
-            dst.copy_from_slice(&cache.sink_k[lh * hd..(lh + 1) * hd]);
-            rope(dst, &table);
+            // Rotated in f32, then stored as any new key is (rounded to half in backend 3).
+            key.copy_from_slice(&cache.sink_k[lh * hd..(lh + 1) * hd]);
+            rope(&mut key, &table);
+            cache.k.put(lh * cache.capacity * hd, &key);
         }
         cache.len = keep;
         Ok(())
@@ -512,7 +562,12 @@ impl Llama {
 
     /// Bytes one cache of `capacity` positions takes (for memory planning).
     pub fn cache_bytes(&self, capacity: usize) -> usize {
-        2 * 4 * self.cfg.n_layers * self.cfg.n_kv_heads * capacity * self.cfg.head_dim
+        let elem = if self.backend == BACKEND_INT8_F16KV {
+            2
+        } else {
+            4
+        };
+        2 * elem * self.cfg.n_layers * self.cfg.n_kv_heads * capacity * self.cfg.head_dim
     }
 
     /// RoPE angles for one position, rounded to f32 once (identical on every platform).
@@ -576,6 +631,21 @@ impl Llama {
         let mut att = vec![0f32; n * d];
         let mut o = vec![0f32; n * d];
         let mut g = vec![0f32; n * c.ffn_dim];
+        // Attention tasks: (stream, key/value head, up to ATT_ROWS of the stream's rows in
+        // slot order), so that each cached chunk read serves several rows.
+        let gq = (c.n_heads / c.n_kv_heads) * hd;
+        let mut by_stream: Vec<Vec<usize>> = vec![Vec::new(); caches.len()];
+        for (i, r) in rows.iter().enumerate() {
+            by_stream[r.stream].push(i);
+        }
+        let mut att_tasks: Vec<(usize, usize, &[usize])> = Vec::new();
+        for (s, idx) in by_stream.iter().enumerate() {
+            for tile in idx.chunks(ATT_ROWS) {
+                for kh in 0..c.n_kv_heads {
+                    att_tasks.push((s, kh, tile));
+                }
+            }
+        }
         let mut u = vec![0f32; n * c.ffn_dim];
         for (li, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, c.norm_eps, &mut h);
@@ -605,19 +675,32 @@ impl Llama {
                 let cache = &mut caches[r.stream];
                 for kh in 0..c.n_kv_heads {
                     let at = ((li * c.n_kv_heads + kh) * cache.capacity + slots[i]) * hd;
-                    cache.k[at..at + hd]
-                        .copy_from_slice(&k[i * kvd + kh * hd..i * kvd + (kh + 1) * hd]);
-                    cache.v[at..at + hd]
-                        .copy_from_slice(&v[i * kvd + kh * hd..i * kvd + (kh + 1) * hd]);
+                    cache
+                        .k
+                        .put(at, &k[i * kvd + kh * hd..i * kvd + (kh + 1) * hd]);
+                    cache
+                        .v
+                        .put(at, &v[i * kvd + kh * hd..i * kvd + (kh + 1) * hd]);
                 }
             }
             let caches_ro: &[KvCache] = caches;
-            att.par_chunks_mut(d)
-                .zip(q.par_chunks(d))
-                .zip(rows.par_iter().zip(slots.par_iter()))
-                .for_each(|((out, qr), (r, &slot))| {
-                    attend(c, li, &caches_ro[r.stream], slot, qr, out);
-                });
+            let lane_sum = self.backend == BACKEND_INT8_F16KV;
+            let tiles: Vec<Vec<f32>> = att_tasks
+                .par_iter()
+                .map(|(s, kh, idx)| {
+                    let sl: Vec<usize> = idx.iter().map(|&i| slots[i]).collect();
+                    let qs: Vec<&[f32]> = idx
+                        .iter()
+                        .map(|&i| &q[i * d + kh * gq..i * d + (kh + 1) * gq])
+                        .collect();
+                    attend_tile(c, li, &caches_ro[*s], *kh, &sl, &qs, lane_sum)
+                })
+                .collect();
+            for ((_, kh, idx), t) in att_tasks.iter().zip(&tiles) {
+                for (&i, o) in idx.iter().zip(t.chunks_exact(gq)) {
+                    att[i * d + kh * gq..i * d + (kh + 1) * gq].copy_from_slice(o);
+                }
+            }
             l.wo.apply(&self.input(&att, n, d), n, d, d, &mut o);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += *ov;
@@ -651,17 +734,17 @@ impl Llama {
 
     /// Prepares a matmul input: quantized once per activation for backend 2.
     fn input<'a>(&self, x: &'a [f32], rows: usize, k: usize) -> Input<'a> {
-        let q = (self.backend == BACKEND_INT8_EXACT).then(|| QAct::new(x, rows, k));
+        let q = (self.backend != BACKEND_F32_FIXED).then(|| QAct::new(x, rows, k));
         Input { x, q }
     }
 }
 
 fn check_backend(backend: u16) -> Result<()> {
-    if backend != BACKEND_F32_FIXED && backend != BACKEND_INT8_EXACT {
+    if ![BACKEND_F32_FIXED, BACKEND_INT8_EXACT, BACKEND_INT8_F16KV].contains(&backend) {
         return Err(Error::unsupported(
             "numeric backend",
             format!("{backend} ({})", backend_name(backend)),
-            "1 (f32-fixed-order), 2 (int8-exact)",
+            "1 (f32-fixed-order), 2 (int8-exact), 3 (int8-exact with a 16-bit KV cache)",
         ));
     }
     Ok(())
@@ -745,119 +828,312 @@ fn rope(x: &mut [f32], table: &[(f32, f32)]) {
     }
 }
 
-/// Causal attention of one row over its stream's cache slots 0..=pos, all heads.
+/// Cached positions per chunk: a chunk's keys (or values) are read from memory once and
+/// used by every query of the tile — all rows and all heads of the group — while they sit in
+/// L1 (64 positions × 64 dims × 4 bytes = 16 KB).
+const ATT_CHUNK: usize = 64;
+
+/// Rows of one stream per attention task: their scores (16 rows × 3 heads × 1,024
+/// positions × 4 bytes = 192 KB) stay in L2, and each cached chunk serves all of them.
+pub(crate) const ATT_ROWS: usize = 16;
+
+/// Per-thread scratch of the attention: scores (then weights) per row and head, and the
+/// f32 form of a chunk of a half cache for the portable path.
+#[derive(Default)]
+struct AttScratch {
+    scores: Vec<f32>,
+    keys: Vec<f32>,
+    vals: Vec<f32>,
+}
+
+/// Causal attention of some rows of one stream (cache slots `slots`, increasing) for one
+/// key/value head `kh` and its query heads; returns `rows × group × hd` outputs.
 ///
-/// Definition (what the archive's bits depend on), per query head: `s[p] = dot(q, k[p]) ·
-/// 1/√hd` in the lane order of [`dot`]; `m = max s`; `e[p] = exp_f32(s[p] − m)`;
-/// `sum = e[0] + e[1] + …` in position order; then every output element is accumulated in
-/// position order, `out += (e[p] · (1/sum)) · v[p]`. The query heads that share a key/value
-/// head are computed together so each cached row is read once; the AVX2 build is the same
-/// source with wider registers (lane-wise operations only, so identical bits).
-fn attend(c: &LlamaConfig, layer: usize, cache: &KvCache, pos: usize, q: &[f32], out: &mut [f32]) {
+/// Definition (what the archive's bits depend on), per row and query head, over the row's
+/// slots 0..=slot: `s[p] = dot(q, k[p]) · 1/√hd` in the lane order of [`dot`];
+/// `m = max s`; `e[p] = exp_f32(s[p] − m)`; `sum = e[0] + e[1] + …` in position order
+/// (backend 3, `lane_sum`: in the 8-lane order of [`sum_lanes`]); `w[p] = e[p] · (1/sum)`;
+/// then every output element is accumulated from 0 in position order, `out += w[p] · v[p]`.
+/// Cached keys and values are the f32 values stored, or for backend 3 the exact f32 values
+/// of the stored halves.
+///
+/// How the work is ordered does not change a bit of that: positions are taken in chunks,
+/// and each chunk serves every row and head of the tile while it is in L1 (an output's
+/// accumulation carries over from one chunk to the next in position order). The AVX2 build
+/// uses the same per-lane operations (tested bit for bit against the portable loops).
+fn attend_tile(
+    c: &LlamaConfig,
+    layer: usize,
+    cache: &KvCache,
+    kh: usize,
+    slots: &[usize],
+    qs: &[&[f32]],
+    lane_sum: bool,
+) -> Vec<f32> {
     thread_local! {
-        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static SCRATCH: std::cell::RefCell<AttScratch> = std::cell::RefCell::default();
     }
-    SCORES.with(|buf| {
+    let group = c.n_heads / c.n_kv_heads;
+    let mut out = vec![0f32; slots.len() * group * c.head_dim];
+    SCRATCH.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let group = c.n_heads / c.n_kv_heads;
-        // Scores of every head of a group, then one 1/sum per head.
-        let need = group * (pos + 2);
-        if buf.len() < need {
-            buf.resize(need, 0.0);
-        }
         #[cfg(target_arch = "x86_64")]
         {
-            if super::kernels::use_avx2() {
-                // SAFETY: AVX2 is present (checked just above).
-                unsafe { attend_avx2(c, layer, cache, pos, q, out, &mut buf[..need]) };
+            if super::kernels::use_avx2() && std::arch::is_x86_feature_detected!("f16c") {
+                // SAFETY: AVX2 and F16C are present (checked just above).
+                unsafe {
+                    attend_avx2(c, layer, cache, kh, slots, qs, lane_sum, &mut out, &mut buf)
+                };
                 return;
             }
         }
-        attend_body::<false>(c, layer, cache, pos, q, out, &mut buf[..need]);
-    })
+        attend_body::<false>(c, layer, cache, kh, slots, qs, lane_sum, &mut out, &mut buf);
+    });
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
     c: &LlamaConfig,
     layer: usize,
     cache: &KvCache,
-    pos: usize,
-    q: &[f32],
+    kh: usize,
+    slots: &[usize],
+    qs: &[&[f32]],
+    lane_sum: bool,
     out: &mut [f32],
-    scores: &mut [f32],
+    buf: &mut AttScratch,
 ) {
-    attend_body::<true>(c, layer, cache, pos, q, out, scores)
+    attend_body::<true>(c, layer, cache, kh, slots, qs, lane_sum, out, buf)
 }
 
-/// `AVX2`: use [`super::math::dot_avx2`] (only from a function with AVX2 enabled).
+/// `AVX2`: use the [`attn_simd`] kernels (only from a function with AVX2 and F16C enabled).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn attend_body<const AVX2: bool>(
     c: &LlamaConfig,
     layer: usize,
     cache: &KvCache,
-    pos: usize,
-    q: &[f32],
+    kh: usize,
+    slots: &[usize],
+    qs: &[&[f32]],
+    lane_sum: bool,
     out: &mut [f32],
-    scores: &mut [f32],
+    buf: &mut AttScratch,
 ) {
     let hd = c.head_dim;
     let group = c.n_heads / c.n_kv_heads;
-    let n = pos + 1;
+    let rows = slots.len();
+    let Some(&last) = slots.last() else {
+        return;
+    };
+    let nmax = last + 1;
     let scale = 1.0 / (hd as f32).sqrt();
-    let (scores, inv) = scores.split_at_mut(group * n);
-    for kh in 0..c.n_kv_heads {
-        let base = (layer * c.n_kv_heads + kh) * cache.capacity * hd;
-        let keys = &cache.k[base..base + n * hd];
-        let vals = &cache.v[base..base + n * hd];
-        let qs = &q[kh * group * hd..(kh + 1) * group * hd];
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            for (j, qh) in qs.chunks_exact(hd).enumerate() {
-                // SAFETY: AVX2 is only true when called from `attend_avx2`.
-                unsafe { attn_simd::scores(qh, keys, scale, &mut scores[j * n..(j + 1) * n]) };
+    let AttScratch {
+        scores,
+        keys: kbuf,
+        vals: vbuf,
+    } = buf;
+    // Row i, head j: scores at (i·group + j)·nmax + p.
+    let need = rows * group * nmax;
+    if scores.len() < need {
+        scores.resize(need, 0.0);
+    }
+    let base = (layer * c.n_kv_heads + kh) * cache.capacity * hd;
+    for p0 in (0..nmax).step_by(ATT_CHUNK) {
+        let p1 = (p0 + ATT_CHUNK).min(nmax);
+        let keys = if AVX2 {
+            &[][..]
+        } else {
+            cache.k.rows(base + p0 * hd..base + p1 * hd, kbuf)
+        };
+        for (i, (&slot, q)) in slots.iter().zip(qs).enumerate() {
+            if slot < p0 {
+                continue;
             }
-        }
-        if !AVX2 {
-            for (p, kp) in keys.chunks_exact(hd).enumerate() {
-                for (j, qh) in qs.chunks_exact(hd).enumerate() {
-                    scores[j * n + p] = dot(qh, kp) * scale;
+            let m = (slot + 1).min(p1) - p0;
+            let sc = i * group * nmax + p0;
+            #[cfg(target_arch = "x86_64")]
+            if AVX2 {
+                // SAFETY: AVX2 and F16C are present (AVX2 is only true when called from
+                // `attend_avx2`); `q` holds `group × hd` values, the cache `m` rows from
+                // `base + p0·hd`, and scores has room for `group` rows of `nmax` from `sc`.
+                unsafe {
+                    scores_avx2(
+                        &cache.k,
+                        base + p0 * hd,
+                        q,
+                        group,
+                        m,
+                        hd,
+                        scale,
+                        scores.as_mut_ptr().add(sc),
+                        nmax,
+                    )
+                };
+                continue;
+            }
+            for (j, qh) in q.chunks_exact(hd).enumerate() {
+                let o = &mut scores[sc + j * nmax..sc + j * nmax + m];
+                for (s, kp) in o.iter_mut().zip(keys.chunks_exact(hd)) {
+                    *s = dot(qh, kp) * scale;
                 }
             }
         }
-        for (j, sc) in scores.chunks_exact_mut(n).enumerate() {
-            let mut max = f32::NEG_INFINITY;
-            for s in sc.iter() {
-                max = max.max(*s);
-            }
+    }
+    for (i, &slot) in slots.iter().enumerate() {
+        for j in 0..group {
+            let at = (i * group + j) * nmax;
+            let sc = &mut scores[at..at + slot + 1];
+            // The maximum is exact in any order (a zero's sign cannot change s − max).
+            let max = max_f32(sc);
             for s in sc.iter_mut() {
                 *s = exp_f32(*s - max);
             }
-            let mut sum = 0f32;
-            for s in sc.iter() {
-                sum += *s;
+            let sum = if lane_sum {
+                sum_lanes(sc)
+            } else {
+                let mut sum = 0f32;
+                for s in sc.iter() {
+                    sum += *s;
+                }
+                sum
+            };
+            let inv = 1.0 / sum;
+            for s in sc.iter_mut() {
+                *s *= inv;
             }
-            inv[j] = 1.0 / sum;
         }
-        let outs = &mut out[kh * group * hd..(kh + 1) * group * hd];
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            for (j, oh) in outs.chunks_exact_mut(hd).enumerate() {
-                // SAFETY: as above.
-                unsafe { attn_simd::weighted_sum(&scores[j * n..(j + 1) * n], inv[j], vals, oh) };
+    }
+    for p0 in (0..nmax).step_by(ATT_CHUNK) {
+        let p1 = (p0 + ATT_CHUNK).min(nmax);
+        let vals = if AVX2 {
+            &[][..]
+        } else {
+            cache.v.rows(base + p0 * hd..base + p1 * hd, vbuf)
+        };
+        for (i, &slot) in slots.iter().enumerate() {
+            if slot < p0 {
+                continue;
             }
-            continue;
-        }
-        outs.fill(0.0);
-        for (p, vp) in vals.chunks_exact(hd).enumerate() {
-            for (j, oh) in outs.chunks_exact_mut(hd).enumerate() {
-                let wgt = scores[j * n + p] * inv[j];
-                for (ov, vv) in oh.iter_mut().zip(vp) {
-                    *ov += wgt * *vv;
+            let m = (slot + 1).min(p1) - p0;
+            let w = i * group * nmax + p0;
+            let o = &mut out[i * group * hd..(i + 1) * group * hd];
+            #[cfg(target_arch = "x86_64")]
+            if AVX2 {
+                // SAFETY: as above; the weights hold `group` rows of `nmax` from `w`, and
+                // `o` holds `group × hd` outputs.
+                unsafe {
+                    wsum_avx2(
+                        &cache.v,
+                        base + p0 * hd,
+                        scores.as_ptr().add(w),
+                        nmax,
+                        group,
+                        m,
+                        hd,
+                        o,
+                    )
+                };
+                continue;
+            }
+            for (j, oh) in o.chunks_exact_mut(hd).enumerate() {
+                let wj = &scores[w + j * nmax..w + j * nmax + m];
+                for (&wgt, vp) in wj.iter().zip(vals.chunks_exact(hd)) {
+                    for (ov, vv) in oh.iter_mut().zip(vp) {
+                        *ov += wgt * *vv;
+                    }
                 }
             }
         }
+    }
+}
+
+/// Query heads per score tile: 2 × 4 accumulators, 4 keys and a query fit AVX2's 16
+/// registers (three heads spill).
+const SCORE_HEADS: usize = 2;
+
+/// Scores of all `group` query heads of one key/value head over `n` cached keys from
+/// element `at`, by [`attn_simd::scores_tile`] in tiles of up to two heads; head `j`'s
+/// scores go to `out + j · ostride`.
+///
+/// # Safety
+/// AVX2 and F16C must be available; `qs` holds `group × hd` values; `cache` holds `n`
+/// rows from `at`; `out` is valid for the writes described.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_avx2(
+    cache: &KvBuf,
+    at: usize,
+    qs: &[f32],
+    group: usize,
+    n: usize,
+    hd: usize,
+    scale: f32,
+    out: *mut f32,
+    ostride: usize,
+) {
+    use attn_simd::scores_tile;
+    let mut j = 0;
+    while j < group {
+        let g = (group - j).min(SCORE_HEADS);
+        let q = qs.as_ptr().add(j * hd);
+        let o = out.add(j * ostride);
+        let (k, half): (*const u8, bool) = match cache {
+            KvBuf::F32(b) => (b.as_ptr().add(at) as _, false),
+            KvBuf::F16(b) => (b.as_ptr().add(at) as _, true),
+        };
+        match (half, g) {
+            (false, 3) => scores_tile::<3, false>(q, k, n, hd, scale, o, ostride),
+            (false, 2) => scores_tile::<2, false>(q, k, n, hd, scale, o, ostride),
+            (false, _) => scores_tile::<1, false>(q, k, n, hd, scale, o, ostride),
+            (true, 3) => scores_tile::<3, true>(q, k, n, hd, scale, o, ostride),
+            (true, 2) => scores_tile::<2, true>(q, k, n, hd, scale, o, ostride),
+            (true, _) => scores_tile::<1, true>(q, k, n, hd, scale, o, ostride),
+        }
+        j += g;
+    }
+}
+
+/// `out[j] += Σ_p w[j · wstride + p] · v[p]` for all `group` heads of one key/value head,
+/// over `n` cached values from element `at`, by [`attn_simd::wsum_tile`] in tiles of up
+/// to two heads.
+///
+/// # Safety
+/// AVX2 and F16C must be available; `w` is valid for the reads described; `cache` holds
+/// `n` rows from `at`; `out` holds `group × hd` values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wsum_avx2(
+    cache: &KvBuf,
+    at: usize,
+    w: *const f32,
+    wstride: usize,
+    group: usize,
+    n: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    use attn_simd::wsum_tile;
+    let mut j = 0;
+    while j < group {
+        let g = (group - j).min(2);
+        let (wj, o) = (w.add(j * wstride), out.as_mut_ptr().add(j * hd));
+        let (v, half): (*const u8, bool) = match cache {
+            KvBuf::F32(b) => (b.as_ptr().add(at) as _, false),
+            KvBuf::F16(b) => (b.as_ptr().add(at) as _, true),
+        };
+        match (half, g) {
+            (false, 2) => wsum_tile::<2, false>(wj, wstride, n, v, hd, o),
+            (false, _) => wsum_tile::<1, false>(wj, wstride, n, v, hd, o),
+            (true, 2) => wsum_tile::<2, true>(wj, wstride, n, v, hd, o),
+            (true, _) => wsum_tile::<1, true>(wj, wstride, n, v, hd, o),
+        }
+        j += g;
     }
 }
 
@@ -865,81 +1141,135 @@ fn attend_body<const AVX2: bool>(
 /// the portable loops in `attend_body` (tested bit-for-bit against them).
 #[cfg(target_arch = "x86_64")]
 mod attn_simd {
-    use crate::engine::math::{dot_avx2, LANES};
+    use crate::engine::math::LANES;
     use std::arch::x86_64::*;
 
-    /// `out[p] = dot(q, keys[p]) · scale` for every key row. Four keys at a time: their
-    /// 8-lane accumulators are reduced together by `vhaddps`, which forms exactly the pairs
-    /// of `math::hsum`, `((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))` (IEEE addition commutes).
+    /// Scores of `G` query heads (`qs`, `G × hd` consecutive) against `n` cached keys
+    /// (`keys`: `n × hd` f32, or IEEE halves when `HALF`), written to `out[j · ostride + p]`.
+    ///
+    /// Four keys at a time: their 8-lane accumulators are reduced together by `vhaddps`,
+    /// which forms exactly the pairs of `math::hsum`, `((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))`
+    /// (IEEE addition commutes). Each key vector is loaded (and converted, exactly) once for
+    /// all `G` heads, and the `4·G` independent accumulation chains keep the adders busy.
+    /// The last keys of a row that does not fill a group of four repeat the last key in the
+    /// spare lanes, whose results are dropped: every key's result depends on its own lanes
+    /// only, so it is the same as in a full group.
     ///
     /// # Safety
-    /// AVX2 must be available.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn scores(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
-        let hd = q.len();
-        assert!(hd % LANES == 0 && keys.len() == out.len() * hd);
-        let n = out.len();
-        let (qp, kp) = (q.as_ptr(), keys.as_ptr());
+    /// AVX2 (and F16C when `HALF`) must be available; `qs`, `keys` and `out` must be valid
+    /// for the sizes given.
+    #[inline(always)]
+    pub unsafe fn scores_tile<const G: usize, const HALF: bool>(
+        qs: *const f32,
+        keys: *const u8,
+        n: usize,
+        hd: usize,
+        scale: f32,
+        out: *mut f32,
+        ostride: usize,
+    ) {
         let sv = _mm_set1_ps(scale);
         let mut p = 0;
-        while p + 4 <= n {
-            let mut a = [_mm256_setzero_ps(); 4];
+        while p < n {
+            let kr: [usize; 4] = std::array::from_fn(|i| (p + i).min(n - 1) * hd);
+            let mut a = [[_mm256_setzero_ps(); 4]; G];
             for c in (0..hd).step_by(LANES) {
-                let qv = _mm256_loadu_ps(qp.add(c));
-                for (i, ai) in a.iter_mut().enumerate() {
-                    let kv = _mm256_loadu_ps(kp.add((p + i) * hd + c));
-                    *ai = _mm256_add_ps(*ai, _mm256_mul_ps(qv, kv));
+                let kv: [__m256; 4] = std::array::from_fn(|i| load8::<HALF>(keys, kr[i] + c));
+                for (j, aj) in a.iter_mut().enumerate() {
+                    let qv = _mm256_loadu_ps(qs.add(j * hd + c));
+                    for i in 0..4 {
+                        aj[i] = _mm256_add_ps(aj[i], _mm256_mul_ps(qv, kv[i]));
+                    }
                 }
             }
-            let h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
-            _mm_storeu_ps(out.as_mut_ptr().add(p), _mm_mul_ps(s, sv));
+            let m = (n - p).min(4);
+            for (j, aj) in a.iter().enumerate() {
+                let h = _mm256_hadd_ps(_mm256_hadd_ps(aj[0], aj[1]), _mm256_hadd_ps(aj[2], aj[3]));
+                let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+                let s = _mm_mul_ps(s, sv);
+                let o = out.add(j * ostride + p);
+                if m == 4 {
+                    _mm_storeu_ps(o, s);
+                } else {
+                    let mut tmp = [0f32; 4];
+                    _mm_storeu_ps(tmp.as_mut_ptr(), s);
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, m);
+                }
+            }
             p += 4;
-        }
-        for (pp, o) in out.iter_mut().enumerate().skip(p) {
-            *o = dot_avx2(q, &keys[pp * hd..(pp + 1) * hd]) * scale;
         }
     }
 
-    /// `out = Σ_p (w[p] · inv) · vals[p]`, accumulated from +0 in position order per
-    /// element, with up to 64 output elements held in registers across all positions.
+    /// `out[j · hd + e] += Σ_p w[j · wstride + p] · vals[p][e]` for `G` heads, accumulated onto
+    /// `out` in position order per element (the definition's order). The head dimension is
+    /// covered in passes of up to 32 elements; within a pass each value vector is loaded (and
+    /// converted, exactly) once for all `G` heads.
     ///
     /// # Safety
-    /// AVX2 must be available.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn weighted_sum(w: &[f32], inv: f32, vals: &[f32], out: &mut [f32]) {
-        let hd = out.len();
-        assert!(hd % LANES == 0 && vals.len() == w.len() * hd);
+    /// AVX2 (and F16C when `HALF`) must be available; `hd` a multiple of 8; `w` valid for
+    /// `G × n`, `vals` for `n × hd`, `out` for `G × hd` elements.
+    #[inline(always)]
+    pub unsafe fn wsum_tile<const G: usize, const HALF: bool>(
+        w: *const f32,
+        wstride: usize,
+        n: usize,
+        vals: *const u8,
+        hd: usize,
+        out: *mut f32,
+    ) {
         let mut e0 = 0;
         while e0 < hd {
-            match (hd - e0) / LANES {
-                1 => chunk::<1>(w, inv, vals, out, e0),
-                2 => chunk::<2>(w, inv, vals, out, e0),
-                3 => chunk::<3>(w, inv, vals, out, e0),
-                4 => chunk::<4>(w, inv, vals, out, e0),
-                5 => chunk::<5>(w, inv, vals, out, e0),
-                6 => chunk::<6>(w, inv, vals, out, e0),
-                7 => chunk::<7>(w, inv, vals, out, e0),
-                _ => chunk::<8>(w, inv, vals, out, e0),
+            let m = ((hd - e0) / LANES).min(4);
+            match m {
+                4 => wsum_pass::<G, HALF, 4>(w, wstride, n, vals, hd, out, e0),
+                3 => wsum_pass::<G, HALF, 3>(w, wstride, n, vals, hd, out, e0),
+                2 => wsum_pass::<G, HALF, 2>(w, wstride, n, vals, hd, out, e0),
+                _ => wsum_pass::<G, HALF, 1>(w, wstride, n, vals, hd, out, e0),
             }
-            e0 += 8 * LANES;
+            e0 += m * LANES;
         }
     }
 
     #[inline(always)]
-    unsafe fn chunk<const M: usize>(w: &[f32], inv: f32, vals: &[f32], out: &mut [f32], e0: usize) {
-        let hd = out.len();
-        let vp = vals.as_ptr().add(e0);
-        let mut acc = [_mm256_setzero_ps(); M];
-        for (p, &wp) in w.iter().enumerate() {
-            let wt = _mm256_set1_ps(wp * inv);
-            for (r, a) in acc.iter_mut().enumerate() {
-                let v = _mm256_loadu_ps(vp.add(p * hd + r * LANES));
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(wt, v));
+    unsafe fn wsum_pass<const G: usize, const HALF: bool, const M: usize>(
+        w: *const f32,
+        wstride: usize,
+        n: usize,
+        vals: *const u8,
+        hd: usize,
+        out: *mut f32,
+        e0: usize,
+    ) {
+        let mut acc: [[__m256; M]; G] = std::array::from_fn(|j| {
+            std::array::from_fn(|r| _mm256_loadu_ps(out.add(j * hd + e0 + r * LANES)))
+        });
+        for p in 0..n {
+            let v: [__m256; M] =
+                std::array::from_fn(|r| load8::<HALF>(vals, p * hd + e0 + r * LANES));
+            for (j, aj) in acc.iter_mut().enumerate() {
+                let wt = _mm256_broadcast_ss(&*w.add(j * wstride + p));
+                for r in 0..M {
+                    aj[r] = _mm256_add_ps(aj[r], _mm256_mul_ps(wt, v[r]));
+                }
             }
         }
-        for (r, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.as_mut_ptr().add(e0 + r * LANES), *a);
+        for (j, aj) in acc.iter().enumerate() {
+            for (r, a) in aj.iter().enumerate() {
+                _mm256_storeu_ps(out.add(j * hd + e0 + r * LANES), *a);
+            }
+        }
+    }
+
+    /// Eight cached values from element `i` of a key/value buffer: f32 as stored, or halves
+    /// widened exactly by `vcvtph2ps`.
+    #[inline(always)]
+    pub unsafe fn load8<const HALF: bool>(base: *const u8, i: usize) -> __m256 {
+        if HALF {
+            _mm256_cvtph_ps(_mm_loadu_si128(
+                (base as *const u16).add(i) as *const __m128i
+            ))
+        } else {
+            _mm256_loadu_ps((base as *const f32).add(i))
         }
     }
 }
@@ -955,42 +1285,206 @@ mod tests {
         (((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5) * 4.0
     }
 
-    /// The AVX2 attention loops give the portable loops' bits (scores and weighted sums,
-    /// every key count around the 4-key blocks, head sizes on and off the 64-register tile).
+    /// The AVX2 attention gives the portable loops' bits: f32 and half caches, one to five
+    /// query heads per key/value head (tiles of three and their remainders), head sizes on
+    /// and off the 32-element passes, key counts around the groups of four and the chunks.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn attention_avx2_matches_portable_bit_for_bit() {
-        if !std::arch::is_x86_feature_detected!("avx2") {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("f16c"))
+        {
             return;
         }
         let mut seed = 5u64;
-        for hd in [8usize, 24, 64, 128, 136] {
-            for n in [1usize, 3, 4, 5, 8, 13] {
-                let q: Vec<f32> = (0..hd).map(|_| lcg(&mut seed)).collect();
-                let keys: Vec<f32> = (0..n * hd).map(|_| lcg(&mut seed)).collect();
-                let scale = 1.0 / (hd as f32).sqrt();
-                let want: Vec<u32> = keys
-                    .chunks_exact(hd)
-                    .map(|k| (dot(&q, k) * scale).to_bits())
-                    .collect();
-                let mut got = vec![0f32; n];
-                unsafe { attn_simd::scores(&q, &keys, scale, &mut got) };
-                assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
-                let w: Vec<f32> = (0..n).map(|_| lcg(&mut seed).abs()).collect();
-                let inv = 1.0 / w.iter().sum::<f32>();
-                let mut want = vec![0f32; hd];
-                for (p, vp) in keys.chunks_exact(hd).enumerate() {
-                    let wgt = w[p] * inv;
-                    for (o, v) in want.iter_mut().zip(vp) {
-                        *o += wgt * *v;
+        for half in [false, true] {
+            for (group, hd) in [(1usize, 8usize), (2, 24), (3, 64), (4, 40), (5, 136)] {
+                let kvh = 2;
+                let cfg = LlamaConfig {
+                    n_layers: 2,
+                    dim: group * kvh * hd,
+                    ffn_dim: 8,
+                    n_heads: group * kvh,
+                    n_kv_heads: kvh,
+                    head_dim: hd,
+                    vocab: 8,
+                    rope_theta: 10000.0,
+                    norm_eps: 1e-5,
+                    context_length: 256,
+                };
+                let cap = 140;
+                let len = cfg.n_layers * kvh * cap * hd;
+                let kv: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
+                let vv: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
+                let mut cache = KvCache {
+                    k: KvBuf::new(half, len),
+                    v: KvBuf::new(half, len),
+                    sink_k: Vec::new(),
+                    capacity: cap,
+                    len: cap,
+                    offset: 0,
+                };
+                cache.k.put(0, &kv);
+                cache.v.put(0, &vv);
+                let tiles: [&[usize]; 6] = [
+                    &[0],
+                    &[3],
+                    &[64],
+                    &[130],
+                    &[2, 3, 4, 6],
+                    &[62, 63, 64, 65, 66, 129, 130],
+                ];
+                for slots in tiles {
+                    let qs: Vec<Vec<f32>> = slots
+                        .iter()
+                        .map(|_| (0..group * hd).map(|_| lcg(&mut seed)).collect())
+                        .collect();
+                    let qr: Vec<&[f32]> = qs.iter().map(|v| v.as_slice()).collect();
+                    for kh in 0..kvh {
+                        let mut want = vec![0f32; slots.len() * group * hd];
+                        let mut buf = AttScratch::default();
+                        attend_body::<false>(
+                            &cfg, 1, &cache, kh, slots, &qr, half, &mut want, &mut buf,
+                        );
+                        let mut got = vec![0f32; want.len()];
+                        let mut buf = AttScratch::default();
+                        unsafe {
+                            attend_avx2(&cfg, 1, &cache, kh, slots, &qr, half, &mut got, &mut buf)
+                        };
+                        assert_eq!(
+                            got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                            "half {half} group {group} hd {hd} slots {slots:?}"
+                        );
+                        // A row's result does not depend on the other rows of its tile.
+                        let one = attend_tile(&cfg, 1, &cache, kh, &slots[..1], &qr[..1], half);
+                        assert_eq!(one, want[..group * hd]);
                     }
                 }
-                let mut got = vec![0f32; hd];
-                unsafe { attn_simd::weighted_sum(&w, inv, &keys, &mut got) };
-                assert_eq!(
-                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    "hd {hd} n {n}"
+            }
+        }
+    }
+
+    /// The portable scores and weighted sums are the definition's: `dot` per key, then
+    /// position-ordered accumulation of the rounded weights (checked on one head here).
+    #[test]
+    fn attention_portable_follows_the_definition() {
+        let mut seed = 9u64;
+        let (hd, n) = (16usize, 5usize);
+        let cfg = LlamaConfig {
+            n_layers: 1,
+            dim: hd,
+            ffn_dim: 8,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: hd,
+            vocab: 8,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            context_length: 16,
+        };
+        let kv: Vec<f32> = (0..n * hd).map(|_| lcg(&mut seed)).collect();
+        let vv: Vec<f32> = (0..n * hd).map(|_| lcg(&mut seed)).collect();
+        let cache = KvCache {
+            k: KvBuf::F32(kv.clone()),
+            v: KvBuf::F32(vv.clone()),
+            sink_k: Vec::new(),
+            capacity: n,
+            len: n,
+            offset: 0,
+        };
+        let q: Vec<f32> = (0..hd).map(|_| lcg(&mut seed)).collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        let s: Vec<f32> = kv.chunks_exact(hd).map(|k| dot(&q, k) * scale).collect();
+        let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let e: Vec<f32> = s.iter().map(|&x| exp_f32(x - m)).collect();
+        let mut sum = 0f32;
+        for &x in &e {
+            sum += x;
+        }
+        let inv = 1.0 / sum;
+        let mut want = vec![0f32; hd];
+        for (p, vp) in vv.chunks_exact(hd).enumerate() {
+            let w = e[p] * inv;
+            for (o, v) in want.iter_mut().zip(vp) {
+                *o += w * *v;
+            }
+        }
+        let mut got = vec![0f32; hd];
+        let mut buf = AttScratch::default();
+        attend_body::<false>(
+            &cfg,
+            0,
+            &cache,
+            0,
+            &[n - 1],
+            &[&q],
+            false,
+            &mut got,
+            &mut buf,
+        );
+        assert_eq!(got, want);
+    }
+}
+
+#[cfg(test)]
+mod att_speed {
+    use super::*;
+
+    /// Prints the time of one row's attention over 1,000 cached positions (SmolLM2's
+    /// shape: 3 key/value heads of 64, 3 query heads each, 30 layers): a probe for kernel
+    /// work, not a test. `cargo test --release --lib att_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing probe"]
+    fn att_speed() {
+        for half in [false, true] {
+            let (kvh, group, hd, cap, layers) = (3usize, 3usize, 64usize, 1024usize, 30usize);
+            let cfg = LlamaConfig {
+                n_layers: layers,
+                dim: group * kvh * hd,
+                ffn_dim: 8,
+                n_heads: group * kvh,
+                n_kv_heads: kvh,
+                head_dim: hd,
+                vocab: 8,
+                rope_theta: 10000.0,
+                norm_eps: 1e-5,
+                context_length: cap,
+            };
+            let len = layers * kvh * cap * hd;
+            let data: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let mut cache = KvCache {
+                k: KvBuf::new(half, len),
+                v: KvBuf::new(half, len),
+                sink_k: Vec::new(),
+                capacity: cap,
+                len: cap,
+                offset: 0,
+            };
+            cache.k.put(0, &data);
+            cache.v.put(0, &data);
+            let q: Vec<f32> = (0..group * hd).map(|i| (i % 13) as f32 / 13.0).collect();
+            for rows in [1usize, 16] {
+                let slots: Vec<usize> = (1000 - rows..1000).collect();
+                let qs: Vec<&[f32]> = slots.iter().map(|_| q.as_slice()).collect();
+                let mut times = Vec::new();
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    for l in 0..layers {
+                        for kh in 0..kvh {
+                            std::hint::black_box(attend_tile(
+                                &cfg, l, &cache, kh, &slots, &qs, half,
+                            ));
+                        }
+                    }
+                    times.push(t.elapsed().as_secs_f64() * 1e3 / rows as f64);
+                }
+                times.sort_by(f64::total_cmp);
+                println!(
+                    "half {half}, {rows} rows per tile: {:.3} ms per row (30 layers, ~1000 positions)",
+                    times[2]
                 );
             }
         }

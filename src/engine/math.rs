@@ -107,6 +107,26 @@ pub fn sum_sq(a: &[f32]) -> f32 {
     hsum(acc)
 }
 
+/// Σ a in the fixed 8-lane order: lane *j* adds the elements whose index is *j* mod 8, in
+/// index order (a length that is not a multiple of 8 leaves the last lanes shorter), then
+/// [`hsum`]. A chain eight times shorter than a sequential sum, and the same bits at any
+/// SIMD width.
+#[inline]
+pub fn sum_lanes(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    for (l, &x) in rest.iter().enumerate() {
+        acc[l] += x;
+    }
+    hsum(acc)
+}
+
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split so that n * LN2_HI is exact for |n| < 2^8 (Cody–Waite reduction).
 const LN2_HI: f32 = 0.693_145_75;

@@ -4,6 +4,7 @@
 //! logits — and so the archive — depend on the arithmetic that produced them.
 
 pub mod device;
+pub mod half;
 pub mod int8;
 pub mod kernels;
 pub mod llama;
@@ -22,6 +23,12 @@ pub const BACKEND_F32_FIXED: u16 = 1;
 /// counts, batch shapes and the scalar/AVX2 kernels.
 pub const BACKEND_INT8_EXACT: u16 = 2;
 
+/// Backend 3: backend 2 with a 16-bit key/value cache. Every key (after RoPE) and value is
+/// stored as IEEE half — clamped to ±65504, rounded to nearest even
+/// ([`half::f32_to_f16`]) — and read back exactly; everything else as backend 2. Halves the
+/// bytes attention reads per cached position, which bounds decoding speed at long context.
+pub const BACKEND_INT8_F16KV: u16 = 3;
+
 /// The backend new archives use (`--backend` picks another): backend 2, 2–3× faster than
 /// backend 1 on the forward pass for 0.2–0.3% more bits (measured on alice29.txt and the OOD
 /// report; README).
@@ -32,6 +39,7 @@ pub fn backend_name(id: u16) -> &'static str {
     match id {
         BACKEND_F32_FIXED => "f32-fixed-order (cpu)",
         BACKEND_INT8_EXACT => "int8-exact (cpu)",
+        BACKEND_INT8_F16KV => "int8-exact, f16 KV cache (cpu)",
         _ => "unknown",
     }
 }

@@ -1,0 +1,245 @@
+//! IEEE half-precision conversions, exact and identical on every machine (backend 3's
+//! 16-bit key/value cache; f16 scales of GGUF blocks).
+
+/// IEEE half → f32, exact (every f16 is an f32).
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = if exp == 0 {
+        if man == 0 {
+            sign
+        } else {
+            // Subnormal: man · 2^-24, exact in f32.
+            let v = man as f32 * (1.0 / 16_777_216.0);
+            return if sign != 0 { -v } else { v };
+        }
+    } else if exp == 0x1f {
+        sign | 0x7f80_0000 | (man << 13)
+    } else {
+        sign | ((exp + 127 - 15) << 23) | (man << 13)
+    };
+    f32::from_bits(bits)
+}
+
+/// Largest finite f16, the saturation bound of [`f32_to_f16`].
+pub const F16_MAX: f32 = 65504.0;
+
+/// f32 → IEEE half with saturation: `x` is first clamped to ±[`F16_MAX`] (NaN stays NaN),
+/// then rounded to nearest, ties to even, subnormal results included; a NaN becomes the
+/// quiet NaN with the top 10 payload bits, as `vcvtps2ph` gives. This is backend 3's rule
+/// for storing keys and values; the F16C instruction computes the same bits (tested).
+pub fn f32_to_f16(x: f32) -> u16 {
+    // `clamp` keeps NaN as NaN.
+    let x = x.clamp(-F16_MAX, F16_MAX);
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        // Only NaN gets here (infinities were clamped).
+        return sign | 0x7e00 | (man >> 13) as u16;
+    }
+    let e = exp - 127 + 15;
+    if e >= 1 {
+        // Normal half (e ≤ 30 after clamping); rounding may carry into the exponent, which
+        // is the correct next value (65504 never rounds up: its low 13 bits are zero).
+        let mut h = ((e as u32) << 10) | (man >> 13);
+        let rem = man & 0x1fff;
+        if rem > 0x1000 || (rem == 0x1000 && h & 1 == 1) {
+            h += 1;
+        }
+        return sign | h as u16;
+    }
+    // Subnormal half: the value m·2^(exp−150) in units of 2^−24 is m >> (14 − e).
+    let shift = (14 - e) as u32;
+    if shift >= 25 || exp == 0 {
+        // Below half of the smallest subnormal (f32 subnormals included): ±0.
+        return sign;
+    }
+    let m = man | 0x80_0000;
+    let mut h = m >> shift;
+    let rem = m & ((1 << shift) - 1);
+    let half = 1 << (shift - 1);
+    if rem > half || (rem == half && h & 1 == 1) {
+        h += 1;
+    }
+    sign | h as u16
+}
+
+/// Converts `src` into `dst` by [`f32_to_f16`] (F16C where the CPU has it: same bits).
+pub fn store(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "half::store: lengths");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_f16c() {
+            // SAFETY: F16C and AVX2 are present (checked just above).
+            unsafe { store_f16c(src, dst) };
+            return;
+        }
+    }
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f32_to_f16(s);
+    }
+}
+
+/// Converts `src` into `dst` by [`f16_to_f32`].
+pub fn load(src: &[u16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "half::load: lengths");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_f16c() {
+            // SAFETY: F16C and AVX2 are present (checked just above).
+            unsafe { load_f16c(src, dst) };
+            return;
+        }
+    }
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f16_to_f32(s);
+    }
+}
+
+/// Whether the F16C kernels run (with the AVX2 ones; `LMZIP_NO_SIMD=1` turns both off).
+#[cfg(target_arch = "x86_64")]
+pub fn has_f16c() -> bool {
+    super::kernels::use_avx2() && std::arch::is_x86_feature_detected!("f16c")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn store_f16c(src: &[f32], dst: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let n8 = src.len() / 8 * 8;
+    let (hi, lo) = (_mm256_set1_ps(F16_MAX), _mm256_set1_ps(-F16_MAX));
+    for i in (0..n8).step_by(8) {
+        let x = _mm256_loadu_ps(src.as_ptr().add(i));
+        // min/max return their second operand when either is NaN, so NaN passes through.
+        let x = _mm256_max_ps(lo, _mm256_min_ps(hi, x));
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+        _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
+    }
+    for i in n8..src.len() {
+        dst[i] = f32_to_f16(src[i]);
+    }
+}
+
+/// `vcvtph2ps` is exact (every half is an f32), so this equals [`f16_to_f32`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn load_f16c(src: &[u16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n8 = src.len() / 8 * 8;
+    for i in (0..n8).step_by(8) {
+        let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+        _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+    }
+    for i in n8..src.len() {
+        dst[i] = f16_to_f32(src[i]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every f16 converts to f32 and back to itself (NaNs to a NaN); F16C's conversion to
+    /// f32 gives the same bits as the portable one.
+    #[test]
+    fn every_half_round_trips() {
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        let mut fast = vec![0f32; all.len()];
+        load(&all, &mut fast);
+        for (&h, f) in all.iter().zip(&fast) {
+            assert_eq!(f.to_bits(), f16_to_f32(h).to_bits(), "{h:#06x}");
+        }
+        for h in 0..=u16::MAX {
+            let x = f16_to_f32(h);
+            let back = f32_to_f16(x);
+            if x.is_nan() {
+                assert!(f16_to_f32(back).is_nan());
+            } else if x.is_infinite() {
+                // Saturation: infinities are clamped to the largest finite half.
+                assert_eq!(back, (h & 0x8000) | 0x7bff);
+            } else {
+                assert_eq!(back, h, "{h:#06x}");
+            }
+        }
+    }
+
+    /// Round to nearest even at the midpoints, subnormals, saturation, signed zero.
+    #[test]
+    fn rounding_cases() {
+        assert_eq!(f32_to_f16(1.0), 0x3c00);
+        assert_eq!(f32_to_f16(-0.0), 0x8000);
+        // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even (1).
+        assert_eq!(f32_to_f16(1.0 + 1.0 / 2048.0), 0x3c00);
+        // 1 + 3·2^-11 is halfway between odd 1+2^-10 and even 1+2^-9: up.
+        assert_eq!(f32_to_f16(1.0 + 3.0 / 2048.0), 0x3c02);
+        assert_eq!(f32_to_f16(1e6), 0x7bff);
+        assert_eq!(f32_to_f16(f32::NEG_INFINITY), 0xfbff);
+        assert_eq!(f32_to_f16(65519.0), 0x7bff);
+        // Smallest subnormal 2^-24; half of it ties to 0; a bit more rounds up.
+        assert_eq!(f32_to_f16(2f32.powi(-24)), 1);
+        assert_eq!(f32_to_f16(2f32.powi(-25)), 0);
+        assert_eq!(f32_to_f16(2f32.powi(-25) * 1.0001), 1);
+        assert_eq!(f32_to_f16(1.5 * 2f32.powi(-24)), 2);
+        assert_eq!(f32_to_f16(2.5 * 2f32.powi(-24)), 2);
+        // Largest subnormal rounding up into the smallest normal.
+        assert_eq!(f32_to_f16(2f32.powi(-14) * (1.0 - 2f32.powi(-12))), 0x0400);
+        assert_eq!(f32_to_f16(f32::MIN_POSITIVE / 2.0), 0);
+    }
+
+    /// The F16C path gives the portable rule's bits. Sampled here (every exponent, sign,
+    /// and the low mantissa bits around each rounding boundary); the exhaustive check over
+    /// all 2^32 inputs is `cargo test --release -- --ignored f16c_exhaustive`.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f16c_matches_portable_sampled() {
+        if !has_f16c() {
+            return;
+        }
+        let mut bits = Vec::new();
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        for sign in [0u32, 1] {
+            for exp in 0..256u32 {
+                for low in [0u32, 1, 0xfff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x3000] {
+                    for _ in 0..8 {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        let man = ((seed >> 40) as u32 & 0x7f_e000) | low;
+                        bits.push((sign << 31) | (exp << 23) | (man & 0x7f_ffff));
+                        let any = (seed >> 20) as u32 & 0x7f_ffff;
+                        bits.push((sign << 31) | (exp << 23) | any);
+                    }
+                }
+            }
+        }
+        check_f16c(&bits);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[ignore = "4 billion conversions: run on demand"]
+    fn f16c_exhaustive() {
+        if !has_f16c() {
+            return;
+        }
+        let chunk = 1u64 << 24;
+        let mut start = 0u64;
+        while start < 1 << 32 {
+            let bits: Vec<u32> = (start..start + chunk).map(|b| b as u32).collect();
+            check_f16c(&bits);
+            start += chunk;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn check_f16c(bits: &[u32]) {
+        let x: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+        let mut got = vec![0u16; x.len()];
+        unsafe { store_f16c(&x, &mut got) };
+        for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
+            let want = f32_to_f16(v);
+            assert_eq!(g, want, "input {:#010x}", bits[i]);
+        }
+    }
+}
