@@ -325,10 +325,10 @@ fn an_interrupted_run_leaves_nothing_behind() {
 }
 
 #[test]
-fn both_numeric_backends_round_trip() {
+fn every_numeric_backend_round_trips() {
     let Some(m) = model_path() else { return };
-    let data = b"Backend two keeps integer weights; backend one keeps f32. Both are exact.\n";
-    for b in ["1", "2"] {
+    let data = b"Backend two keeps integer weights; backend one keeps f32. All are exact.\n";
+    for b in ["1", "2", "3"] {
         let archive = round_trip(&m, data, &["--backend", b]);
         // The header records the backend (offset 74, little-endian u16).
         assert_eq!(archive[74].to_string(), b);

@@ -480,7 +480,7 @@ fn usage_errors_exit_2() {
         &["--no-such-flag"],
         &["--streams", "0", "a"],
         &["--block-tokens", "8", "a"],
-        &["--backend", "3", "a"],
+        &["--backend", "4", "a"],
         &["-q", "-v", "a"],
         &["--threads", "0", "a"],
         &["-o", "out", "a", "b"],

@@ -100,8 +100,9 @@ pub struct EncodeArgs {
     /// `shift` keeps their cached state and positions (no model work).
     #[arg(long, value_enum, value_name = "HOW", default_value_t = SlideKind::Shift)]
     pub slide: SlideKind,
-    /// Numeric backend for new archives: 3 = int8-exact with a 16-bit KV cache, 2 =
-    /// int8-exact with an f32 KV cache, 1 = f32-fixed-order (slowest, 0.2–0.3% smaller).
+    /// Numeric backend for new archives: 3 = int8-exact with a 16-bit KV cache (default),
+    /// 2 = int8-exact with an f32 KV cache (0–0.3% smaller, decodes ~10% slower), 1 =
+    /// f32-fixed-order (2–3× slower).
     /// Decompression always uses the archive's own.
     #[arg(long, value_name = "ID", default_value_t = lmzip::engine::DEFAULT_BACKEND, value_parser = clap::value_parser!(u16).range(1..=3))]
     pub backend: u16,

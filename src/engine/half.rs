@@ -143,14 +143,32 @@ mod tests {
     use super::*;
 
     /// Every f16 converts to f32 and back to itself (NaNs to a NaN); F16C's conversion to
-    /// f32 gives the same bits as the portable one.
+    /// f32 gives the same bits as the portable one for every half [`f32_to_f16`] can
+    /// produce. (It quiets a signaling NaN, which the portable widening keeps as it is; a
+    /// cache never holds one, because storing always yields a quiet NaN.)
     #[test]
     fn every_half_round_trips() {
         let all: Vec<u16> = (0..=u16::MAX).collect();
         let mut fast = vec![0f32; all.len()];
         load(&all, &mut fast);
         for (&h, f) in all.iter().zip(&fast) {
+            let signaling = h & 0x7c00 == 0x7c00 && h & 0x3ff != 0 && h & 0x200 == 0;
+            if signaling {
+                assert!(f.is_nan());
+                continue;
+            }
             assert_eq!(f.to_bits(), f16_to_f32(h).to_bits(), "{h:#06x}");
+        }
+        for h in 0..=u16::MAX {
+            let x = f16_to_f32(h);
+            if !x.is_nan() {
+                continue;
+            }
+            assert_eq!(
+                f32_to_f16(x) & 0x7e00,
+                0x7e00,
+                "stored NaNs are quiet: {h:#06x}"
+            );
         }
         for h in 0..=u16::MAX {
             let x = f16_to_f32(h);
