@@ -638,11 +638,13 @@ impl Llama {
         for (i, r) in rows.iter().enumerate() {
             by_stream[r.stream].push(i);
         }
-        let mut att_tasks: Vec<(usize, usize, &[usize])> = Vec::new();
+        // (stream, kv head, the tile's row indices, their cache slots), the same every layer.
+        let mut att_tasks: Vec<(usize, usize, &[usize], Vec<usize>)> = Vec::new();
         for (s, idx) in by_stream.iter().enumerate() {
             for tile in idx.chunks(ATT_ROWS) {
+                let sl: Vec<usize> = tile.iter().map(|&i| slots[i]).collect();
                 for kh in 0..c.n_kv_heads {
-                    att_tasks.push((s, kh, tile));
+                    att_tasks.push((s, kh, tile, sl.clone()));
                 }
             }
         }
@@ -687,16 +689,15 @@ impl Llama {
             let lane_sum = self.backend == BACKEND_INT8_F16KV;
             let tiles: Vec<Vec<f32>> = att_tasks
                 .par_iter()
-                .map(|(s, kh, idx)| {
-                    let sl: Vec<usize> = idx.iter().map(|&i| slots[i]).collect();
+                .map(|(s, kh, idx, sl)| {
                     let qs: Vec<&[f32]> = idx
                         .iter()
                         .map(|&i| &q[i * d + kh * gq..i * d + (kh + 1) * gq])
                         .collect();
-                    attend_tile(c, li, &caches_ro[*s], *kh, &sl, &qs, lane_sum)
+                    attend_tile(c, li, &caches_ro[*s], *kh, sl, &qs, lane_sum)
                 })
                 .collect();
-            for ((_, kh, idx), t) in att_tasks.iter().zip(&tiles) {
+            for ((_, kh, idx, _), t) in att_tasks.iter().zip(&tiles) {
                 for (&i, o) in idx.iter().zip(t.chunks_exact(gq)) {
                     att[i * d + kh * gq..i * d + (kh + 1) * gq].copy_from_slice(o);
                 }
@@ -879,7 +880,7 @@ fn attend_tile(
         let mut buf = buf.borrow_mut();
         #[cfg(target_arch = "x86_64")]
         {
-            if super::kernels::use_avx2() && std::arch::is_x86_feature_detected!("f16c") {
+            if half::has_f16c() {
                 // SAFETY: AVX2 and F16C are present (checked just above).
                 unsafe {
                     attend_avx2(c, layer, cache, kh, slots, qs, lane_sum, &mut out, &mut buf)
@@ -1285,6 +1286,40 @@ mod tests {
         (((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5) * 4.0
     }
 
+    /// An attention-only model shape and a full cache of `cap` positions holding `k` and
+    /// `v` (`layers × kv_heads × cap × hd` values each, stored by the backend's rule).
+    pub(super) fn attention_fixture(
+        half: bool,
+        (layers, kvh, group, hd, cap): (usize, usize, usize, usize, usize),
+        k: &[f32],
+        v: &[f32],
+    ) -> (LlamaConfig, KvCache) {
+        let cfg = LlamaConfig {
+            n_layers: layers,
+            dim: group * kvh * hd,
+            ffn_dim: 8,
+            n_heads: group * kvh,
+            n_kv_heads: kvh,
+            head_dim: hd,
+            vocab: 8,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            context_length: cap,
+        };
+        let len = layers * kvh * cap * hd;
+        let mut cache = KvCache {
+            k: KvBuf::new(half, len),
+            v: KvBuf::new(half, len),
+            sink_k: Vec::new(),
+            capacity: cap,
+            len: cap,
+            offset: 0,
+        };
+        cache.k.put(0, k);
+        cache.v.put(0, v);
+        (cfg, cache)
+    }
+
     /// The AVX2 attention gives the portable loops' bits: f32 and half caches, one to five
     /// query heads per key/value head (tiles of three and their remainders), head sizes on
     /// and off the 32-element passes, key counts around the groups of four and the chunks.
@@ -1299,33 +1334,11 @@ mod tests {
         let mut seed = 5u64;
         for half in [false, true] {
             for (group, hd) in [(1usize, 8usize), (2, 24), (3, 64), (4, 40), (5, 136)] {
-                let kvh = 2;
-                let cfg = LlamaConfig {
-                    n_layers: 2,
-                    dim: group * kvh * hd,
-                    ffn_dim: 8,
-                    n_heads: group * kvh,
-                    n_kv_heads: kvh,
-                    head_dim: hd,
-                    vocab: 8,
-                    rope_theta: 10000.0,
-                    norm_eps: 1e-5,
-                    context_length: 256,
-                };
-                let cap = 140;
-                let len = cfg.n_layers * kvh * cap * hd;
+                let (kvh, cap) = (2, 140);
+                let len = 2 * kvh * cap * hd;
                 let kv: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
                 let vv: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
-                let mut cache = KvCache {
-                    k: KvBuf::new(half, len),
-                    v: KvBuf::new(half, len),
-                    sink_k: Vec::new(),
-                    capacity: cap,
-                    len: cap,
-                    offset: 0,
-                };
-                cache.k.put(0, &kv);
-                cache.v.put(0, &vv);
+                let (cfg, cache) = attention_fixture(half, (2, kvh, group, hd, cap), &kv, &vv);
                 let tiles: [&[usize]; 6] = [
                     &[0],
                     &[3],
@@ -1371,28 +1384,9 @@ mod tests {
     fn attention_portable_follows_the_definition() {
         let mut seed = 9u64;
         let (hd, n) = (16usize, 5usize);
-        let cfg = LlamaConfig {
-            n_layers: 1,
-            dim: hd,
-            ffn_dim: 8,
-            n_heads: 1,
-            n_kv_heads: 1,
-            head_dim: hd,
-            vocab: 8,
-            rope_theta: 10000.0,
-            norm_eps: 1e-5,
-            context_length: 16,
-        };
         let kv: Vec<f32> = (0..n * hd).map(|_| lcg(&mut seed)).collect();
         let vv: Vec<f32> = (0..n * hd).map(|_| lcg(&mut seed)).collect();
-        let cache = KvCache {
-            k: KvBuf::F32(kv.clone()),
-            v: KvBuf::F32(vv.clone()),
-            sink_k: Vec::new(),
-            capacity: n,
-            len: n,
-            offset: 0,
-        };
+        let (cfg, cache) = attention_fixture(false, (1, 1, 1, hd, n), &kv, &vv);
         let q: Vec<f32> = (0..hd).map(|_| lcg(&mut seed)).collect();
         let scale = 1.0 / (hd as f32).sqrt();
         let s: Vec<f32> = kv.chunks_exact(hd).map(|k| dot(&q, k) * scale).collect();
@@ -1439,32 +1433,12 @@ mod att_speed {
     fn att_speed() {
         for half in [false, true] {
             let (kvh, group, hd, cap, layers) = (3usize, 3usize, 64usize, 1024usize, 30usize);
-            let cfg = LlamaConfig {
-                n_layers: layers,
-                dim: group * kvh * hd,
-                ffn_dim: 8,
-                n_heads: group * kvh,
-                n_kv_heads: kvh,
-                head_dim: hd,
-                vocab: 8,
-                rope_theta: 10000.0,
-                norm_eps: 1e-5,
-                context_length: cap,
-            };
             let len = layers * kvh * cap * hd;
             let data: Vec<f32> = (0..len)
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
-            let mut cache = KvCache {
-                k: KvBuf::new(half, len),
-                v: KvBuf::new(half, len),
-                sink_k: Vec::new(),
-                capacity: cap,
-                len: cap,
-                offset: 0,
-            };
-            cache.k.put(0, &data);
-            cache.v.put(0, &data);
+            let (cfg, cache) =
+                super::tests::attention_fixture(half, (layers, kvh, group, hd, cap), &data, &data);
             let q: Vec<f32> = (0..group * hd).map(|i| (i % 13) as f32 / 13.0).collect();
             for rows in [1usize, 16] {
                 let slots: Vec<usize> = (1000 - rows..1000).collect();
