@@ -36,6 +36,8 @@ pub const QK: usize = 32;
 const GC: usize = 8;
 /// Column groups handed to one rayon task (32 output columns).
 const GROUPS_PER_TASK: usize = 4;
+/// Fewest activation rows quantized in parallel.
+const PAR_ROWS: usize = 16;
 
 fn model_err(m: String) -> Error {
     Error::new(ErrorKind::Model(m))
@@ -92,18 +94,28 @@ impl QAct {
         let mut q = vec![0i8; rows * k];
         let mut sx = vec![0f32; rows * nb];
         let mut xs = vec![0i32; rows * nb];
-        // Rows are independent: quantize them in parallel (each block by the same rule).
-        q.par_chunks_mut(k)
-            .zip(sx.par_chunks_mut(nb))
-            .zip(xs.par_chunks_mut(nb))
-            .zip(x.par_chunks(k))
-            .for_each(|(((qr, sr), xr), x)| {
-                for (i, (xb, qb)) in x.chunks_exact(QK).zip(qr.chunks_exact_mut(QK)).enumerate() {
-                    let (s, sum) = quantize_block(xb, qb);
-                    sr[i] = s;
-                    xr[i] = sum;
-                }
-            });
+        let one_row = |qr: &mut [i8], sr: &mut [f32], xr: &mut [i32], x: &[f32]| {
+            for (i, (xb, qb)) in x.chunks_exact(QK).zip(qr.chunks_exact_mut(QK)).enumerate() {
+                let (s, sum) = quantize_block(xb, qb);
+                sr[i] = s;
+                xr[i] = sum;
+            }
+        };
+        // Rows are independent: quantize them in parallel (each block by the same rule),
+        // unless there are too few for a parallel call to pay for waking the pool.
+        if rows >= PAR_ROWS {
+            q.par_chunks_mut(k)
+                .zip(sx.par_chunks_mut(nb))
+                .zip(xs.par_chunks_mut(nb))
+                .zip(x.par_chunks(k))
+                .for_each(|(((qr, sr), xr), x)| one_row(qr, sr, xr, x));
+        } else {
+            q.chunks_mut(k)
+                .zip(sx.chunks_mut(nb))
+                .zip(xs.chunks_mut(nb))
+                .zip(x.chunks(k))
+                .for_each(|(((qr, sr), xr), x)| one_row(qr, sr, xr, x));
+        }
         QAct {
             rows,
             k,
@@ -130,7 +142,10 @@ pub enum WKind {
 /// * Q4_0/Q4_1: 4 vectors of 32 bytes; vector `t` holds, for columns c = 0..8, the GGUF nibble
 ///   bytes `4t..4t+4` of that column's block (low nibble = value `4t+i`, high = `16+4t+i`).
 /// * Q8_0: 8 vectors of 32 bytes; vector `j` holds, for c = 0..8, quants `4j..4j+4`.
-/// * `d[(g·nb + b)·8 + c]` and (Q4_1) `m[…]` are the block's scale and min as f32.
+/// * `d[(g·nb + b)·8 + c]` and (Q4_1) `m[…]` are the block's scale and min: the GGUF f16
+///   bits as stored (widened to f32 exactly where used), or f32 for matrices quantized at
+///   load. Keeping the halves cuts the bytes a one-row call streams per Q4_1 weight from
+///   0.75 to 0.625; F16C's `vcvtph2ps` and [`f16_to_f32`] widen them to the same bits.
 pub struct QMat {
     pub kind: WKind,
     pub n_out: usize,
@@ -138,8 +153,16 @@ pub struct QMat {
     nb: usize,
     groups: usize,
     q: Vec<u8>,
-    d: Vec<f32>,
-    m: Vec<f32>,
+    d: Scales,
+    m: Vec<u16>,
+}
+
+/// Block scales of a [`QMat`].
+enum Scales {
+    /// IEEE half bits, from GGUF blocks.
+    Half(Vec<u16>),
+    /// f32, from matrices quantized at load by the activation rule.
+    Single(Vec<f32>),
 }
 
 impl QMat {
@@ -150,9 +173,11 @@ impl QMat {
         }
     }
 
-    fn empty(kind: WKind, n_out: usize, k: usize) -> Self {
+    /// Zero quants and scales (f16 scales unless `single`).
+    fn empty(kind: WKind, n_out: usize, k: usize, single: bool) -> Self {
         let nb = k / QK;
         let groups = n_out.div_ceil(GC);
+        let ns = groups * nb * GC;
         QMat {
             kind,
             n_out,
@@ -160,12 +185,25 @@ impl QMat {
             nb,
             groups,
             q: vec![0; groups * nb * Self::block_bytes(kind)],
-            d: vec![0.0; groups * nb * GC],
+            d: if single {
+                Scales::Single(vec![0.0; ns])
+            } else {
+                Scales::Half(vec![0; ns])
+            },
             m: if kind == WKind::Q4_1 {
-                vec![0.0; groups * nb * GC]
+                vec![0; ns]
             } else {
                 Vec::new()
             },
+        }
+    }
+
+    /// Scale of scale slot `si` as f32.
+    #[inline(always)]
+    fn d_at(&self, si: usize) -> f32 {
+        match &self.d {
+            Scales::Half(v) => f16_to_f32(v[si]),
+            Scales::Single(v) => v[si],
         }
     }
 
@@ -209,18 +247,21 @@ impl QMat {
         if raw.len() != n_out * nb * bsz {
             return Err(model_err("int8 backend: tensor size mismatch".into()));
         }
-        let mut w = Self::empty(kind, n_out, k);
+        let mut w = Self::empty(kind, n_out, k, false);
+        let Scales::Half(wd) = &mut w.d else {
+            unreachable!("empty(.., false) gives half scales")
+        };
         let bb = Self::block_bytes(kind);
         for o in 0..n_out {
             let (g, c) = (o / GC, o % GC);
             for b in 0..nb {
                 let blk = &raw[(o * nb + b) * bsz..(o * nb + b + 1) * bsz];
                 let si = (g * nb + b) * GC + c;
-                w.d[si] = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+                wd[si] = u16::from_le_bytes([blk[0], blk[1]]);
                 let (qs, per) = match kind {
                     WKind::Q4_0 => (&blk[2..18], 4),
                     WKind::Q4_1 => {
-                        w.m[si] = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+                        w.m[si] = u16::from_le_bytes([blk[2], blk[3]]);
                         (&blk[4..20], 4)
                     }
                     WKind::Q8_0 => (&blk[2..34], 8),
@@ -238,14 +279,17 @@ impl QMat {
     /// Quantizes an f32 matrix to Q8_0-style blocks with f32 scales (activation rule).
     pub fn from_f32_q8(x: &[f32], n_out: usize, k: usize) -> Self {
         assert_eq!(k % QK, 0);
-        let mut w = Self::empty(WKind::Q8_0, n_out, k);
+        let mut w = Self::empty(WKind::Q8_0, n_out, k, true);
         let nb = w.nb;
+        let Scales::Single(wd) = &mut w.d else {
+            unreachable!("empty(.., true) gives f32 scales")
+        };
         let mut q = [0i8; QK];
         for o in 0..n_out {
             let (g, c) = (o / GC, o % GC);
             for b in 0..nb {
                 let (s, _) = quantize_block(&x[o * k + b * QK..o * k + (b + 1) * QK], &mut q);
-                w.d[(g * nb + b) * GC + c] = s;
+                wd[(g * nb + b) * GC + c] = s;
                 let base = (g * nb + b) * 32 * GC;
                 for t in 0..8 {
                     for i in 0..4 {
@@ -292,10 +336,10 @@ impl QMat {
         for b in 0..self.nb {
             self.unpack(o, b, &mut q);
             let si = (g * self.nb + b) * GC + c;
-            let d = self.d[si];
+            let d = self.d_at(si);
             for (i, v) in out[b * QK..(b + 1) * QK].iter_mut().enumerate() {
                 *v = match self.kind {
-                    WKind::Q4_1 => d * q[i] as f32 + self.m[si],
+                    WKind::Q4_1 => d * q[i] as f32 + f16_to_f32(self.m[si]),
                     _ => d * q[i] as f32,
                 };
             }
@@ -319,24 +363,40 @@ impl OutPtr {
 
 /// y (rows × n_out, row-major) = int8-exact product of the activations and `w`ᵀ.
 pub fn qmatmul(a: &QAct, w: &QMat, y: &mut [f32]) {
-    assert_eq!(a.k, w.k, "qmatmul: k mismatch");
-    debug_assert_eq!(a.nb, w.nb);
-    assert_eq!(y.len(), a.rows * w.n_out, "qmatmul: y shape");
-    let out = OutPtr(y.as_mut_ptr());
-    let tasks = w.groups.div_ceil(GROUPS_PER_TASK);
-    (0..tasks).into_par_iter().for_each(|t| {
+    qmatmul_many(a, &mut [(w, y)]);
+}
+
+/// [`qmatmul`] of one activation with several matrices (q, k and v; gate and up) in one
+/// parallel call: a one-row call is short, and waking the thread pool once instead of
+/// three times is a measurable part of it. Results are those of separate calls.
+pub fn qmatmul_many(a: &QAct, outs: &mut [(&QMat, &mut [f32])]) {
+    let mut tasks = Vec::new();
+    let mut ptrs = Vec::with_capacity(outs.len());
+    let mut ws: Vec<&QMat> = Vec::with_capacity(outs.len());
+    for (i, (w, y)) in outs.iter_mut().enumerate() {
+        ws.push(w);
+        assert_eq!(a.k, w.k, "qmatmul: k mismatch");
+        debug_assert_eq!(a.nb, w.nb);
+        assert_eq!(y.len(), a.rows * w.n_out, "qmatmul: y shape");
+        ptrs.push(OutPtr(y.as_mut_ptr()));
+        tasks.extend((0..w.groups.div_ceil(GROUPS_PER_TASK)).map(|t| (i, t)));
+    }
+    tasks.into_par_iter().for_each(|(i, t)| {
+        let w = ws[i];
         let g0 = t * GROUPS_PER_TASK;
         let g1 = (g0 + GROUPS_PER_TASK).min(w.groups);
-        // SAFETY: this task writes only y[r * n_out + o] for columns o of groups g0..g1, which
-        // no other task touches; every index is < rows * n_out (checked above).
-        unsafe { task_dispatch(a, w, g0, g1, out.get()) };
+        // SAFETY: this task writes only y_i[r * n_out + o] for columns o of groups g0..g1 of
+        // matrix i, which no other task touches; every index is < rows * n_out (checked
+        // above), and `outs` holds distinct mutable slices.
+        unsafe { task_dispatch(a, w, g0, g1, ptrs[i].get()) };
     });
 }
 
 unsafe fn task_dispatch(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     {
-        if super::kernels::use_avx2() {
+        // F16C widens the scales; every AVX2 CPU has it.
+        if super::half::has_f16c() {
             return avx2::task(a, w, g0, g1, y);
         }
     }
@@ -369,9 +429,9 @@ pub unsafe fn tile_scalar(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32)
                 }
                 let si = (g * nb + b) * GC + c;
                 let s = a.sx[r * nb + b];
-                *accr += (w.d[si] * s) * isum as f32;
+                *accr += (w.d_at(si) * s) * isum as f32;
                 if w.kind == WKind::Q4_1 {
-                    *accr += (w.m[si] * s) * a.xs[r * nb + b] as f32;
+                    *accr += (f16_to_f32(w.m[si]) * s) * a.xs[r * nb + b] as f32;
                 }
             }
         }
@@ -403,8 +463,8 @@ pub mod avx2 {
     use std::arch::x86_64::*;
 
     /// # Safety
-    /// AVX2 must be available; `y` as for [`tile_scalar`].
-    #[target_feature(enable = "avx2")]
+    /// AVX2 and F16C must be available; `y` as for [`tile_scalar`].
+    #[target_feature(enable = "avx2,f16c")]
     pub unsafe fn task(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32) {
         // Rows in chunks whose activations stay in L2 while the task's column groups pass
         // over them (a prefill call can carry thousands of rows: streaming all of them once
@@ -433,10 +493,13 @@ pub mod avx2 {
 
     #[inline(always)]
     unsafe fn tile<const R: usize>(a: &QAct, w: &QMat, g: usize, r0: usize, y: *mut f32) {
-        let acc = match w.kind {
-            WKind::Q4_1 => tile_q4::<R, true, false>(a, w, g, r0),
-            WKind::Q4_0 => tile_q4::<R, false, true>(a, w, g, r0),
-            WKind::Q8_0 => tile_q8::<R>(a, w, g, r0),
+        let acc = match (w.kind, &w.d) {
+            (WKind::Q4_1, Scales::Half(d)) => tile_q4::<R, true, false>(a, w, d, g, r0),
+            (WKind::Q4_0, Scales::Half(d)) => tile_q4::<R, false, true>(a, w, d, g, r0),
+            (WKind::Q8_0, Scales::Half(d)) => tile_q8::<R, true>(a, w, d.as_ptr().cast(), g, r0),
+            (WKind::Q8_0, Scales::Single(d)) => tile_q8::<R, false>(a, w, d.as_ptr().cast(), g, r0),
+            // Q4 matrices come only from GGUF blocks, whose scales are halves.
+            (_, Scales::Single(_)) => unreachable!("Q4 blocks with f32 scales"),
         };
         for (i, v) in acc.iter().enumerate() {
             let mut tmp = [0f32; GC];
@@ -448,6 +511,12 @@ pub mod avx2 {
                 }
             }
         }
+    }
+
+    /// The 8 scales of one group and block: halves widened exactly by `vcvtph2ps`.
+    #[inline(always)]
+    unsafe fn load_half8(p: *const u16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
     }
 
     #[inline(always)]
@@ -482,6 +551,7 @@ pub mod avx2 {
     unsafe fn tile_q4<const R: usize, const MIN: bool, const OFF8: bool>(
         a: &QAct,
         w: &QMat,
+        d: &[u16],
         g: usize,
         r0: usize,
     ) -> [__m256; R] {
@@ -506,9 +576,9 @@ pub mod avx2 {
                 }
             }
             let si = (g * nb + b) * GC;
-            let dv = _mm256_loadu_ps(w.d.as_ptr().add(si));
+            let dv = load_half8(d.as_ptr().add(si));
             let mv = if MIN {
-                _mm256_loadu_ps(w.m.as_ptr().add(si))
+                load_half8(w.m.as_ptr().add(si))
             } else {
                 _mm256_setzero_ps()
             };
@@ -526,7 +596,14 @@ pub mod avx2 {
     }
 
     #[inline(always)]
-    unsafe fn tile_q8<const R: usize>(a: &QAct, w: &QMat, g: usize, r0: usize) -> [__m256; R] {
+    /// `d` points at the scales: f16 bits if `HALF`, else f32.
+    unsafe fn tile_q8<const R: usize, const HALF: bool>(
+        a: &QAct,
+        w: &QMat,
+        d: *const u8,
+        g: usize,
+        r0: usize,
+    ) -> [__m256; R] {
         let nb = w.nb;
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); R];
@@ -545,7 +622,12 @@ pub mod avx2 {
                     s32[i] = _mm256_add_epi32(s32[i], p);
                 }
             }
-            let dv = _mm256_loadu_ps(w.d.as_ptr().add((g * nb + b) * GC));
+            let si = (g * nb + b) * GC;
+            let dv = if HALF {
+                load_half8((d as *const u16).add(si))
+            } else {
+                _mm256_loadu_ps((d as *const f32).add(si))
+            };
             for i in 0..R {
                 let ai = (r0 + i) * nb + b;
                 acc[i] = combine::<false>(acc[i], s32[i], dv, zero, *a.sx.get_unchecked(ai), 0);
@@ -665,6 +747,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             {
                 std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("f16c")
             }
             #[cfg(not(target_arch = "x86_64"))]
             {
@@ -713,6 +796,39 @@ mod tests {
                         qmatmul(&a1, &w, &mut y1);
                         assert_eq!(bits(&y1), want[rr * n_out..(rr + 1) * n_out]);
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_matrices_quantized_at_load_match_across_kernels() {
+        // Their scales stay f32 (not halves): the other AVX2 scale path.
+        let mut r = Lcg(11);
+        let (n_out, k) = (21, 576);
+        let wf: Vec<f32> = (0..n_out * k).map(|_| r.f() * 0.1).collect();
+        let w = QMat::from_f32_q8(&wf, n_out, k);
+        assert!(matches!(w.d, Scales::Single(_)));
+        for rows in [1usize, 4, 9] {
+            let x: Vec<f32> = (0..rows * k).map(|_| r.f()).collect();
+            let a = QAct::new(&x, rows, k);
+            let scalar = bits(&run(&a, &w, false));
+            let mut y = vec![0f32; rows * n_out];
+            qmatmul(&a, &w, &mut y);
+            assert_eq!(bits(&y), scalar, "rows {rows}");
+            // The definition, from the f32 scales and integer quants directly.
+            for rr in 0..rows {
+                for o in 0..n_out {
+                    let mut acc = 0f32;
+                    let mut q = [0i32; QK];
+                    for b in 0..k / QK {
+                        w.unpack(o, b, &mut q);
+                        let xq = &a.q[rr * k + b * QK..rr * k + (b + 1) * QK];
+                        let isum: i32 = q.iter().zip(xq).map(|(&w, &x)| w * x as i32).sum();
+                        let si = (o / GC * w.nb + b) * GC + o % GC;
+                        acc += (w.d_at(si) * a.sx[rr * (k / QK) + b]) * isum as f32;
+                    }
+                    assert_eq!(acc.to_bits(), scalar[rr * n_out + o]);
                 }
             }
         }

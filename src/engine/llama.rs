@@ -7,7 +7,7 @@
 //! same bits.
 
 use super::half;
-use super::int8::{qmatmul, QAct, QMat};
+use super::int8::{qmatmul, qmatmul_many, QAct, QMat};
 use super::kernels::matmul;
 use super::math::{
     dot, exp_f32, exp_f64, ln_f64, max_f32, silu, sin_cos_f64, sum_lanes, sum_sq, LANES,
@@ -52,6 +52,25 @@ impl Mat {
         match self {
             Mat::F32(w) => matmul(inp.x, rows, w, n_out, k, y),
             Mat::Q(w) => qmatmul(inp.q.as_ref().expect("quantized input"), w, y),
+        }
+    }
+
+    /// `apply` of several matrices to one input: (matrix, n_out, output). Integer matrices
+    /// share one parallel call ([`super::int8::qmatmul_many`]); the result is the same.
+    fn apply_many(inp: &Input, rows: usize, k: usize, outs: &mut [(&Mat, usize, &mut [f32])]) {
+        let all_q = outs.iter().all(|(m, _, _)| matches!(m, Mat::Q(_)));
+        if let (Some(a), true) = (&inp.q, all_q) {
+            let mut qs: Vec<(&QMat, &mut [f32])> = outs
+                .iter_mut()
+                .filter_map(|(m, _, y)| match m {
+                    Mat::Q(w) => Some((w, &mut **y)),
+                    Mat::F32(_) => None,
+                })
+                .collect();
+            return qmatmul_many(a, &mut qs);
+        }
+        for (m, n_out, y) in outs.iter_mut() {
+            m.apply(inp, rows, *n_out, k, y);
         }
     }
 
@@ -185,6 +204,17 @@ impl KvCache {
     /// The RoPE position the next row must carry.
     pub fn next_pos(&self) -> usize {
         self.offset + self.len
+    }
+
+    /// Forgets the newest slots down to `len` (rows computed speculatively whose input
+    /// turned out wrong); later rows overwrite them. Slot 0's raw key stays as it is, so a
+    /// later [`Llama::slide`] is unaffected. A longer `len` than written changes nothing.
+    pub fn truncate(&mut self, len: usize) {
+        if len == 0 {
+            self.clear();
+        } else {
+            self.len = self.len.min(len);
+        }
     }
 }
 
@@ -652,9 +682,16 @@ impl Llama {
         for (li, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, c.norm_eps, &mut h);
             let inp = self.input(&h, n, d);
-            l.wq.apply(&inp, n, d, d, &mut q);
-            l.wk.apply(&inp, n, kvd, d, &mut k);
-            l.wv.apply(&inp, n, kvd, d, &mut v);
+            Mat::apply_many(
+                &inp,
+                n,
+                d,
+                &mut [
+                    (&l.wq, d, &mut q),
+                    (&l.wk, kvd, &mut k),
+                    (&l.wv, kvd, &mut v),
+                ],
+            );
             // Slot 0's raw keys are kept for re-rotation when its window slides.
             for (i, r) in rows.iter().enumerate() {
                 if slots[i] == 0 {
@@ -708,8 +745,12 @@ impl Llama {
             }
             rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut h);
             let inp = self.input(&h, n, d);
-            l.w_gate.apply(&inp, n, c.ffn_dim, d, &mut g);
-            l.w_up.apply(&inp, n, c.ffn_dim, d, &mut u);
+            Mat::apply_many(
+                &inp,
+                n,
+                d,
+                &mut [(&l.w_gate, c.ffn_dim, &mut g), (&l.w_up, c.ffn_dim, &mut u)],
+            );
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv = silu(*gv) * *uv;
             }

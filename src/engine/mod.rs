@@ -171,6 +171,63 @@ mod speed {
     }
     const GOLDEN: u64 = 0x680f_31b0_3852_6bcc;
 
+    /// Cost of a one-stream call by its row count, after 768 cached positions (what a
+    /// speculative decoder pays for extra guessed rows).
+    /// `cargo test --release --lib rows_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn rows_cost() {
+        let Some((_, model)) = load(BACKEND_INT8_F16KV) else {
+            return;
+        };
+        let ctx = 768;
+        let mut caches = vec![model.new_cache(ctx + 16)];
+        let tok = |p: usize| ((p * 977 + 13) % 49152) as u32;
+        let rows: Vec<Row> = (0..ctx)
+            .map(|p| Row {
+                stream: 0,
+                token: tok(p),
+                pos: p,
+            })
+            .collect();
+        model
+            .forward_select(&mut caches, &rows, &[], &mut [])
+            .unwrap();
+        let v = model.cfg.vocab;
+        let mut base = 0.0;
+        // LMZIP_ROWS=r: only that row count, many times (for a profiler).
+        let only: Option<usize> = std::env::var("LMZIP_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let reps = if only.is_some() { 400 } else { 15 };
+        for r in only.map_or(1..=8usize, |r| r..=r) {
+            let rows: Vec<Row> = (ctx..ctx + r)
+                .map(|p| Row {
+                    stream: 0,
+                    token: tok(p),
+                    pos: p,
+                })
+                .collect();
+            let want: Vec<usize> = (0..r).collect();
+            let mut logits = vec![0f32; r * v];
+            let mut t = Vec::new();
+            for _ in 0..reps {
+                let s = std::time::Instant::now();
+                model
+                    .forward_select(&mut caches, &rows, &want, &mut logits)
+                    .unwrap();
+                t.push(s.elapsed().as_secs_f64());
+                caches[0].truncate(ctx);
+            }
+            t.sort_by(f64::total_cmp);
+            let med = t[reps / 2];
+            if base == 0.0 {
+                base = med;
+            }
+            eprintln!("rows {r}: {:.2} ms ({:.2}x one row)", med * 1e3, med / base);
+        }
+    }
+
     /// Greedy longest-match tokenization with the GGUF vocabulary (good enough for stats).
     fn greedy_tokens(content: &gguf_file::Content, text: &str, n: usize) -> Vec<u32> {
         let vocab = content.metadata["tokenizer.ggml.tokens"].to_vec().unwrap();
