@@ -35,6 +35,10 @@ pub struct BenchResult {
     pub model_seconds: f64,
     pub predict_seconds: f64,
     pub window: u32,
+    /// Decoding: forward calls, guessed rows and guesses that came true (speculation).
+    pub decode_calls: u64,
+    pub decode_guessed: u64,
+    pub decode_guessed_right: u64,
 }
 
 /// The ablation variants for `base`: the LLM alone, each component added alone, each
@@ -149,6 +153,9 @@ pub fn bench_bytes(
         model_seconds: cs.model_seconds,
         predict_seconds: cs.predict_seconds,
         window: opts.window,
+        decode_calls: ds.calls,
+        decode_guessed: ds.guessed,
+        decode_guessed_right: ds.guessed_right,
     })
 }
 

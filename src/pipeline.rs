@@ -5,14 +5,16 @@
 //! independent stream with its own cache and range coder; streams advance one position per
 //! step, and within a step they are handled in stream order — the order both directions
 //! use, so stateful predictors stay in sync. The encoder knows every symbol in advance and
-//! scores many positions per forward call; the decoder scores one per stream per step. The
-//! engine's results do not depend on that split (see `engine`).
+//! scores many positions per forward call; the decoder scores one per stream per step, plus,
+//! when a step has few streams, rows for guessed next symbols that save later calls when
+//! the guesses come true (see `Ahead`). The engine's results do not depend on that split
+//! (see `engine`).
 
 use crate::coder::{BlockDecoder, BlockEncoder, Cdf};
 use crate::engine::{backend_name, KvCache, Row};
 use crate::format::{self, ArchiveTally, BlockEntry, Frame, Header, Trailer};
 use crate::model::{describe_identity, hex, Model};
-use crate::predict::{Ensemble, PredictorSettings, Scratch};
+use crate::predict::{DraftKind, Ensemble, PredictorSettings, Scratch, DRAFT_KINDS};
 use crate::{Error, ErrorKind, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -62,6 +64,10 @@ pub struct Stats {
     pub model_seconds: f64,
     /// Seconds spent in the predictors (mixing, CDFs, updates) and the coder.
     pub predict_seconds: f64,
+    /// Forward calls the decoder made, rows it guessed, and guesses that came true.
+    pub calls: u64,
+    pub guessed: u64,
+    pub guessed_right: u64,
     /// Sum over symbols of their cost in bits under the coded distribution.
     pub ideal_bits: f64,
     /// Same, for each extra predictor variant measured alongside (`compress_measure`).
@@ -272,12 +278,21 @@ impl Lane {
 
     /// Distributions for one step: `items` = (stream, index into the engine's logits).
     fn predict(&mut self, engine: &Engine, items: &[(usize, usize)]) {
+        let rows: Vec<(usize, &[f32])> = items
+            .iter()
+            .map(|&(s, li)| (s, engine.logits(li)))
+            .collect();
+        self.predict_from(&rows);
+    }
+
+    /// Distributions for one step from each stream's logits.
+    fn predict_from(&mut self, items: &[(usize, &[f32])]) {
         let ens = &self.ens;
         self.scratch[..items.len()]
             .par_iter_mut()
             .zip(self.cdfs[..items.len()].par_iter_mut())
             .zip(items.par_iter())
-            .for_each(|((sc, cdf), &(s, li))| ens.predict(s, engine.logits(li), sc, cdf));
+            .for_each(|((sc, cdf), &(s, logits))| ens.predict(s, logits, sc, cdf));
     }
 
     /// Learns the step's symbols, streams in order.
@@ -591,7 +606,10 @@ pub fn decode_memory(model: &Model, header: &Header, settings: &PredictorSetting
     let per_stream = model.llama.cache_bytes(window) as u64
         + (model.llama.cfg.vocab as u64) * 4 // logits
         + 3 * 4 * n; // scratch numerators, weights, CDF
-    streams * per_stream + settings.memory_bytes(n as usize) as u64
+    let guessed = (SPECULATE_STREAMS.min(streams as usize) * MAX_GUESSES) as u64
+        * model.llama.cfg.vocab as u64
+        * 4; // logits of guessed rows
+    streams * per_stream + guessed + settings.memory_bytes(n as usize) as u64
 }
 
 /// `decompress` with an explicit memory limit in bytes (see `decode_memory`).
@@ -602,6 +620,19 @@ pub fn decompress_limited<R: Read, W: Write>(
     progress: Progress,
     limit: u64,
 ) -> Result<Stats> {
+    decompress_with(model, input, out, progress, limit, speculation_on())
+}
+
+/// `decompress_limited`, choosing whether the decoder feeds guessed symbols as extra rows
+/// (see [`Ahead`]); the output is the same either way, only the speed differs.
+pub fn decompress_with<R: Read, W: Write>(
+    model: &Model,
+    input: &mut R,
+    out: &mut W,
+    progress: Progress,
+    limit: u64,
+    speculate: bool,
+) -> Result<Stats> {
     let mut input = CountingReader {
         inner: input,
         count: 0,
@@ -610,13 +641,96 @@ pub fn decompress_limited<R: Read, W: Write>(
     let mut archives = 0u64;
     while let Some(header) = Header::read_from(&mut input)? {
         archives += 1;
-        decompress_one(model, &header, &mut input, out, &mut stats, progress, limit)?;
+        let how = Decode { limit, speculate };
+        decompress_one(model, &header, &mut input, out, &mut stats, progress, how)?;
     }
     if archives == 0 {
         return Err(Error::truncated("header"));
     }
     stats.archive_bytes = input.count;
     Ok(stats)
+}
+
+/// How to decode: memory limit in bytes, and whether to speculate.
+#[derive(Clone, Copy)]
+struct Decode {
+    limit: u64,
+    speculate: bool,
+}
+
+/// Most guessed rows a decoder adds after a stream's row.
+const MAX_GUESSES: usize = 4;
+/// Speculation runs while a step has at most this many streams: a call with few rows is
+/// bound by streaming the weights, so extra rows cost little; with many it is bound by
+/// arithmetic, and wrong guesses would cost their full share.
+const SPECULATE_STREAMS: usize = 2;
+/// A guess is added while the estimated chance that every guess so far comes true stays at
+/// least this (an extra row costs about a sixth to a third of a one-row call).
+const MIN_CHAIN: f64 = 0.4;
+
+/// Whether the decoder speculates (`LMZIP_NO_SPECULATION=1` turns it off, to compare).
+fn speculation_on() -> bool {
+    std::env::var_os("LMZIP_NO_SPECULATION").is_none_or(|v| v == "0")
+}
+
+/// Speculative decoding of one stream. Because the engine's result for a row does not depend
+/// on the other rows of its call, the decoder can feed guesses of the next symbols (from
+/// the match and n-gram models) as extra rows: when a guess comes true, the logits its row
+/// gave are exactly those a token-by-token decoder would compute, and the next step needs
+/// no forward call; when it does not, the cache is cut back. Guesses decide only which rows
+/// run, never a probability, so the archive format is unaffected.
+#[derive(Default)]
+struct Ahead {
+    /// `guesses[j]` was fed as the input of guessed row `j`, whose logits (`vocab` values
+    /// at `logits[j·vocab..]`) predict the symbol after it.
+    guesses: Vec<u32>,
+    kinds: Vec<DraftKind>,
+    logits: Vec<f32>,
+    /// Cache length with the stream's real rows, before the guessed ones.
+    base_len: usize,
+    /// Logits used for the symbol being decoded: `None` = the engine's row, `Some(j)` =
+    /// guessed row `j`.
+    current: Option<usize>,
+    /// The guessed row whose logits predict the stream's next symbol, once confirmed.
+    next: Option<usize>,
+}
+
+/// How often guesses of each kind came true in this run, with a prior (decoder-side only).
+struct GuessRates {
+    tried: [f64; DRAFT_KINDS],
+    right: [f64; DRAFT_KINDS],
+}
+
+impl GuessRates {
+    fn new() -> Self {
+        // Priors from alice29, fields.c, grammar.lsp and the OOD report: matches and
+        // single-continuation contexts come true about 70-80% of the time, others 20-40%.
+        GuessRates {
+            tried: [4.0; DRAFT_KINDS],
+            right: [3.0, 3.0, 1.0],
+        }
+    }
+
+    fn rate(&self, k: DraftKind) -> f64 {
+        self.right[k as usize] / self.tried[k as usize]
+    }
+
+    fn record(&mut self, k: DraftKind, right: bool) {
+        self.tried[k as usize] += 1.0;
+        self.right[k as usize] += right as u32 as f64;
+    }
+
+    /// How many of the guesses to run: while the chance all of them hold stays high.
+    fn keep(&self, kinds: &[DraftKind]) -> usize {
+        let mut p = 1.0;
+        for (j, &k) in kinds.iter().enumerate() {
+            p *= self.rate(k);
+            if p < MIN_CHAIN {
+                return j;
+            }
+        }
+        kinds.len()
+    }
 }
 
 fn decompress_one<R: Read, W: Write>(
@@ -626,8 +740,9 @@ fn decompress_one<R: Read, W: Write>(
     out: &mut W,
     stats: &mut Stats,
     progress: Progress,
-    limit: u64,
+    how: Decode,
 ) -> Result<()> {
+    let limit = how.limit;
     let settings = check_header(model, header)?;
     let tk = &model.tokenizer;
     let vocab = tk.vocab_size();
@@ -644,6 +759,7 @@ fn decompress_one<R: Read, W: Write>(
     let mut engine = Engine::new(model);
     let mut lane = Lane::new(model, &settings, streams);
     let mut tally = ArchiveTally::new();
+    let mut rates = GuessRates::new();
     let mut sha = Sha256::new();
     loop {
         let (entries, payloads) = match format::read_frame(input, header)? {
@@ -684,14 +800,28 @@ fn decompress_one<R: Read, W: Write>(
         let mut want = Vec::new();
         let mut items = Vec::new();
         let mut step_syms = Vec::new();
+        let mut ahead: Vec<Ahead> = (0..n).map(|_| Ahead::default()).collect();
+        // Where each stream's guessed rows start in `want` this step.
+        let mut guess_at: Vec<Option<usize>> = vec![None; n];
+        let speculate = how.speculate;
         for p in 0..max_len {
             rows.clear();
             want.clear();
             items.clear();
+            let active = glens.iter().filter(|&&l| p < l).count();
+            let spec_step = speculate && active <= SPECULATE_STREAMS;
             for s in 0..n {
+                guess_at[s] = None;
                 if p >= glens[s] {
                     continue;
                 }
+                if let Some(j) = ahead[s].next.take() {
+                    // A confirmed guess already gave this symbol's logits.
+                    ahead[s].current = Some(j);
+                    items.push((s, usize::MAX));
+                    continue;
+                }
+                ahead[s].current = None;
                 let before = rows.len();
                 let cache_len = engine.caches[s].len();
                 if rows_for(
@@ -710,13 +840,81 @@ fn decompress_one<R: Read, W: Write>(
                 debug_assert!(rows.len() > before);
                 items.push((s, want.len()));
                 want.push(rows.len() - 1);
+                let a = &mut ahead[s];
+                a.guesses.clear();
+                a.kinds.clear();
+                a.base_len = engine.caches[s].len() + (rows.len() - before);
+                if spec_step {
+                    // Guessed row j predicts symbol p + j + 1 with the cache holding
+                    // base_len + j entries: stay inside the block and below the window
+                    // (where the one-by-one decoder would slide first).
+                    let room = glens[s] - p - 1;
+                    let cap = engine.caches[s].capacity();
+                    let room = room.min(window.min(cap).saturating_sub(a.base_len));
+                    lane.ens.draft(
+                        s,
+                        MAX_GUESSES.min(room),
+                        vocab,
+                        &mut a.guesses,
+                        &mut a.kinds,
+                    );
+                    let k = rates.keep(&a.kinds);
+                    a.guesses.truncate(k);
+                    a.kinds.truncate(k);
+                    let last = rows[rows.len() - 1].pos;
+                    guess_at[s] = Some(want.len());
+                    for (j, &g) in a.guesses.iter().enumerate() {
+                        want.push(rows.len());
+                        rows.push(Row {
+                            stream: s,
+                            token: g,
+                            pos: last + 1 + j,
+                        });
+                    }
+                }
             }
-            engine.run(&rows, &want, stats)?;
+            if !rows.is_empty() {
+                engine.run(&rows, &want, stats)?;
+                stats.calls += 1;
+                stats.guessed +=
+                    (want.len() - items.iter().filter(|i| i.1 != usize::MAX).count()) as u64;
+            }
             let t = std::time::Instant::now();
-            lane.predict(&engine, &items);
+            let v = model.llama.cfg.vocab;
+            for s in 0..n {
+                if let Some(w0) = guess_at[s] {
+                    let a = &mut ahead[s];
+                    let g = a.guesses.len();
+                    a.logits.clear();
+                    a.logits
+                        .extend_from_slice(&engine.logits[w0 * v..(w0 + g) * v]);
+                }
+            }
+            let sources: Vec<(usize, &[f32])> = items
+                .iter()
+                .map(|&(s, li)| match ahead[s].current {
+                    Some(j) => (s, &ahead[s].logits[j * v..(j + 1) * v]),
+                    None => (s, engine.logits(li)),
+                })
+                .collect();
+            lane.predict_from(&sources);
             step_syms.clear();
             for (i, &(s, _)) in items.iter().enumerate() {
                 let sym = decoders[s].decode(&lane.cdfs[i])?;
+                // The guess after the logits just used (`current`) came true or not.
+                let a = &mut ahead[s];
+                let c = a.current.map_or(0, |j| j + 1);
+                if c < a.guesses.len() {
+                    let right = a.guesses[c] == sym;
+                    rates.record(a.kinds[c], right);
+                    stats.guessed_right += right as u64;
+                    if right {
+                        a.next = Some(c);
+                    } else {
+                        engine.caches[s].truncate(a.base_len + c);
+                        a.guesses.clear();
+                    }
+                }
                 let bytes = tk.symbol_bytes(sym);
                 if outputs[s].len() + bytes.len() > entries[s].original_len as usize {
                     return Err(Error::new(ErrorKind::ChecksumMismatch {

@@ -133,3 +133,60 @@ fn decodes_on_an_emulated_cpu_without_avx2() {
         assert_decodes_to_text(c);
     }
 }
+
+/// The decoder's speculative rows (guessed next symbols fed ahead, kept only when they come
+/// true) give exactly the token-by-token result: one and two streams, both window policies,
+/// a window small enough that guesses meet slides and resets.
+#[test]
+fn speculative_decoding_matches_token_by_token() {
+    let Some(path) = lmzip::testing::real_model_path() else {
+        return;
+    };
+    let m = Model::load(&path).unwrap();
+    // Repeats make the match model guess; the changes make some guesses wrong.
+    let text: Vec<u8> = b"the cat sat on the mat. the cat sat on the hat. the cat sat on the mat. \
+the dog sat on the mat. the cat sat on the mat. \xff\x00 the cat sat on the mat."
+        .to_vec();
+    for (streams, block, window, keep, policy) in [
+        (1u16, 4096u32, 1024u32, 896u32, lmzip::format::WINDOW_SHIFT),
+        (1, 4096, 14, 9, lmzip::format::WINDOW_SHIFT),
+        (1, 4096, 14, 9, lmzip::format::WINDOW_REPREFILL),
+        (2, 30, 12, 7, lmzip::format::WINDOW_SHIFT),
+    ] {
+        let o = CompressOptions {
+            block_tokens: block,
+            streams,
+            window,
+            keep,
+            window_policy: policy,
+            ..CompressOptions::default()
+        };
+        let mut a = Vec::new();
+        pipeline::compress(&m, &text, &o, &mut a, &mut |_| {}).unwrap();
+        let run = |spec: bool| {
+            let mut out = Vec::new();
+            let st =
+                pipeline::decompress_with(&m, &mut &a[..], &mut out, &mut |_| {}, 1 << 34, spec)
+                    .expect("decompresses");
+            (out, st)
+        };
+        let (plain, ps) = run(false);
+        let (spec, ss) = run(true);
+        let what = format!("streams {streams}, window {window}/{keep}, policy {policy}");
+        assert_eq!(plain, text, "{what}");
+        assert_eq!(spec, text, "{what}");
+        assert_eq!(ps.guessed, 0, "{what}");
+        assert!(ss.guessed_right > 0, "{what}: no guess came true");
+        assert!(ss.guessed_right < ss.guessed, "{what}: no guess was wrong");
+        assert!(
+            ss.calls < ps.calls,
+            "{what}: {} vs {} calls",
+            ss.calls,
+            ps.calls
+        );
+        eprintln!(
+            "{what}: {} calls token by token, {} speculating ({} guessed rows, {} right)",
+            ps.calls, ss.calls, ss.guessed, ss.guessed_right
+        );
+    }
+}

@@ -520,6 +520,12 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     }
     if !a.json {
         print!("{}", lmzip::bench::render_table(&results));
+        for r in results.iter().filter(|r| r.decode_guessed > 0) {
+            println!(
+                "{}: decoded {} symbols in {} forward calls; {} guessed rows, {} came true",
+                r.file, r.symbols, r.decode_calls, r.decode_guessed, r.decode_guessed_right
+            );
+        }
         println!(
             "threads {}, backend {}, streams ≤ {}, block tokens ≤ {}, window {} ({} keeping {}), predictor {}; bits per byte count the whole archive, not the model file",
             rayon::current_num_threads(),

@@ -85,6 +85,12 @@ impl Matcher {
         (sym != UNKNOWN).then_some((sym, st.len))
     }
 
+    /// Absolute history index of the symbol stream `s`'s current match predicts, if any.
+    pub fn pointer(&self, s: usize) -> Option<usize> {
+        let st = self.state[s];
+        (st.len > 0).then_some(st.ptr)
+    }
+
     /// After stream `s`'s symbol `sym` was pushed to `hist` at absolute index `at`.
     pub fn update(&mut self, hist: &History, s: usize, at: usize, sym: u32) {
         let mut st = self.state[s];

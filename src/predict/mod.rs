@@ -22,7 +22,7 @@ use crate::coder::Cdf;
 use crate::engine::math::{exp_f32, first_eq, hsum, max_f32, LANES};
 use crate::{Error, ErrorKind, Result};
 use bias::LogitBias;
-use history::History;
+use history::{History, UNKNOWN};
 use matcher::Matcher;
 use mixer::{Apm, ApmAt, Mixer};
 use ngram::{NGram, Seen};
@@ -259,6 +259,20 @@ pub struct Ensemble {
     match_slot0: usize,
 }
 
+/// Where a guess of [`Ensemble::draft`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DraftKind {
+    /// The match model's continuation.
+    Match = 0,
+    /// An n-gram context that has only ever seen this continuation, at least twice.
+    Sure = 1,
+    /// Any other n-gram context's most counted continuation.
+    Likely = 2,
+}
+
+/// Number of [`DraftKind`]s.
+pub const DRAFT_KINDS: usize = 3;
+
 /// Number of global mixer contexts.
 const CONTEXTS: usize = matcher::LENGTH_BUCKETS * mixer::LLM_BUCKETS;
 
@@ -441,6 +455,88 @@ impl Ensemble {
         cdf.build_from_weights(&sc.weights);
     }
 
+    /// Guesses up to `max` next symbols of `stream` (each below `vocab`) into `out`, from
+    /// the match model's continuation and then the highest n-gram order that has seen the
+    /// context. The decoder feeds guesses to the model speculatively; a guess only decides
+    /// which rows are computed, never a probability, so any guess decodes the same.
+    ///
+    /// `kinds` receives each guess's [`DraftKind`], for the caller's estimate of how often
+    /// such guesses come true.
+    pub fn draft(
+        &self,
+        stream: usize,
+        max: usize,
+        vocab: usize,
+        out: &mut Vec<u32>,
+        kinds: &mut Vec<DraftKind>,
+    ) {
+        out.clear();
+        kinds.clear();
+        let at = self.hist.pos(stream);
+        // Symbol at absolute index i, with the guesses standing in from `at` on (a match
+        // may overlap itself: "abab…" continues with what it has just guessed).
+        let sym_at = |i: usize, out: &[u32]| {
+            if i < at {
+                self.hist.at(i)
+            } else {
+                out.get(i - at).copied().unwrap_or(UNKNOWN)
+            }
+        };
+        let order = self.ngram.as_ref().map_or(0, |g| g.max_order());
+        let mut ctx: Vec<u32> = Vec::with_capacity(order + max);
+        for k in (1..=order).rev() {
+            if let Some(c) = self.hist.context_before(at, k) {
+                ctx.extend_from_slice(c);
+                break;
+            }
+        }
+        let mut mptr = self.matcher.as_ref().and_then(|m| m.pointer(stream));
+        while out.len() < max {
+            let mut guess = None;
+            if let Some(p) = mptr {
+                let g = sym_at(p, out);
+                if g == UNKNOWN {
+                    mptr = None;
+                } else {
+                    guess = Some((g, DraftKind::Match));
+                    mptr = Some(p + 1);
+                }
+            }
+            if guess.is_none() {
+                if let Some(g) = &self.ngram {
+                    for k in (1..=order.min(ctx.len())).rev() {
+                        if let Some(seen) = g.lookup(&ctx[ctx.len() - k..]) {
+                            let n = seen.n as usize;
+                            // The most counted continuation, the first on ties.
+                            let best = (1..n).fold(0, |b, j| {
+                                if seen.counts[j] > seen.counts[b] {
+                                    j
+                                } else {
+                                    b
+                                }
+                            });
+                            let kind = if seen.n == 1 && seen.total >= 2 {
+                                DraftKind::Sure
+                            } else {
+                                DraftKind::Likely
+                            };
+                            guess = Some((seen.syms[best], kind));
+                            break;
+                        }
+                    }
+                }
+            }
+            match guess {
+                Some((g, kind)) if (g as usize) < vocab => {
+                    out.push(g);
+                    kinds.push(kind);
+                    ctx.push(g);
+                }
+                _ => break,
+            }
+        }
+    }
+
     /// Learns from stream `stream`'s actual symbol `sym` (after its `predict`). Call in
     /// stream order within a step.
     pub fn update(&mut self, stream: usize, sym: u32, sc: &Scratch) {
@@ -548,5 +644,106 @@ mod tests {
         let first: f64 = a[..20].iter().sum();
         let last: f64 = a[180..].iter().sum();
         assert!(first > 100.0 && last < 10.0, "first {first} last {last}");
+    }
+
+    #[test]
+    fn draft_guesses_the_repeat_and_stops_at_the_vocabulary() {
+        let vocab = 64;
+        let logits = vec![0.0f32; vocab];
+        let mut e = Ensemble::new(&PredictorSettings::default(), vocab, vocab + 2, &[]);
+        // "1 2 3 4 5 6 7" twice, then "1 2 3": the match model continues with 4 5 6 7.
+        let text = [1u32, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 6, 7, 1, 2, 3];
+        e.begin_group(&[text.len() + 8]);
+        let (mut sc, mut cdf) = (Scratch::default(), Cdf::default());
+        let (mut out, mut kinds) = (Vec::new(), Vec::new());
+        e.draft(0, 4, vocab, &mut out, &mut kinds);
+        assert!(out.is_empty(), "nothing seen, nothing guessed");
+        for &s in &text {
+            e.predict(0, &logits, &mut sc, &mut cdf);
+            e.update(0, s, &sc);
+        }
+        e.draft(0, 4, vocab, &mut out, &mut kinds);
+        assert_eq!(out, [4, 5, 6, 7]);
+        assert_eq!(kinds[0], DraftKind::Match);
+        e.draft(0, 2, vocab, &mut out, &mut kinds);
+        assert_eq!(out, [4, 5], "at most max");
+        // A vocabulary of 6 ids: the guess 6 is not a model input, so the chain stops.
+        e.draft(0, 4, 6, &mut out, &mut kinds);
+        assert_eq!(out, [4, 5]);
+    }
+}
+
+#[cfg(test)]
+mod draft_probe {
+    use super::*;
+
+    /// How often the guesses of [`Ensemble::draft`] come true on real text (model-free:
+    /// the LLM input is flat, which changes the mixer but not the n-gram/match tables).
+    /// `cargo test --release --lib draft_acceptance -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn draft_acceptance() {
+        let path = crate::testing::real_model_path().expect("model");
+        let model = crate::model::Model::load(&path).expect("load");
+        let tk = &model.tokenizer;
+        let s = PredictorSettings::default();
+        for file in [
+            "corpora/files/canterbury/alice29.txt",
+            "corpora/files/canterbury/fields.c",
+            "corpora/files/canterbury/grammar.lsp",
+            "corpora/files/ood/deprivation-2025-technical-report.txt",
+        ] {
+            let Ok(data) = std::fs::read(file) else {
+                continue;
+            };
+            let data = &data[..data.len().min(60_000)];
+            let syms = tk.encode(data);
+            let mut ens =
+                Ensemble::new(&s, tk.vocab_size(), tk.num_symbols(), &model.control_tokens);
+            ens.begin_group(&[syms.len()]);
+            let logits = vec![0f32; tk.vocab_size()];
+            let (mut sc, mut cdf) = (Scratch::default(), Cdf::default());
+            let mut out = Vec::new();
+            let mut kinds = Vec::new();
+            let mut by_kind = [[0usize; 2]; DRAFT_KINDS];
+            let k = 4;
+            let mut hist_acc = [0usize; 5];
+            let mut first = 0;
+            for t in 0..syms.len() {
+                ens.draft(0, k, tk.vocab_size(), &mut out, &mut kinds);
+                for (j, (&g, &kd)) in out.iter().zip(&kinds).enumerate() {
+                    // Conditional precision: guess j counts once the earlier ones held.
+                    if out[..j] != syms[t..(t + j).min(syms.len())] {
+                        break;
+                    }
+                    by_kind[kd as usize][0] += 1;
+                    by_kind[kd as usize][1] += (syms.get(t + j) == Some(&g)) as usize;
+                }
+                let acc = out
+                    .iter()
+                    .zip(&syms[t..])
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                hist_acc[acc] += 1;
+                first += (!out.is_empty() && out[0] == syms[t]) as usize;
+                ens.predict(0, &logits, &mut sc, &mut cdf);
+                ens.update(0, syms[t], &sc);
+            }
+            let n = syms.len() as f64;
+            let mean: f64 = hist_acc
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (i * c) as f64)
+                .sum::<f64>()
+                / n;
+            println!(
+                "{file}: {} symbols, first guess right {:.1}%, accepted chain of {k}: {:?}, mean {:.2}",
+                syms.len(),
+                100.0 * first as f64 / n,
+                hist_acc,
+                mean
+            );
+            println!("  by kind (tried, right): {by_kind:?}");
+        }
     }
 }
