@@ -295,9 +295,9 @@ impl Lane {
             .for_each(|((sc, cdf), &(s, logits))| ens.predict(s, logits, sc, cdf));
     }
 
-    /// Learns the step's symbols, streams in order.
-    fn update(&mut self, items: &[(usize, usize)], syms: &[u32]) {
-        for (i, (&(s, _), &y)) in items.iter().zip(syms).enumerate() {
+    /// Learns the step's symbols (of `streams`, in order).
+    fn update(&mut self, streams: impl Iterator<Item = usize>, syms: &[u32]) {
+        for (i, (s, &y)) in streams.zip(syms).enumerate() {
             self.bits += self.cdfs[i].cost_bits(y as usize);
             self.ens.update(s, y, &self.scratch[i]);
         }
@@ -469,7 +469,7 @@ pub fn compress_measure<W: Write>(
                     encoders[s].encode(y, &lanes[0].cdfs[i])?;
                 }
                 for lane in lanes.iter_mut() {
-                    lane.update(items, &syms);
+                    lane.update(items.iter().map(|i| i.0), &syms);
                 }
             }
             stats.predict_seconds += t.elapsed().as_secs_f64();
@@ -688,11 +688,17 @@ struct Ahead {
     logits: Vec<f32>,
     /// Cache length with the stream's real rows, before the guessed ones.
     base_len: usize,
-    /// Logits used for the symbol being decoded: `None` = the engine's row, `Some(j)` =
-    /// guessed row `j`.
-    current: Option<usize>,
     /// The guessed row whose logits predict the stream's next symbol, once confirmed.
     next: Option<usize>,
+}
+
+/// Where a stream's logits for this step's symbol come from.
+#[derive(Clone, Copy)]
+enum Src {
+    /// This step's call, at this index of its wanted rows.
+    Call(usize),
+    /// Guessed row `j` of an earlier call, whose guess came true.
+    Guessed(usize),
 }
 
 /// How often guesses of each kind came true in this run, with a prior (decoder-side only).
@@ -817,11 +823,9 @@ fn decompress_one<R: Read, W: Write>(
                 }
                 if let Some(j) = ahead[s].next.take() {
                     // A confirmed guess already gave this symbol's logits.
-                    ahead[s].current = Some(j);
-                    items.push((s, usize::MAX));
+                    items.push((s, Src::Guessed(j)));
                     continue;
                 }
-                ahead[s].current = None;
                 let before = rows.len();
                 let cache_len = engine.caches[s].len();
                 if rows_for(
@@ -838,7 +842,7 @@ fn decompress_one<R: Read, W: Write>(
                     engine.make_room(s, header.window_policy, keep)?;
                 }
                 debug_assert!(rows.len() > before);
-                items.push((s, want.len()));
+                items.push((s, Src::Call(want.len())));
                 want.push(rows.len() - 1);
                 let a = &mut ahead[s];
                 a.guesses.clear();
@@ -863,6 +867,7 @@ fn decompress_one<R: Read, W: Write>(
                     a.kinds.truncate(k);
                     let last = rows[rows.len() - 1].pos;
                     guess_at[s] = Some(want.len());
+                    stats.guessed += a.guesses.len() as u64;
                     for (j, &g) in a.guesses.iter().enumerate() {
                         want.push(rows.len());
                         rows.push(Row {
@@ -876,34 +881,35 @@ fn decompress_one<R: Read, W: Write>(
             if !rows.is_empty() {
                 engine.run(&rows, &want, stats)?;
                 stats.calls += 1;
-                stats.guessed +=
-                    (want.len() - items.iter().filter(|i| i.1 != usize::MAX).count()) as u64;
             }
             let t = std::time::Instant::now();
             let v = model.llama.cfg.vocab;
-            for s in 0..n {
-                if let Some(w0) = guess_at[s] {
-                    let a = &mut ahead[s];
-                    let g = a.guesses.len();
+            // Keep the guessed rows' logits: the next call overwrites the engine's.
+            for (a, at) in ahead.iter_mut().zip(&guess_at) {
+                if let Some(w0) = *at {
                     a.logits.clear();
-                    a.logits
-                        .extend_from_slice(&engine.logits[w0 * v..(w0 + g) * v]);
+                    for j in 0..a.guesses.len() {
+                        a.logits.extend_from_slice(engine.logits(w0 + j));
+                    }
                 }
             }
             let sources: Vec<(usize, &[f32])> = items
                 .iter()
-                .map(|&(s, li)| match ahead[s].current {
-                    Some(j) => (s, &ahead[s].logits[j * v..(j + 1) * v]),
-                    None => (s, engine.logits(li)),
+                .map(|&(s, src)| match src {
+                    Src::Guessed(j) => (s, &ahead[s].logits[j * v..(j + 1) * v]),
+                    Src::Call(li) => (s, engine.logits(li)),
                 })
                 .collect();
             lane.predict_from(&sources);
             step_syms.clear();
-            for (i, &(s, _)) in items.iter().enumerate() {
+            for (i, &(s, src)) in items.iter().enumerate() {
                 let sym = decoders[s].decode(&lane.cdfs[i])?;
-                // The guess after the logits just used (`current`) came true or not.
+                // The guess after the logits just used came true or not.
                 let a = &mut ahead[s];
-                let c = a.current.map_or(0, |j| j + 1);
+                let c = match src {
+                    Src::Call(_) => 0,
+                    Src::Guessed(j) => j + 1,
+                };
                 if c < a.guesses.len() {
                     let right = a.guesses[c] == sym;
                     rates.record(a.kinds[c], right);
@@ -927,7 +933,7 @@ fn decompress_one<R: Read, W: Write>(
                 step_syms.push(sym);
                 stats.symbols += 1;
             }
-            lane.update(&items, &step_syms);
+            lane.update(items.iter().map(|i| i.0), &step_syms);
             stats.predict_seconds += t.elapsed().as_secs_f64();
             progress(stats.original_bytes + group_bytes);
         }

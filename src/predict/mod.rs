@@ -506,21 +506,12 @@ impl Ensemble {
                 if let Some(g) = &self.ngram {
                     for k in (1..=order.min(ctx.len())).rev() {
                         if let Some(seen) = g.lookup(&ctx[ctx.len() - k..]) {
-                            let n = seen.n as usize;
-                            // The most counted continuation, the first on ties.
-                            let best = (1..n).fold(0, |b, j| {
-                                if seen.counts[j] > seen.counts[b] {
-                                    j
-                                } else {
-                                    b
-                                }
-                            });
                             let kind = if seen.n == 1 && seen.total >= 2 {
                                 DraftKind::Sure
                             } else {
                                 DraftKind::Likely
                             };
-                            guess = Some((seen.syms[best], kind));
+                            guess = seen.most_counted().map(|g| (g, kind));
                             break;
                         }
                     }

@@ -37,6 +37,20 @@ impl Seen {
             .map_or(0, |i| self.counts[i] as u32)
     }
 
+    /// The most counted continuation (the first on ties), if any.
+    pub fn most_counted(&self) -> Option<u32> {
+        let n = self.n as usize;
+        (0..n)
+            .reduce(|b, j| {
+                if self.counts[j] > self.counts[b] {
+                    j
+                } else {
+                    b
+                }
+            })
+            .map(|b| self.syms[b])
+    }
+
     /// Confidence bucket for the mixer: total count class × deterministic (one continuation).
     pub fn confidence(&self) -> usize {
         let class = match self.total {
@@ -194,6 +208,7 @@ mod tests {
         g.update(&[1, 2], 9);
         let s = g.lookup(&[1, 2]).unwrap();
         assert_eq!((s.count(7), s.count(9), s.total, s.n), (2, 1, 3, 2));
+        assert_eq!(s.most_counted(), Some(7));
         for k in 0..10 {
             g.update(&[1, 2], 100 + k);
         }
