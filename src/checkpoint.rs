@@ -7,7 +7,7 @@
 //! x[i] with x[i + head_dim/2]. The engine rotates adjacent pairs, so without the same
 //! permutation a checkpoint would compute a different function.
 
-use crate::engine::llama::{llama3_rope_factors, RopeScaling, Weight, SUPPORTED_ROPE};
+use crate::engine::{llama3_rope_factors, RopeScaling, Weight, SUPPORTED_ROPE};
 use crate::engine::{Llama, LlamaConfig};
 use crate::model::{file_sha256, hex};
 use crate::{Error, ErrorKind, Result};

@@ -13,6 +13,7 @@ pub mod coder;
 pub mod engine;
 pub mod format;
 pub mod hub;
+pub mod math;
 pub mod model;
 pub mod pipeline;
 pub mod predict;

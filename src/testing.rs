@@ -347,7 +347,7 @@ pub fn synthetic_gguf(spec: &SyntheticSpec) -> Result<Vec<u8>> {
 /// The llama3 RoPE factors of the synthetic model (the function the loader applies to a
 /// checkpoint's `rope_scaling`, so GGUF and folder agree).
 fn llama3_factors(spec: &SyntheticSpec) -> Vec<f32> {
-    crate::engine::llama::llama3_rope_factors(
+    crate::engine::llama3_rope_factors(
         spec.dim / spec.heads,
         spec.rope_theta,
         8.0,

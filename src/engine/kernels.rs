@@ -6,7 +6,7 @@
 //! The AVX2 variant is the same Rust source compiled with wider registers: the per-lane
 //! operations are identical, so the bits are too (tested against the portable build).
 
-use super::math::{hsum, LANES};
+use crate::math::{hsum, LANES};
 use rayon::prelude::*;
 
 /// Output columns handed to one task: small enough to balance two to sixteen threads,
@@ -162,7 +162,7 @@ unsafe fn tile_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::math::dot;
+    use crate::math::dot;
 
     fn lcg(seed: &mut u64) -> f32 {
         *seed = seed

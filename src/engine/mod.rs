@@ -1,16 +1,31 @@
-//! The language model engine: loads llama weights (GGUF or checkpoint) and runs it deterministically.
+//! The language model engine: loads a transformer (GGUF or checkpoint) and runs it
+//! deterministically.
 //!
-//! Numeric backends are named by an id recorded in every archive header, because the exact
-//! logits — and so the archive — depend on the arithmetic that produced them.
+//! Laid out as llama.cpp splits it: weights ([`weights`]), the key/value cache
+//! ([`kv_cache`]), attention kernels ([`attention`]), the steps every forward pass shares
+//! ([`forward`]), RoPE ([`rope`]), matrix kernels ([`int8`], [`kernels`], [`half`]), and
+//! one file per architecture ([`llama`]). Numeric backends are named by an id recorded in
+//! every archive header, because the exact logits — and so the archive — depend on the
+//! arithmetic that produced them.
 
+pub(crate) mod attention;
 pub mod device;
+pub mod forward;
 pub mod half;
 pub mod int8;
 pub mod kernels;
+pub mod kv_cache;
 pub mod llama;
-pub mod math;
+pub mod rope;
+pub mod weights;
 
-pub use llama::{KvCache, Llama, LlamaConfig, RopeScaling, Row, Weight};
+/// The deterministic math now lives at the crate root ([`crate::math`]).
+pub use crate::math;
+pub use forward::Row;
+pub use kv_cache::KvCache;
+pub use llama::{Llama, LlamaConfig};
+pub use rope::{llama3_rope_factors, RopeScaling, SUPPORTED_ROPE};
+pub use weights::Weight;
 
 /// Backend 1: f32 weights (exact dequantized values), f32 activations, every reduction in
 /// the fixed lane order of [`math`], own exp/sin/cos. Bit-identical across thread counts,
@@ -269,8 +284,11 @@ mod speed {
             return;
         };
         let (_, m2) = load(BACKEND_INT8_EXACT).unwrap();
-        let text = std::fs::read_to_string("/work/shared/corpora/canterbury/alice29.txt")
-            .unwrap_or_else(|_| "The capital of France is Paris. ".repeat(40));
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("corpora/files/canterbury/alice29.txt"),
+        )
+        .unwrap_or_else(|_| "The capital of France is Paris. ".repeat(40));
         let toks = greedy_tokens(&content, &text, 201);
         let v = m1.cfg.vocab;
         let (a, b) = (logits(&m1, &toks), logits(&m2, &toks));
