@@ -130,22 +130,31 @@ impl QAct {
 /// Weight block kind inside a [`QMat`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WKind {
+    /// Nibbles q in 0..=15, value d·(q − 8).
     Q4_0,
+    /// Nibbles q in 0..=15, value d·q + m (GGUF Q4_1, and Q4_K's 32-value sub-blocks).
     Q4_1,
+    /// Bytes q in −128..=127, value d·q (GGUF Q8_0, Q5_0 as q − 16, and F32/F16 matrices
+    /// quantized at load).
     Q8_0,
+    /// Bytes q in −32..=31 with an integer scale per 16 values: value d·sc·q (GGUF Q6_K).
+    Q6K,
 }
 
 /// A weight matrix `n_out × k` repacked for the int8 kernels.
 ///
 /// Columns are padded to groups of 8 (padding has zero quants and zero scales). For group
 /// `g` and block `b`:
-/// * Q4_0/Q4_1: 4 vectors of 32 bytes; vector `t` holds, for columns c = 0..8, the GGUF nibble
-///   bytes `4t..4t+4` of that column's block (low nibble = value `4t+i`, high = `16+4t+i`).
-/// * Q8_0: 8 vectors of 32 bytes; vector `j` holds, for c = 0..8, quants `4j..4j+4`.
+/// * Q4_0/Q4_1: 4 vectors of 32 bytes; vector `t` holds, for columns c = 0..8, the nibble
+///   bytes `4t..4t+4` of that column's block in GGUF Q4_1 order (low nibble = value `4t+i`,
+///   high = `16+4t+i`).
+/// * Q8_0/Q6K: 8 vectors of 32 bytes; vector `j` holds, for c = 0..8, quants `4j..4j+4`.
 /// * `d[(g·nb + b)·8 + c]` and (Q4_1) `m[…]` are the block's scale and min: the GGUF f16
-///   bits as stored (widened to f32 exactly where used), or f32 for matrices quantized at
+///   bits as stored (widened to f32 exactly where used), or f32 where the block's scale is
+///   a product (Q4_K: d·sc and −dmin·m, both exact in f32) or the matrix was quantized at
 ///   load. Keeping the halves cuts the bytes a one-row call streams per Q4_1 weight from
 ///   0.75 to 0.625; F16C's `vcvtph2ps` and [`f16_to_f32`] widen them to the same bits.
+/// * Q6K: `sub[((g·nb + b)·8 + c)·2 + h]` is the integer scale of values `16h..16h+16`.
 pub struct QMat {
     pub kind: WKind,
     pub n_out: usize,
@@ -154,26 +163,218 @@ pub struct QMat {
     groups: usize,
     q: Vec<u8>,
     d: Scales,
-    m: Vec<u16>,
+    /// Q4_1 only: the per-block minimum (empty otherwise).
+    m: Scales,
+    /// Q6K only: two integer scales per block (empty otherwise).
+    sub: Vec<i8>,
 }
 
 /// Block scales of a [`QMat`].
 enum Scales {
     /// IEEE half bits, from GGUF blocks.
     Half(Vec<u16>),
-    /// f32, from matrices quantized at load by the activation rule.
+    /// f32: products of GGUF scales, or matrices quantized at load by the activation rule.
     Single(Vec<f32>),
+}
+
+impl Scales {
+    fn new(single: bool, n: usize) -> Self {
+        if single {
+            Scales::Single(vec![0.0; n])
+        } else {
+            Scales::Half(vec![0; n])
+        }
+    }
+
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        match self {
+            Scales::Half(v) => f16_to_f32(v[i]),
+            Scales::Single(v) => v[i],
+        }
+    }
+
+    fn is_half(&self) -> bool {
+        matches!(self, Scales::Half(_))
+    }
+
+    /// Raw pointer to the scale of slot `i`: u16 halves or f32 values.
+    fn ptr(&self, i: usize) -> *const u8 {
+        match self {
+            Scales::Half(v) => v[i..].as_ptr().cast(),
+            Scales::Single(v) => v[i..].as_ptr().cast(),
+        }
+    }
+}
+
+/// A GGUF block scale: the half as stored, or an exact f32 product.
+#[derive(Clone, Copy)]
+enum Scale {
+    Half(u16),
+    Single(f32),
+}
+
+/// One 32-value block decoded from any GGUF type, before packing.
+struct Block32 {
+    /// Values: nibbles 0..=15 for Q4 kinds, signed bytes otherwise.
+    q: [i8; QK],
+    d: Scale,
+    m: Option<Scale>,
+    sub: [i8; 2],
+}
+
+fn f16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+/// Q4_K's 6-bit scale and min of sub-block `j` (0..8), as ggml's `get_scale_min_k4`.
+fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Decodes GGUF blocks of `dtype` into 32-value blocks (`raw` holds whole super-blocks).
+/// Exact: every value is the GGUF value, with its scale kept as the half or as an exact
+/// product (Q4_K: d·sc has at most 11 + 6 significant bits, dmin·m too).
+fn decode_blocks(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Option<WKind> {
+    let blank = || Block32 {
+        q: [0; QK],
+        d: Scale::Half(0),
+        m: None,
+        sub: [0; 2],
+    };
+    match dtype {
+        GgmlDType::Q4_0 | GgmlDType::Q4_1 => {
+            let (bsz, qo) = if dtype == GgmlDType::Q4_0 {
+                (18, 2)
+            } else {
+                (20, 4)
+            };
+            for blk in raw.chunks_exact(bsz) {
+                let mut b = blank();
+                b.d = Scale::Half(f16_at(blk, 0));
+                if dtype == GgmlDType::Q4_1 {
+                    b.m = Some(Scale::Half(f16_at(blk, 2)));
+                }
+                for j in 0..16 {
+                    b.q[j] = (blk[qo + j] & 15) as i8;
+                    b.q[j + 16] = (blk[qo + j] >> 4) as i8;
+                }
+                out.push(b);
+            }
+            Some(if dtype == GgmlDType::Q4_0 {
+                WKind::Q4_0
+            } else {
+                WKind::Q4_1
+            })
+        }
+        GgmlDType::Q8_0 => {
+            for blk in raw.chunks_exact(34) {
+                let mut b = blank();
+                b.d = Scale::Half(f16_at(blk, 0));
+                for j in 0..QK {
+                    b.q[j] = blk[2 + j] as i8;
+                }
+                out.push(b);
+            }
+            Some(WKind::Q8_0)
+        }
+        GgmlDType::Q5_0 => {
+            for blk in raw.chunks_exact(22) {
+                let mut b = blank();
+                b.d = Scale::Half(f16_at(blk, 0));
+                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                for j in 0..16 {
+                    let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                    let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                    b.q[j] = ((blk[6 + j] & 15) | h0) as i8 - 16;
+                    b.q[j + 16] = ((blk[6 + j] >> 4) | h1) as i8 - 16;
+                }
+                out.push(b);
+            }
+            Some(WKind::Q8_0)
+        }
+        GgmlDType::Q4K => {
+            for sb in raw.chunks_exact(144) {
+                let d = f16_to_f32(f16_at(sb, 0));
+                let dmin = f16_to_f32(f16_at(sb, 2));
+                let (scales, qs) = (&sb[4..16], &sb[16..144]);
+                for j in 0..8 {
+                    let (sc, mn) = q4k_scale_min(j, scales);
+                    let mut b = blank();
+                    b.d = Scale::Single(d * sc as f32);
+                    // value = d·sc·q − dmin·m: the min is stored negated, as Q4_1 adds it.
+                    b.m = Some(Scale::Single(-(dmin * mn as f32)));
+                    let chunk = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+                    for (l, &byte) in chunk.iter().enumerate() {
+                        b.q[l] = if j % 2 == 0 { byte & 15 } else { byte >> 4 } as i8;
+                    }
+                    out.push(b);
+                }
+            }
+            Some(WKind::Q4_1)
+        }
+        GgmlDType::Q6K => {
+            for sb in raw.chunks_exact(210) {
+                let (ql, qh, sc) = (&sb[0..128], &sb[128..192], &sb[192..208]);
+                let d = f16_at(sb, 208);
+                // 256 values in two halves of 128; within a half, value l + 32·t comes from
+                // ql[l + 32·(t & 1)] (low or high nibble by t / 2) and qh[l] bits 2t..2t+2.
+                let mut vals = [0i8; 256];
+                for n in 0..2 {
+                    let (ql, qh) = (&ql[64 * n..64 * n + 64], &qh[32 * n..32 * n + 32]);
+                    for l in 0..32 {
+                        let q1 = (ql[l] & 15) | ((qh[l] & 3) << 4);
+                        let q2 = (ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4);
+                        let q3 = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        let q4 = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                        for (t, q) in [q1, q2, q3, q4].into_iter().enumerate() {
+                            vals[128 * n + l + 32 * t] = q as i8 - 32;
+                        }
+                    }
+                }
+                for j in 0..8 {
+                    let mut b = blank();
+                    b.d = Scale::Half(d);
+                    b.q.copy_from_slice(&vals[32 * j..32 * j + 32]);
+                    b.sub = [sc[2 * j] as i8, sc[2 * j + 1] as i8];
+                    out.push(b);
+                }
+            }
+            Some(WKind::Q6K)
+        }
+        _ => None,
+    }
+}
+
+/// Bytes of one GGUF block of `dtype` and the values it holds.
+fn ggml_block(dtype: GgmlDType) -> Option<(usize, usize)> {
+    Some(match dtype {
+        GgmlDType::Q4_0 => (18, 32),
+        GgmlDType::Q4_1 => (20, 32),
+        GgmlDType::Q5_0 => (22, 32),
+        GgmlDType::Q8_0 => (34, 32),
+        GgmlDType::Q4K => (144, 256),
+        GgmlDType::Q6K => (210, 256),
+        _ => return None,
+    })
 }
 
 impl QMat {
     fn block_bytes(kind: WKind) -> usize {
         match kind {
             WKind::Q4_0 | WKind::Q4_1 => 16 * GC,
-            WKind::Q8_0 => 32 * GC,
+            WKind::Q8_0 | WKind::Q6K => 32 * GC,
         }
     }
 
-    /// Zero quants and scales (f16 scales unless `single`).
+    /// Zero quants and scales; scales (and Q4_1 minimums) f32 when `single`, else halves.
     fn empty(kind: WKind, n_out: usize, k: usize, single: bool) -> Self {
         let nb = k / QK;
         let groups = n_out.div_ceil(GC);
@@ -185,26 +386,16 @@ impl QMat {
             nb,
             groups,
             q: vec![0; groups * nb * Self::block_bytes(kind)],
-            d: if single {
-                Scales::Single(vec![0.0; ns])
-            } else {
-                Scales::Half(vec![0; ns])
-            },
-            m: if kind == WKind::Q4_1 {
-                vec![0; ns]
-            } else {
-                Vec::new()
-            },
+            d: Scales::new(single, ns),
+            m: Scales::new(single, if kind == WKind::Q4_1 { ns } else { 0 }),
+            sub: vec![0; if kind == WKind::Q6K { 2 * ns } else { 0 }],
         }
     }
 
     /// Scale of scale slot `si` as f32.
     #[inline(always)]
     fn d_at(&self, si: usize) -> f32 {
-        match &self.d {
-            Scales::Half(v) => f16_to_f32(v[si]),
-            Scales::Single(v) => v[si],
-        }
+        self.d.at(si)
     }
 
     /// Repacks raw GGUF tensor bytes (`n_out` rows of `k` values) exactly.
@@ -214,66 +405,89 @@ impl QMat {
                 "int8 backend: row length {k} is not a multiple of {QK}"
             )));
         }
-        let nb = k / QK;
-        let (kind, bsz) = match dtype {
-            GgmlDType::Q4_0 => (WKind::Q4_0, 18),
-            GgmlDType::Q4_1 => (WKind::Q4_1, 20),
-            GgmlDType::Q8_0 => (WKind::Q8_0, 34),
-            GgmlDType::F32 | GgmlDType::F16 => {
-                let ew = if dtype == GgmlDType::F32 { 4 } else { 2 };
-                if raw.len() != n_out * k * ew {
-                    return Err(model_err("int8 backend: tensor size mismatch".into()));
-                }
-                let x: Vec<f32> = if ew == 4 {
-                    raw.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect()
-                } else {
-                    raw.chunks_exact(2)
-                        .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                        .collect()
-                };
-                return Ok(Self::from_f32_q8(&x, n_out, k));
+        if let GgmlDType::F32 | GgmlDType::F16 = dtype {
+            let ew = if dtype == GgmlDType::F32 { 4 } else { 2 };
+            if raw.len() != n_out * k * ew {
+                return Err(model_err("int8 backend: tensor size mismatch".into()));
             }
-            other => {
-                return Err(Error::unsupported(
-                    "weight type for backend 2 (int8-exact)",
-                    format!("{other:?}"),
-                    "Q4_0, Q4_1, Q8_0, F32, F16, BF16; backend 1 (the default) runs every \
-                     type candle dequantizes",
-                ))
-            }
+            let x: Vec<f32> = if ew == 4 {
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            } else {
+                raw.chunks_exact(2)
+                    .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                    .collect()
+            };
+            return Ok(Self::from_f32_q8(&x, n_out, k));
+        }
+        let unsupported = || {
+            Error::unsupported(
+                "weight type for the integer backends (2, 3)",
+                format!("{dtype:?}"),
+                "Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, F32, F16, BF16; backend 1 runs every \
+                 type candle dequantizes",
+            )
         };
-        if raw.len() != n_out * nb * bsz {
+        let (bsz, per) = ggml_block(dtype).ok_or_else(unsupported)?;
+        if k % per != 0 || raw.len() != n_out * (k / per) * bsz {
             return Err(model_err("int8 backend: tensor size mismatch".into()));
         }
-        let mut w = Self::empty(kind, n_out, k, false);
-        let Scales::Half(wd) = &mut w.d else {
-            unreachable!("empty(.., false) gives half scales")
-        };
-        let bb = Self::block_bytes(kind);
+        let nb = k / QK;
+        let row_bytes = (k / per) * bsz;
+        let mut blocks = Vec::with_capacity(nb);
+        let mut w: Option<QMat> = None;
         for o in 0..n_out {
-            let (g, c) = (o / GC, o % GC);
-            for b in 0..nb {
-                let blk = &raw[(o * nb + b) * bsz..(o * nb + b + 1) * bsz];
-                let si = (g * nb + b) * GC + c;
-                wd[si] = u16::from_le_bytes([blk[0], blk[1]]);
-                let (qs, per) = match kind {
-                    WKind::Q4_0 => (&blk[2..18], 4),
-                    WKind::Q4_1 => {
-                        w.m[si] = u16::from_le_bytes([blk[2], blk[3]]);
-                        (&blk[4..20], 4)
+            blocks.clear();
+            let kind = decode_blocks(dtype, &raw[o * row_bytes..(o + 1) * row_bytes], &mut blocks)
+                .ok_or_else(unsupported)?;
+            let w = w.get_or_insert_with(|| {
+                let single = matches!(blocks[0].d, Scale::Single(_));
+                Self::empty(kind, n_out, k, single)
+            });
+            for (b, blk) in blocks.iter().enumerate() {
+                w.put_block(o, b, blk);
+            }
+        }
+        w.ok_or_else(|| model_err("int8 backend: empty tensor".into()))
+    }
+
+    /// Stores one decoded block as column `o`, block `b`.
+    fn put_block(&mut self, o: usize, b: usize, blk: &Block32) {
+        let (g, c) = (o / GC, o % GC);
+        let si = (g * self.nb + b) * GC + c;
+        let set = |s: &mut Scales, v: Scale| match (s, v) {
+            (Scales::Half(s), Scale::Half(h)) => s[si] = h,
+            (Scales::Single(s), Scale::Single(f)) => s[si] = f,
+            (Scales::Single(s), Scale::Half(h)) => s[si] = f16_to_f32(h),
+            (Scales::Half(_), Scale::Single(_)) => unreachable!("f32 scale in a half matrix"),
+        };
+        set(&mut self.d, blk.d);
+        if let Some(m) = blk.m {
+            set(&mut self.m, m);
+        }
+        if self.kind == WKind::Q6K {
+            self.sub[2 * si] = blk.sub[0];
+            self.sub[2 * si + 1] = blk.sub[1];
+        }
+        let base = (g * self.nb + b) * Self::block_bytes(self.kind);
+        match self.kind {
+            WKind::Q4_0 | WKind::Q4_1 => {
+                for t in 0..4 {
+                    for i in 0..4 {
+                        let (lo, hi) = (blk.q[4 * t + i] as u8, blk.q[16 + 4 * t + i] as u8);
+                        self.q[base + t * 32 + c * 4 + i] = lo | (hi << 4);
                     }
-                    WKind::Q8_0 => (&blk[2..34], 8),
-                };
-                let base = (g * nb + b) * bb;
-                for t in 0..per {
-                    let dst = base + t * 32 + c * 4;
-                    w.q[dst..dst + 4].copy_from_slice(&qs[t * 4..t * 4 + 4]);
+                }
+            }
+            WKind::Q8_0 | WKind::Q6K => {
+                for t in 0..8 {
+                    for i in 0..4 {
+                        self.q[base + t * 32 + c * 4 + i] = blk.q[4 * t + i] as u8;
+                    }
                 }
             }
         }
-        Ok(w)
     }
 
     /// Quantizes an f32 matrix to Q8_0-style blocks with f32 scales (activation rule).
@@ -281,21 +495,17 @@ impl QMat {
         assert_eq!(k % QK, 0);
         let mut w = Self::empty(WKind::Q8_0, n_out, k, true);
         let nb = w.nb;
-        let Scales::Single(wd) = &mut w.d else {
-            unreachable!("empty(.., true) gives f32 scales")
-        };
         let mut q = [0i8; QK];
         for o in 0..n_out {
-            let (g, c) = (o / GC, o % GC);
             for b in 0..nb {
                 let (s, _) = quantize_block(&x[o * k + b * QK..o * k + (b + 1) * QK], &mut q);
-                wd[(g * nb + b) * GC + c] = s;
-                let base = (g * nb + b) * 32 * GC;
-                for t in 0..8 {
-                    for i in 0..4 {
-                        w.q[base + t * 32 + c * 4 + i] = q[t * 4 + i] as u8;
-                    }
-                }
+                let blk = Block32 {
+                    q,
+                    d: Scale::Single(s),
+                    m: None,
+                    sub: [0; 2],
+                };
+                w.put_block(o, b, &blk);
             }
         }
         w
@@ -317,7 +527,7 @@ impl QMat {
                     }
                 }
             }
-            WKind::Q8_0 => {
+            WKind::Q8_0 | WKind::Q6K => {
                 for t in 0..8 {
                     for i in 0..4 {
                         out[4 * t + i] = self.q[base + t * 32 + c * 4 + i] as i8 as i32;
@@ -327,8 +537,21 @@ impl QMat {
         }
     }
 
-    /// The f32 values row `o` stands for (for embedding lookups): Q4_1 `d·q + m`, others
-    /// `d·q` (exact products; Q4_1 rounds once in the addition).
+    /// The exact integer dot of column `o`'s block `b` with activation quants `x`: Σ q·x,
+    /// for Q6K `sc₀·Σ₀..₁₆ q·x + sc₁·Σ₁₆..₃₂ q·x` (|·| < 2^24, so exact in i32 and f32).
+    #[inline(always)]
+    fn block_isum(&self, o: usize, b: usize, q: &[i32; QK], x: &[i8]) -> i32 {
+        let dot = |r: std::ops::Range<usize>| -> i32 { r.map(|i| q[i] * x[i] as i32).sum() };
+        if self.kind == WKind::Q6K {
+            let si = ((o / GC) * self.nb + b) * GC + o % GC;
+            self.sub[2 * si] as i32 * dot(0..16) + self.sub[2 * si + 1] as i32 * dot(16..32)
+        } else {
+            dot(0..QK)
+        }
+    }
+
+    /// The f32 values row `o` stands for (for embedding lookups): Q4_1 `d·q + m`, Q6K
+    /// `(d·sc)·q`, others `d·q` (exact products; Q4_1 rounds once in the addition).
     pub fn dequant_row(&self, o: usize, out: &mut [f32]) {
         assert_eq!(out.len(), self.k);
         let mut q = [0i32; QK];
@@ -339,7 +562,8 @@ impl QMat {
             let d = self.d_at(si);
             for (i, v) in out[b * QK..(b + 1) * QK].iter_mut().enumerate() {
                 *v = match self.kind {
-                    WKind::Q4_1 => d * q[i] as f32 + f16_to_f32(self.m[si]),
+                    WKind::Q4_1 => d * q[i] as f32 + self.m.at(si),
+                    WKind::Q6K => (d * self.sub[2 * si + i / 16] as f32) * q[i] as f32,
                     _ => d * q[i] as f32,
                 };
             }
@@ -422,16 +646,12 @@ pub unsafe fn tile_scalar(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32)
         for (r, accr) in acc.iter_mut().enumerate() {
             let xr = &a.q[r * a.k..(r + 1) * a.k];
             for (b, blk) in wq.iter().enumerate() {
-                let xb = &xr[b * QK..(b + 1) * QK];
-                let mut isum = 0i32;
-                for i in 0..QK {
-                    isum += blk[i] * xb[i] as i32;
-                }
+                let isum = w.block_isum(o, b, blk, &xr[b * QK..(b + 1) * QK]);
                 let si = (g * nb + b) * GC + c;
                 let s = a.sx[r * nb + b];
                 *accr += (w.d_at(si) * s) * isum as f32;
                 if w.kind == WKind::Q4_1 {
-                    *accr += (f16_to_f32(w.m[si]) * s) * a.xs[r * nb + b] as f32;
+                    *accr += (w.m.at(si) * s) * a.xs[r * nb + b] as f32;
                 }
             }
         }
@@ -456,7 +676,10 @@ pub mod avx2 {
     //! * Q8: weights i8 in −128..=127 go in as |w| (u8 ≤ 128, `vpsignb(w, w)` turns −128
     //!   into the byte 0x80 = 128) and activations as x·sign(w) (|x| ≤ 127, so the negation
     //!   is exact): one pair ≤ 2·128·127 = 32512 < 32767. Each maddubs result is widened to
-    //!   i32 by `vpmaddwd` before any addition.
+    //!   i32 by `vpmaddwd` before any addition. Q5_0 values are at most 16 in magnitude and
+    //!   Q6_K's 32, so the same path holds them with room to spare.
+    //! * Q6_K: each half block's i32 sum is at most 16·32·127 = 65,024 in magnitude; times
+    //!   its scale (|sc| ≤ 128) and added to the other half's, at most 16,646,144 < 2^24.
     //!
     //! All i32 sums are < 2^24, so `vcvtdq2ps` is exact.
     use super::*;
@@ -493,13 +716,15 @@ pub mod avx2 {
 
     #[inline(always)]
     unsafe fn tile<const R: usize>(a: &QAct, w: &QMat, g: usize, r0: usize, y: *mut f32) {
-        let acc = match (w.kind, &w.d) {
-            (WKind::Q4_1, Scales::Half(d)) => tile_q4::<R, true, false>(a, w, d, g, r0),
-            (WKind::Q4_0, Scales::Half(d)) => tile_q4::<R, false, true>(a, w, d, g, r0),
-            (WKind::Q8_0, Scales::Half(d)) => tile_q8::<R, true>(a, w, d.as_ptr().cast(), g, r0),
-            (WKind::Q8_0, Scales::Single(d)) => tile_q8::<R, false>(a, w, d.as_ptr().cast(), g, r0),
-            // Q4 matrices come only from GGUF blocks, whose scales are halves.
-            (_, Scales::Single(_)) => unreachable!("Q4 blocks with f32 scales"),
+        let acc = match (w.kind, w.d.is_half()) {
+            (WKind::Q4_1, true) => tile_q4::<R, true, false, true>(a, w, g, r0),
+            (WKind::Q4_1, false) => tile_q4::<R, true, false, false>(a, w, g, r0),
+            (WKind::Q4_0, true) => tile_q4::<R, false, true, true>(a, w, g, r0),
+            (WKind::Q4_0, false) => tile_q4::<R, false, true, false>(a, w, g, r0),
+            (WKind::Q8_0, true) => tile_q8::<R, true, false>(a, w, g, r0),
+            (WKind::Q8_0, false) => tile_q8::<R, false, false>(a, w, g, r0),
+            (WKind::Q6K, true) => tile_q8::<R, true, true>(a, w, g, r0),
+            (WKind::Q6K, false) => tile_q8::<R, false, true>(a, w, g, r0),
         };
         for (i, v) in acc.iter().enumerate() {
             let mut tmp = [0f32; GC];
@@ -513,10 +738,15 @@ pub mod avx2 {
         }
     }
 
-    /// The 8 scales of one group and block: halves widened exactly by `vcvtph2ps`.
+    /// The 8 scales of one group and block from `p`: halves widened exactly by
+    /// `vcvtph2ps` (`HALF`), or f32 as stored.
     #[inline(always)]
-    unsafe fn load_half8(p: *const u16) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    unsafe fn load_scales8<const HALF: bool>(p: *const u8) -> __m256 {
+        if HALF {
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        } else {
+            _mm256_loadu_ps(p as *const f32)
+        }
     }
 
     #[inline(always)]
@@ -547,11 +777,11 @@ pub mod avx2 {
         }
     }
 
+    /// Q4_0 (`OFF8`) and Q4_1 (`MIN`) blocks, scales as halves (`HALF`) or f32.
     #[inline(always)]
-    unsafe fn tile_q4<const R: usize, const MIN: bool, const OFF8: bool>(
+    unsafe fn tile_q4<const R: usize, const MIN: bool, const OFF8: bool, const HALF: bool>(
         a: &QAct,
         w: &QMat,
-        d: &[u16],
         g: usize,
         r0: usize,
     ) -> [__m256; R] {
@@ -576,9 +806,9 @@ pub mod avx2 {
                 }
             }
             let si = (g * nb + b) * GC;
-            let dv = load_half8(d.as_ptr().add(si));
+            let dv = load_scales8::<HALF>(w.d.ptr(si));
             let mv = if MIN {
-                load_half8(w.m.as_ptr().add(si))
+                load_scales8::<HALF>(w.m.ptr(si))
             } else {
                 _mm256_setzero_ps()
             };
@@ -595,12 +825,12 @@ pub mod avx2 {
         acc
     }
 
+    /// Q8_0 blocks, or with `SUB` Q6K blocks (the two halves' sums scaled by their integer
+    /// scales, exactly in i32); scales as halves (`HALF`) or f32.
     #[inline(always)]
-    /// `d` points at the scales: f16 bits if `HALF`, else f32.
-    unsafe fn tile_q8<const R: usize, const HALF: bool>(
+    unsafe fn tile_q8<const R: usize, const HALF: bool, const SUB: bool>(
         a: &QAct,
         w: &QMat,
-        d: *const u8,
         g: usize,
         r0: usize,
     ) -> [__m256; R] {
@@ -612,25 +842,41 @@ pub mod avx2 {
         let zero = _mm256_setzero_ps();
         for b in 0..nb {
             let wp = wq.add(b * 32 * GC);
-            let mut s32 = [_mm256_setzero_si256(); R];
+            // Values 0..16 (vectors 0..4) and 16..32 (vectors 4..8) summed apart for Q6K.
+            let mut s32 = [[_mm256_setzero_si256(); 2]; R];
             for j in 0..8 {
                 let v = _mm256_loadu_si256(wp.add(j * 32) as *const __m256i);
                 let av = _mm256_sign_epi8(v, v);
+                let h = if SUB { j / 4 } else { 0 };
                 for i in 0..R {
                     let xv = _mm256_sign_epi8(bcast4(xrow[i].add(b * QK + 4 * j)), v);
                     let p = _mm256_madd_epi16(_mm256_maddubs_epi16(av, xv), ones);
-                    s32[i] = _mm256_add_epi32(s32[i], p);
+                    s32[i][h] = _mm256_add_epi32(s32[i][h], p);
                 }
             }
             let si = (g * nb + b) * GC;
-            let dv = if HALF {
-                load_half8((d as *const u16).add(si))
+            let dv = load_scales8::<HALF>(w.d.ptr(si));
+            let (sc0, sc1) = if SUB {
+                // The 8 columns' (sc₀, sc₁) pairs: 16 bytes, de-interleaved and widened.
+                let pairs = _mm_loadu_si128(w.sub.as_ptr().add(2 * si) as *const __m128i);
+                let wide = _mm256_cvtepi8_epi16(pairs);
+                let even = _mm256_srai_epi32(_mm256_slli_epi32(wide, 16), 16);
+                let odd = _mm256_srai_epi32(wide, 16);
+                (even, odd)
             } else {
-                _mm256_loadu_ps((d as *const f32).add(si))
+                (_mm256_setzero_si256(), _mm256_setzero_si256())
             };
             for i in 0..R {
                 let ai = (r0 + i) * nb + b;
-                acc[i] = combine::<false>(acc[i], s32[i], dv, zero, *a.sx.get_unchecked(ai), 0);
+                let isum = if SUB {
+                    _mm256_add_epi32(
+                        _mm256_mullo_epi32(s32[i][0], sc0),
+                        _mm256_mullo_epi32(s32[i][1], sc1),
+                    )
+                } else {
+                    s32[i][0]
+                };
+                acc[i] = combine::<false>(acc[i], isum, dv, zero, *a.sx.get_unchecked(ai), 0);
             }
         }
         acc
@@ -662,57 +908,131 @@ mod tests {
     }
 
     fn random_raw(kind: GgmlDType, n_out: usize, k: usize, r: &mut Lcg) -> Vec<u8> {
-        let nb = k / QK;
+        let (bsz, per) = ggml_block(kind).unwrap();
         let mut raw = Vec::new();
-        for _ in 0..n_out * nb {
-            raw.extend_from_slice(&r.f16());
+        for _ in 0..n_out * (k / per) {
+            let start = raw.len();
             match kind {
-                GgmlDType::Q4_1 => {
+                GgmlDType::Q4K => {
                     raw.extend_from_slice(&r.f16());
-                    (0..16).for_each(|_| raw.push(r.next() as u8));
+                    raw.extend_from_slice(&r.f16());
                 }
-                GgmlDType::Q4_0 => (0..16).for_each(|_| raw.push(r.next() as u8)),
-                GgmlDType::Q8_0 => (0..32).for_each(|_| raw.push(r.next() as u8)),
-                _ => unreachable!(),
+                GgmlDType::Q6K => {}
+                _ => raw.extend_from_slice(&r.f16()),
+            }
+            if kind == GgmlDType::Q4_1 {
+                raw.extend_from_slice(&r.f16());
+            }
+            while raw.len() < start + bsz {
+                raw.push(r.next() as u8);
+            }
+            if kind == GgmlDType::Q6K {
+                // d (the last two bytes) a plausible half; the scales (bytes 192..208)
+                // include the extremes −128 and 127.
+                raw[start + 208..start + 210].copy_from_slice(&r.f16());
+                raw[start + 192] = 0x80;
+                raw[start + 193] = 0x7f;
             }
         }
         raw
     }
 
+    /// One 32-value block as the definition reads it straight from the GGUF bytes (ggml's
+    /// dequantization formulas): integer values, the scale, the min, and per-16 integer
+    /// scales (1 where the type has none).
+    fn reference_block(
+        kind: GgmlDType,
+        raw: &[u8],
+        o: usize,
+        b: usize,
+        k: usize,
+    ) -> ([i32; 32], f32, f32, [i32; 2]) {
+        let (bsz, per) = ggml_block(kind).unwrap();
+        let row = &raw[o * (k / per) * bsz..(o + 1) * (k / per) * bsz];
+        let h = |blk: &[u8], at: usize| f16_to_f32(u16::from_le_bytes([blk[at], blk[at + 1]]));
+        let mut q = [0i32; 32];
+        match kind {
+            GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0 | GgmlDType::Q5_0 => {
+                let blk = &row[b * bsz..(b + 1) * bsz];
+                let (d, m) = (
+                    h(blk, 0),
+                    if kind == GgmlDType::Q4_1 {
+                        h(blk, 2)
+                    } else {
+                        0.0
+                    },
+                );
+                for i in 0..32 {
+                    q[i] = match kind {
+                        GgmlDType::Q8_0 => blk[2 + i] as i8 as i32,
+                        GgmlDType::Q5_0 => {
+                            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                            let nib = if i < 16 {
+                                blk[6 + i] & 15
+                            } else {
+                                blk[6 + i - 16] >> 4
+                            };
+                            (nib as i32 | (((qh >> i) & 1) << 4) as i32) - 16
+                        }
+                        _ => {
+                            let qs = &blk[bsz - 16..];
+                            let nib = if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 };
+                            nib as i32 - if kind == GgmlDType::Q4_0 { 8 } else { 0 }
+                        }
+                    };
+                }
+                (q, d, m, [1, 1])
+            }
+            GgmlDType::Q4K => {
+                let sb = &row[(b / 8) * 144..(b / 8 + 1) * 144];
+                let j = b % 8;
+                let (sc, mn) = q4k_scale_min(j, &sb[4..16]);
+                for i in 0..32 {
+                    let byte = sb[16 + 32 * (j / 2) + i];
+                    q[i] = if j % 2 == 0 { byte & 15 } else { byte >> 4 } as i32;
+                }
+                (q, h(sb, 0) * sc as f32, -(h(sb, 2) * mn as f32), [1, 1])
+            }
+            GgmlDType::Q6K => {
+                let sb = &row[(b / 8) * 210..(b / 8 + 1) * 210];
+                let j = b % 8; // values 32j..32j+32 of the super-block
+                for i in 0..32 {
+                    let v = 32 * j + i; // 0..256
+                    let (n, l, t) = (v / 128, v % 32, (v % 128) / 32);
+                    let ql = sb[64 * n + l + 32 * (t & 1)];
+                    let nib = if t < 2 { ql & 15 } else { ql >> 4 };
+                    let hi = (sb[128 + 32 * n + l] >> (2 * t)) & 3;
+                    q[i] = (nib | (hi << 4)) as i32 - 32;
+                }
+                let sc = &sb[192..208];
+                (
+                    q,
+                    h(sb, 208),
+                    0.0,
+                    [sc[2 * j] as i8 as i32, sc[2 * j + 1] as i8 as i32],
+                )
+            }
+            _ => unreachable!(),
+        }
+    }
+
     /// The definition, read straight from the GGUF bytes: no packing involved.
     fn reference(kind: GgmlDType, raw: &[u8], n_out: usize, a: &QAct) -> Vec<f32> {
         let (k, nb) = (a.k, a.nb);
-        let bsz = match kind {
-            GgmlDType::Q4_0 => 18,
-            GgmlDType::Q4_1 => 20,
-            _ => 34,
-        };
         let mut y = vec![0f32; a.rows * n_out];
         for r in 0..a.rows {
             for o in 0..n_out {
                 let mut acc = 0f32;
                 for b in 0..nb {
-                    let blk = &raw[(o * nb + b) * bsz..(o * nb + b + 1) * bsz];
-                    let d = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+                    let (wq, d, m, sub) = reference_block(kind, raw, o, b, k);
                     let x = &a.q[r * k + b * QK..r * k + (b + 1) * QK];
-                    let wq: Vec<i32> = match kind {
-                        GgmlDType::Q8_0 => blk[2..].iter().map(|&v| v as i8 as i32).collect(),
-                        _ => {
-                            let q = &blk[bsz - 16..];
-                            let off = if kind == GgmlDType::Q4_0 { 8 } else { 0 };
-                            (0..32)
-                                .map(|i| {
-                                    let byte = q[i % 16];
-                                    (if i < 16 { byte & 15 } else { byte >> 4 }) as i32 - off
-                                })
-                                .collect()
-                        }
+                    let half = |h: usize| -> i32 {
+                        (16 * h..16 * h + 16).map(|i| wq[i] * x[i] as i32).sum()
                     };
-                    let isum: i32 = wq.iter().zip(x).map(|(&w, &x)| w * x as i32).sum();
+                    let isum = sub[0] * half(0) + sub[1] * half(1);
                     let s = a.sx[r * nb + b];
                     acc += (d * s) * isum as f32;
-                    if kind == GgmlDType::Q4_1 {
-                        let m = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+                    if matches!(kind, GgmlDType::Q4_1 | GgmlDType::Q4K) {
                         acc += (m * s) * a.xs[r * nb + b] as f32;
                     }
                 }
@@ -754,8 +1074,21 @@ mod tests {
                 false
             }
         };
-        for kind in [GgmlDType::Q4_1, GgmlDType::Q4_0, GgmlDType::Q8_0] {
-            for &k in &[64usize, 576, 1536] {
+        for kind in [
+            GgmlDType::Q4_1,
+            GgmlDType::Q4_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q5_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
+            for &k in &[256usize, 640, 1536] {
+                // K-quant rows are whole super-blocks of 256.
+                let k = if matches!(kind, GgmlDType::Q4K | GgmlDType::Q6K) && k % 256 != 0 {
+                    768
+                } else {
+                    k
+                };
                 for &(rows, n_out) in &[
                     (1usize, 8usize),
                     (3, 13),
@@ -801,6 +1134,49 @@ mod tests {
         }
     }
 
+    /// The repacked blocks stand for exactly the values candle's own dequantization gives
+    /// (an implementation independent of ours): the GGUF layouts are read right.
+    #[test]
+    fn repacked_values_equal_candles_dequantization() {
+        use candle_core::quantized::{QStorage, QTensor};
+        let mut r = Lcg(3);
+        for kind in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
+            let (n_out, k) = (11, 512);
+            let raw = random_raw(kind, n_out, k, &mut r);
+            let w = QMat::from_ggml(kind, &raw, n_out, k).unwrap();
+            let st = QStorage::from_data(
+                std::borrow::Cow::Owned(raw.clone()),
+                &candle_core::Device::Cpu,
+                kind,
+            )
+            .unwrap();
+            let want = QTensor::new(st, (n_out, k))
+                .unwrap()
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut row = vec![0f32; k];
+            for o in 0..n_out {
+                w.dequant_row(o, &mut row);
+                assert_eq!(
+                    bits(&row),
+                    bits(&want[o * k..(o + 1) * k]),
+                    "{kind:?} row {o}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn f32_matrices_quantized_at_load_match_across_kernels() {
         // Their scales stay f32 (not halves): the other AVX2 scale path.
@@ -838,7 +1214,17 @@ mod tests {
     fn every_rows_count_up_to_70_matches() {
         let mut r = Lcg(9);
         let (n_out, k) = (16, 64);
-        for kind in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        for kind in [
+            GgmlDType::Q4_1,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
+            let k = if matches!(kind, GgmlDType::Q4K | GgmlDType::Q6K) {
+                256
+            } else {
+                k
+            };
             let raw = random_raw(kind, n_out, k, &mut r);
             let w = QMat::from_ggml(kind, &raw, n_out, k).unwrap();
             for rows in 1..=70 {
@@ -902,7 +1288,7 @@ mod tests {
 
     #[test]
     fn unsupported_type_is_a_model_error() {
-        let e = QMat::from_ggml(GgmlDType::Q6K, &[], 8, 256).err().unwrap();
+        let e = QMat::from_ggml(GgmlDType::Q5K, &[], 8, 256).err().unwrap();
         assert!(format!("{e}").contains("Q4_1"), "{e}");
     }
 }
