@@ -13,7 +13,7 @@
 //! (set `RAYON_NUM_THREADS` to pin).
 
 use candle_core::quantized::gguf_file;
-use lmzip::engine::{Llama, Row};
+use lmzip::engine::{Net, Row};
 use std::time::Instant;
 
 fn list(args: &[String], name: &str, default: &str) -> Vec<usize> {
@@ -41,8 +41,8 @@ fn main() {
     for &backend in &backends {
         let mut f = std::fs::File::open(&path).expect("open model");
         let content = gguf_file::Content::read(&mut f).expect("gguf");
-        let model = Llama::from_gguf_with(&content, &mut f, backend as u16).expect("load");
-        let v = model.cfg.vocab;
+        let model = Net::from_gguf(&content, &mut f, backend as u16).expect("load");
+        let v = model.vocab();
         for &s in &streams {
             let mut caches: Vec<_> = (0..s).map(|_| model.new_cache(ctx + steps)).collect();
             let tok = |st: usize, p: usize| ((st * 7919 + p * 104_729) % 40_000) as u32 + 100;

@@ -1,6 +1,6 @@
 //! Finding, verifying and loading the model (GGUF file or folder: weights, tokenizer, identity).
 
-use crate::engine::Llama;
+use crate::engine::Net;
 use crate::tokenize::Tokenizer;
 use crate::{Error, ErrorKind, Result};
 use candle_core::quantized::gguf_file;
@@ -26,7 +26,8 @@ pub struct Model {
     pub name: Option<String>,
     /// The identity archives record: the GGUF file's SHA-256, or a folder's manifest hash.
     pub sha256: [u8; 32],
-    pub llama: Llama,
+    /// The transformer.
+    pub net: Net,
     pub tokenizer: Tokenizer,
     /// Vocabulary ids the tokenizer never produces (control tokens), held at the floor.
     pub control_tokens: Vec<u32>,
@@ -146,7 +147,8 @@ impl Model {
             )))
         })?;
         let tokenizer = Tokenizer::from_gguf(&content)?;
-        let llama = Llama::from_gguf_with(&content, &mut f, backend)?;
+        let net = Net::from_gguf(&content, &mut f, backend)?;
+        let never = tokenizer.never_produced_types();
         let control_tokens = content
             .metadata
             .get("tokenizer.ggml.token_type")
@@ -155,8 +157,8 @@ impl Model {
                 types
                     .iter()
                     .enumerate()
-                    // 3 = control, 4 = user-defined, 2 = unknown in GGUF's token types.
-                    .filter(|(_, t)| matches!(t.to_i32(), Ok(2..=4)))
+                    // 2 = unknown, 3 = control, 4 = user-defined in GGUF's token types.
+                    .filter(|(_, t)| t.to_i32().is_ok_and(|t| never.contains(&t)))
                     .map(|(i, _)| i as u32)
                     .collect()
             })
@@ -165,7 +167,7 @@ impl Model {
             .metadata
             .get("tokenizer.ggml.bos_token_id")
             .and_then(|v| v.to_u32().ok());
-        Self::assemble(path, sha256, llama, tokenizer, control_tokens, bos)
+        Self::assemble(path, sha256, net, tokenizer, control_tokens, bos)
     }
 
     /// A Hugging Face model folder; its identity is the manifest hash of the files that
@@ -182,11 +184,11 @@ impl Model {
             .filter(|n| n.ends_with(".safetensors"))
             .map(|n| dir.join(n))
             .collect();
-        let llama = checkpoint::load_llama(&shards, &cfg, backend)?;
+        let net = Net::Llama(checkpoint::load_llama(&shards, &cfg, backend)?);
         Self::assemble(
             dir,
             sha256,
-            llama,
+            net,
             tokenizer,
             control_tokens,
             cfg.bos_token_id,
@@ -200,16 +202,16 @@ impl Model {
     fn assemble(
         path: &Path,
         sha256: [u8; 32],
-        llama: Llama,
+        net: Net,
         tokenizer: Tokenizer,
         control_tokens: Vec<u32>,
         bos: Option<u32>,
     ) -> Result<Model> {
-        if tokenizer.vocab_size() != llama.cfg.vocab {
+        if tokenizer.vocab_size() != net.vocab() {
             return Err(Error::new(ErrorKind::Model(format!(
                 "tokenizer has {} tokens but the model predicts {}",
                 tokenizer.vocab_size(),
-                llama.cfg.vocab
+                net.vocab()
             ))));
         }
         let start_token = tokenizer
@@ -220,7 +222,7 @@ impl Model {
             path: path.to_path_buf(),
             name: None,
             sha256,
-            llama,
+            net,
             tokenizer,
             control_tokens,
             start_token,

@@ -81,7 +81,7 @@ fn header_for(model: &Model, opts: &CompressOptions, streams: u16) -> Header {
     Header {
         model_sha256: model.sha256,
         tokenizer_hash: model.tokenizer.identity(),
-        backend: model.llama.backend,
+        backend: model.net.backend(),
         num_symbols: model.tokenizer.num_symbols() as u32,
         block_tokens: opts.block_tokens,
         streams,
@@ -212,7 +212,7 @@ impl<'m> Engine<'m> {
         if self.caches.len() < n || self.caches.first().is_some_and(|c| c.capacity() < cap) {
             let cap = cap.max(self.caches.first().map_or(0, |c| c.capacity()));
             self.caches = (0..n.max(self.caches.len()))
-                .map(|_| self.model.llama.new_cache(cap))
+                .map(|_| self.model.net.new_cache(cap))
                 .collect();
         }
         self.reset();
@@ -227,7 +227,7 @@ impl<'m> Engine<'m> {
     /// Makes room in stream `s`'s full cache by the window policy (see [`rows_for`]).
     fn make_room(&mut self, s: usize, policy: u8, keep: usize) -> Result<()> {
         if policy == format::WINDOW_SHIFT {
-            self.model.llama.slide(&mut self.caches[s], keep)
+            self.model.net.slide(&mut self.caches[s], keep)
         } else {
             self.caches[s].clear();
             Ok(())
@@ -236,18 +236,18 @@ impl<'m> Engine<'m> {
 
     /// Runs `rows`; logits for the rows in `want` land in `self.logits`, in that order.
     fn run(&mut self, rows: &[Row], want: &[usize], stats: &mut Stats) -> Result<()> {
-        let vocab = self.model.llama.cfg.vocab;
+        let vocab = self.model.net.vocab();
         self.logits.resize(want.len() * vocab, 0.0);
         let t = std::time::Instant::now();
         self.model
-            .llama
+            .net
             .forward_select(&mut self.caches, rows, want, &mut self.logits)?;
         stats.model_seconds += t.elapsed().as_secs_f64();
         Ok(())
     }
 
     fn logits(&self, i: usize) -> &[f32] {
-        let v = self.model.llama.cfg.vocab;
+        let v = self.model.net.vocab();
         &self.logits[i * v..(i + 1) * v]
     }
 }
@@ -536,7 +536,7 @@ pub fn check_header(model: &Model, h: &Header) -> Result<PredictorSettings> {
             ),
         }));
     }
-    if h.backend != model.llama.backend {
+    if h.backend != model.net.backend() {
         if backend_name(h.backend) == "unknown" {
             return Err(Error::new(ErrorKind::UnsupportedBackend { id: h.backend }));
         }
@@ -544,7 +544,7 @@ pub fn check_header(model: &Model, h: &Header) -> Result<PredictorSettings> {
             "archive needs numeric backend {} ({}) but the model was loaded for {}",
             h.backend,
             backend_name(h.backend),
-            model.llama.backend
+            model.net.backend()
         )));
     }
     if h.num_symbols as usize != model.tokenizer.num_symbols() {
@@ -603,11 +603,11 @@ pub fn decode_memory(model: &Model, header: &Header, settings: &PredictorSetting
     let streams = header.streams as u64;
     let window = (header.window as usize).min(header.block_tokens as usize + 1);
     let n = model.tokenizer.num_symbols() as u64;
-    let per_stream = model.llama.cache_bytes(window) as u64
-        + (model.llama.cfg.vocab as u64) * 4 // logits
+    let per_stream = model.net.cache_bytes(window) as u64
+        + (model.net.vocab() as u64) * 4 // logits
         + 3 * 4 * n; // scratch numerators, weights, CDF
     let guessed = (SPECULATE_STREAMS.min(streams as usize) * MAX_GUESSES) as u64
-        * model.llama.cfg.vocab as u64
+        * model.net.vocab() as u64
         * 4; // logits of guessed rows
     streams * per_stream + guessed + settings.memory_bytes(n as usize) as u64
 }
@@ -883,7 +883,7 @@ fn decompress_one<R: Read, W: Write>(
                 stats.calls += 1;
             }
             let t = std::time::Instant::now();
-            let v = model.llama.cfg.vocab;
+            let v = model.net.vocab();
             // Keep the guessed rows' logits: the next call overwrites the engine's.
             for (a, at) in ahead.iter_mut().zip(&guess_at) {
                 if let Some(w0) = *at {

@@ -359,7 +359,7 @@ fn llama3_factors(spec: &SyntheticSpec) -> Vec<f32> {
 
 /// Every logit of one stream fed `tokens` at positions 0.. in a single forward call
 /// (`tokens.len() × vocab` values), for tests that compare models or backends.
-pub fn stream_logits(model: &crate::engine::Llama, tokens: &[u32]) -> Result<Vec<f32>> {
+pub fn stream_logits(model: &crate::engine::Net, tokens: &[u32]) -> Result<Vec<f32>> {
     let mut caches = vec![model.new_cache(tokens.len())];
     let rows: Vec<crate::engine::Row> = tokens
         .iter()
@@ -370,7 +370,7 @@ pub fn stream_logits(model: &crate::engine::Llama, tokens: &[u32]) -> Result<Vec
             pos: p,
         })
         .collect();
-    let mut out = vec![0f32; rows.len() * model.cfg.vocab];
+    let mut out = vec![0f32; rows.len() * model.vocab()];
     model.forward(&mut caches, &rows, &mut out)?;
     Ok(out)
 }

@@ -340,7 +340,7 @@ fn forged_header(m: &Model, streams: u16, block_tokens: u32) -> Vec<u8> {
     let h = lmzip::format::Header {
         model_sha256: m.sha256,
         tokenizer_hash: m.tokenizer.identity(),
-        backend: m.llama.backend,
+        backend: m.net.backend(),
         num_symbols: m.tokenizer.num_symbols() as u32,
         block_tokens,
         streams,

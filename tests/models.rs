@@ -5,7 +5,7 @@
 
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::DType;
-use lmzip::engine::{Llama, BACKEND_F32_FIXED, BACKEND_INT8_EXACT};
+use lmzip::engine::{Net, BACKEND_F32_FIXED, BACKEND_INT8_EXACT};
 use lmzip::model::{hex, Model};
 use lmzip::pipeline::{self, CompressOptions};
 use lmzip::testing::{synthetic_gguf, write_synthetic_checkpoint, SyntheticRope, SyntheticSpec};
@@ -46,7 +46,7 @@ fn write_gguf(dir: &Path, name: &str, spec: &SyntheticSpec) -> std::path::PathBu
 }
 
 /// Every logit of one stream fed `tokens` at positions 0.., as bits.
-fn logits(l: &Llama, tokens: &[u32]) -> Vec<u32> {
+fn logits(l: &Net, tokens: &[u32]) -> Vec<u32> {
     let out = lmzip::testing::stream_logits(l, tokens).unwrap();
     out.iter().map(|x| x.to_bits()).collect()
 }
@@ -151,7 +151,7 @@ fn weight_types_shapes_and_rope_settings_round_trip() {
         },
     ];
     let base = Model::load(&write_gguf(dir.path(), "base.gguf", &Default::default())).unwrap();
-    let base_logits = logits(&base.llama, &sample_tokens(&base));
+    let base_logits = logits(&base.net, &sample_tokens(&base));
     for (i, spec) in variants.iter().enumerate() {
         let path = write_gguf(dir.path(), &format!("v{i}.gguf"), spec);
         for backend in [BACKEND_F32_FIXED, BACKEND_INT8_EXACT] {
@@ -161,11 +161,7 @@ fn weight_types_shapes_and_rope_settings_round_trip() {
         // The setting changes the function (a loader that ignored it would not).
         if spec.dim == 64 {
             let m = Model::load(&path).unwrap();
-            assert_ne!(
-                logits(&m.llama, &sample_tokens(&m)),
-                base_logits,
-                "{spec:?}"
-            );
+            assert_ne!(logits(&m.net, &sample_tokens(&m)), base_logits, "{spec:?}");
         }
     }
 }
@@ -313,12 +309,15 @@ fn checkpoint_folders_compute_what_their_gguf_computes() {
         for backend in backends {
             let g = Model::load_with(&gguf, backend).unwrap();
             let f = Model::load_with(&folder, backend).unwrap();
-            assert_eq!(g.llama.cfg, f.llama.cfg);
+            match (&g.net, &f.net) {
+                (Net::Llama(a), Net::Llama(b)) => assert_eq!(a.cfg, b.cfg),
+                _ => panic!("both should load as llama"),
+            }
             assert_eq!(g.tokenizer.identity(), f.tokenizer.identity(), "tokenizer");
             assert_eq!(g.control_tokens, f.control_tokens);
             assert_eq!(g.start_token, f.start_token);
             let toks = sample_tokens(&g);
-            let (lg, lf) = (logits(&g.llama, &toks), logits(&f.llama, &toks));
+            let (lg, lf) = (logits(&g.net, &toks), logits(&f.net, &toks));
             assert!(lg == lf, "case {i} backend {backend}: logits differ");
             let (ag, af) = (round_trip(&g, TEXT), round_trip(&f, TEXT));
             same_but_identity(&ag, &af);

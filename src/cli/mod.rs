@@ -153,7 +153,7 @@ impl LazyModel<'_> {
         if self
             .model
             .as_ref()
-            .is_none_or(|m| m.llama.backend != backend)
+            .is_none_or(|m| m.net.backend() != backend)
         {
             self.model = None;
             self.model = Some(load_model(self.args, backend)?);

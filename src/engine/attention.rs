@@ -21,6 +21,8 @@ use crate::math::{dot, exp_f32, max_f32, sum_lanes};
 /// The attention shape of one layer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttnShape {
+    /// Key/value heads.
+    pub kv_heads: usize,
     /// Query heads per key/value head.
     pub group: usize,
     pub head_dim: usize,
@@ -474,6 +476,7 @@ mod tests {
 
     fn shape(group: usize, hd: usize, half: bool) -> AttnShape {
         AttnShape {
+            kv_heads: 1,
             group,
             head_dim: hd,
             scale: 1.0 / (hd as f32).sqrt(),
@@ -625,6 +628,7 @@ mod att_speed {
                 .collect();
             let cache = filled(half, (layers, kvh, hd, cap), &data, &data);
             let sh = AttnShape {
+                kv_heads: kvh,
                 group,
                 head_dim: hd,
                 scale: 0.125,

@@ -142,10 +142,10 @@ impl Plan {
         rows: &[Row],
         kind: LayerKind,
         shape: &AttnShape,
-        kv_heads: usize,
         q: &[f32],
         out: &mut [f32],
     ) {
+        let kv_heads = shape.kv_heads;
         let d = kv_heads * shape.group * shape.head_dim;
         let gq = shape.group * shape.head_dim;
         let tasks: Vec<(usize, usize, &[usize])> = self

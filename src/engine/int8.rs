@@ -987,22 +987,22 @@ mod tests {
                 let sb = &row[(b / 8) * 144..(b / 8 + 1) * 144];
                 let j = b % 8;
                 let (sc, mn) = q4k_scale_min(j, &sb[4..16]);
-                for i in 0..32 {
+                for (i, qi) in q.iter_mut().enumerate() {
                     let byte = sb[16 + 32 * (j / 2) + i];
-                    q[i] = if j % 2 == 0 { byte & 15 } else { byte >> 4 } as i32;
+                    *qi = if j % 2 == 0 { byte & 15 } else { byte >> 4 } as i32;
                 }
                 (q, h(sb, 0) * sc as f32, -(h(sb, 2) * mn as f32), [1, 1])
             }
             GgmlDType::Q6K => {
                 let sb = &row[(b / 8) * 210..(b / 8 + 1) * 210];
                 let j = b % 8; // values 32j..32j+32 of the super-block
-                for i in 0..32 {
+                for (i, qi) in q.iter_mut().enumerate() {
                     let v = 32 * j + i; // 0..256
                     let (n, l, t) = (v / 128, v % 32, (v % 128) / 32);
                     let ql = sb[64 * n + l + 32 * (t & 1)];
                     let nib = if t < 2 { ql & 15 } else { ql >> 4 };
                     let hi = (sb[128 + 32 * n + l] >> (2 * t)) & 3;
-                    q[i] = (nib | (hi << 4)) as i32 - 32;
+                    *qi = (nib | (hi << 4)) as i32 - 32;
                 }
                 let sc = &sb[192..208];
                 (

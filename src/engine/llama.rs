@@ -1,8 +1,8 @@
 //! The llama architecture (SmolLM2 and other Llama-style models), op by op in a fixed order.
 //!
 //! Weights come from a GGUF file through candle (or a safetensors folder, see
-//! `crate::checkpoint`) and are held as the backend needs them: exact f32 values (backend
-//! 1) or integer blocks (backends 2 and 3). The shared steps (row checks, cache writes,
+//! `crate::checkpoint`) and are held as the backend needs them: exact f32 values for
+//! backend 1, integer blocks for backends 2 and 3. The shared steps (row checks, cache writes,
 //! attention, norms) are in [`super::forward`].
 
 use super::attention::AttnShape;
@@ -317,6 +317,7 @@ impl Llama {
         let plan = plan(caches, rows, c.vocab)?;
         let (d, hd, kvd) = (c.dim, c.head_dim, c.n_kv_heads * c.head_dim);
         let shape = AttnShape {
+            kv_heads: c.n_kv_heads,
             group: c.n_heads / c.n_kv_heads,
             head_dim: hd,
             scale: 1.0 / (hd as f32).sqrt(),
@@ -358,7 +359,7 @@ impl Llama {
                     .rotate_heads(&mut k[i * kvd..(i + 1) * kvd], hd, &ropes[i]);
             }
             plan.write_kv(caches, rows, kind, &k, &v, kvd);
-            plan.attention(caches, rows, kind, &shape, c.n_kv_heads, &q, &mut att);
+            plan.attention(caches, rows, kind, &shape, &q, &mut att);
             l.wo.apply(&Input::new(self.backend, &att, n, d), n, d, d, &mut o);
             add_in_place(&mut x, &o);
             rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut h);

@@ -4,26 +4,30 @@
 //! Laid out as llama.cpp splits it: weights ([`weights`]), the key/value cache
 //! ([`kv_cache`]), attention kernels ([`attention`]), the steps every forward pass shares
 //! ([`forward`]), RoPE ([`rope`]), matrix kernels ([`int8`], [`kernels`], [`half`]), and
-//! one file per architecture ([`llama`]). Numeric backends are named by an id recorded in
+//! one file per architecture ([`llama`], [`gemma3`]) behind [`Net`]. Numeric backends are named by an id recorded in
 //! every archive header, because the exact logits — and so the archive — depend on the
 //! arithmetic that produced them.
 
 pub(crate) mod attention;
 pub mod device;
 pub mod forward;
+pub mod gemma3;
 pub mod half;
 pub mod int8;
 pub mod kernels;
 pub mod kv_cache;
 pub mod llama;
+pub mod net;
 pub mod rope;
 pub mod weights;
 
 /// The deterministic math now lives at the crate root ([`crate::math`]).
 pub use crate::math;
 pub use forward::Row;
+pub use gemma3::{Gemma3, Gemma3Config};
 pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaConfig};
+pub use net::Net;
 pub use rope::{llama3_rope_factors, RopeScaling, SUPPORTED_ROPE};
 pub use weights::Weight;
 
@@ -155,16 +159,16 @@ mod speed {
     use super::*;
     use candle_core::quantized::gguf_file;
 
-    fn load(backend: u16) -> Option<(gguf_file::Content, Llama)> {
+    fn load(backend: u16) -> Option<(gguf_file::Content, Net)> {
         let path = tests::test_model_path()?;
         let mut f = std::fs::File::open(&path).unwrap();
         let content = gguf_file::Content::read(&mut f).unwrap();
-        let model = Llama::from_gguf_with(&content, &mut f, backend).unwrap();
+        let model = Net::from_gguf(&content, &mut f, backend).unwrap();
         Some((content, model))
     }
 
     /// All logits of one stream fed `tokens` in a single call.
-    fn logits(model: &Llama, tokens: &[u32]) -> Vec<f32> {
+    fn logits(model: &Net, tokens: &[u32]) -> Vec<f32> {
         crate::testing::stream_logits(model, tokens).unwrap()
     }
 
@@ -208,7 +212,7 @@ mod speed {
         model
             .forward_select(&mut caches, &rows, &[], &mut [])
             .unwrap();
-        let v = model.cfg.vocab;
+        let v = model.vocab();
         let mut base = 0.0;
         // LMZIP_ROWS=r: only that row count, many times (for a profiler).
         let only: Option<usize> = std::env::var("LMZIP_ROWS")
@@ -290,7 +294,7 @@ mod speed {
         )
         .unwrap_or_else(|_| "The capital of France is Paris. ".repeat(40));
         let toks = greedy_tokens(&content, &text, 201);
-        let v = m1.cfg.vocab;
+        let v = m1.vocab();
         let (a, b) = (logits(&m1, &toks), logits(&m2, &toks));
         let (mut max_d, mut agree, mut sum_d) = (0f32, 0, 0f64);
         let mut max_p = vec![0f32; toks.len()];
@@ -334,7 +338,7 @@ mod speed {
             let Some((_, model)) = load(backend) else {
                 return;
             };
-            let v = model.cfg.vocab;
+            let v = model.vocab();
             for &(streams, per) in &[(1usize, 1usize), (16, 1), (64, 1), (16, 16), (64, 4)] {
                 let mut caches: Vec<KvCache> = (0..streams).map(|_| model.new_cache(512)).collect();
                 let steps = 64 / per;
@@ -361,6 +365,63 @@ mod speed {
                     n as f64 / s
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod reference_probe {
+    use super::*;
+    use candle_core::quantized::gguf_file;
+
+    /// Compares this engine's logits with a reference's (llama.cpp's, saved as .npy with the
+    /// token window as JSON): `LMZIP_REF_MODEL=… LMZIP_REF_LOGITS=x.npy LMZIP_REF_TOKENS=w.json
+    /// cargo test --release --lib reference_logits -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "needs a reference run"]
+    fn reference_logits() {
+        let var = |k: &str| std::env::var(k).expect(k);
+        let model = var("LMZIP_REF_MODEL");
+        let npy = std::fs::read(var("LMZIP_REF_LOGITS")).unwrap();
+        let toks: Vec<u32> =
+            serde_json::from_slice(&std::fs::read(var("LMZIP_REF_TOKENS")).unwrap()).unwrap();
+        let hl = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+        let want: Vec<f32> = npy[10 + hl..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        for backend in [BACKEND_F32_FIXED, BACKEND_INT8_F16KV] {
+            let mut f = std::fs::File::open(&model).unwrap();
+            let content = gguf_file::Content::read(&mut f).unwrap();
+            let net = Net::from_gguf(&content, &mut f, backend).unwrap();
+            let v = net.vocab();
+            let t = std::time::Instant::now();
+            let got = crate::testing::stream_logits(&net, &toks).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            let n = toks.len();
+            let (mut bits_got, mut bits_want, mut agree, mut maxd) = (0f64, 0f64, 0, 0f32);
+            let ce = |row: &[f32], y: usize| {
+                let m = row.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+                let z: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
+                (m + z.ln() - row[y] as f64) / std::f64::consts::LN_2
+            };
+            for p in 0..n - 1 {
+                let (a, b) = (&got[p * v..(p + 1) * v], &want[p * v..(p + 1) * v]);
+                let y = toks[p + 1] as usize;
+                bits_got += ce(a, y);
+                bits_want += ce(b, y);
+                for (x, y) in a.iter().zip(b) {
+                    maxd = maxd.max((x - y).abs());
+                }
+                let top = |r: &[f32]| (0..v).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap();
+                agree += (top(a) == top(b)) as usize;
+            }
+            eprintln!(
+                "backend {backend}: {n} positions in {secs:.1} s; bits/token ours {:.4} reference {:.4}; top-1 agreement {agree}/{}; max |dlogit| {maxd:.3}",
+                bits_got / (n - 1) as f64,
+                bits_want / (n - 1) as f64,
+                n - 1
+            );
         }
     }
 }
