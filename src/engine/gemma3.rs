@@ -306,6 +306,11 @@ impl Gemma3 {
         KvCache::bytes(&self.cache_shape(), capacity)
     }
 
+    /// The output head (tied to the embedding).
+    pub(crate) fn head(&self) -> &Mat {
+        &self.embed
+    }
+
     /// Runs the rows through the model and writes logits only for the rows listed in
     /// `want` (increasing indices into `rows`), `want.len() × vocab` values.
     pub fn forward_select(
@@ -315,10 +320,30 @@ impl Gemma3 {
         want: &[usize],
         logits: &mut [f32],
     ) -> Result<()> {
+        let (m, d) = (want.len(), self.cfg.dim);
+        if logits.len() != m * self.cfg.vocab {
+            return Err(Error::internal("forward: logits buffer has the wrong size"));
+        }
+        let mut h = vec![0f32; m * d];
+        self.forward_hidden(caches, rows, want, &mut h)?;
+        let inp = Input::new(self.backend, &h, m, d);
+        self.head().apply(&inp, m, self.cfg.vocab, d, logits);
+        Ok(())
+    }
+
+    /// Runs the rows through the model and writes, for the rows listed in `want`, the
+    /// final normed hidden state (`want.len() × dim` values): the output head's input.
+    pub fn forward_hidden(
+        &self,
+        caches: &mut [KvCache],
+        rows: &[Row],
+        want: &[usize],
+        hidden: &mut [f32],
+    ) -> Result<()> {
         let c = &self.cfg;
         let n = rows.len();
-        if logits.len() != want.len() * c.vocab || want.iter().any(|&i| i >= n) {
-            return Err(Error::internal("forward: logits buffer has the wrong size"));
+        if hidden.len() != want.len() * c.dim || want.iter().any(|&i| i >= n) {
+            return Err(Error::internal("forward: hidden buffer has the wrong size"));
         }
         let plan = plan(caches, rows, c.vocab)?;
         let (d, hd) = (c.dim, c.head_dim);
@@ -406,15 +431,7 @@ impl Gemma3 {
         for &i in want {
             xs.extend_from_slice(&x[i * d..(i + 1) * d]);
         }
-        let m = want.len();
-        rms_norm(&xs, &self.out_norm, c.norm_eps, &mut h[..m * d]);
-        self.embed.apply(
-            &Input::new(self.backend, &h[..m * d], m, d),
-            m,
-            c.vocab,
-            d,
-            logits,
-        );
+        rms_norm(&xs, &self.out_norm, c.norm_eps, hidden);
         Ok(())
     }
 }

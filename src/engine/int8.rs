@@ -198,12 +198,28 @@ impl Scales {
         matches!(self, Scales::Half(_))
     }
 
+    fn resize(&mut self, n: usize) {
+        match self {
+            Scales::Half(v) => v.resize(n, 0),
+            Scales::Single(v) => v.resize(n, 0.0),
+        }
+    }
+
     /// Raw pointer to the scale of slot `i`: u16 halves or f32 values.
     fn ptr(&self, i: usize) -> *const u8 {
         match self {
             Scales::Half(v) => v[i..].as_ptr().cast(),
             Scales::Single(v) => v[i..].as_ptr().cast(),
         }
+    }
+}
+
+/// Copies scale slot `si` of `src` to slot `di` of `dst` (same storage kind).
+fn copy_scale(src: &Scales, si: usize, dst: &mut Scales, di: usize) {
+    match (src, dst) {
+        (Scales::Half(s), Scales::Half(d)) => d[di] = s[si],
+        (Scales::Single(s), Scales::Single(d)) => d[di] = s[si],
+        _ => unreachable!("column copied between different scale storage"),
     }
 }
 
@@ -486,6 +502,52 @@ impl QMat {
                         self.q[base + t * 32 + c * 4 + i] = blk.q[4 * t + i] as u8;
                     }
                 }
+            }
+        }
+    }
+
+    /// An empty matrix of `src`'s kind, width and scale storage, to gather columns into.
+    pub fn empty_like(src: &QMat) -> Self {
+        Self::empty(src.kind, 0, src.k, !src.d.is_half())
+    }
+
+    /// Appends column `o` of `src` (same kind, width and scale storage) as this matrix's
+    /// next column: the same quants and scales, so its products have the same bits.
+    pub fn push_column(&mut self, src: &QMat, o: usize) {
+        debug_assert!(src.kind == self.kind && src.k == self.k && o < src.n_out);
+        let (nb, bb) = (self.nb, Self::block_bytes(self.kind));
+        let dst = self.n_out;
+        if dst % GC == 0 {
+            // A new group of 8 columns, zero until written.
+            self.groups += 1;
+            self.q.resize(self.groups * nb * bb, 0);
+            let ns = self.groups * nb * GC;
+            self.d.resize(ns);
+            if self.kind == WKind::Q4_1 {
+                self.m.resize(ns);
+            }
+            if self.kind == WKind::Q6K {
+                self.sub.resize(2 * ns, 0);
+            }
+        }
+        self.n_out += 1;
+        let (sg, sc) = (o / GC, o % GC);
+        let (dg, dc) = (dst / GC, dst % GC);
+        let per = bb / 32; // 32-byte vectors per block: 4 (Q4) or 8
+        for b in 0..nb {
+            let (sbase, dbase) = ((sg * nb + b) * bb, (dg * nb + b) * bb);
+            for t in 0..per {
+                let (s0, d0) = (sbase + t * 32 + sc * 4, dbase + t * 32 + dc * 4);
+                self.q[d0..d0 + 4].copy_from_slice(&src.q[s0..s0 + 4]);
+            }
+            let (ssi, dsi) = ((sg * nb + b) * GC + sc, (dg * nb + b) * GC + dc);
+            copy_scale(&src.d, ssi, &mut self.d, dsi);
+            if self.kind == WKind::Q4_1 {
+                copy_scale(&src.m, ssi, &mut self.m, dsi);
+            }
+            if self.kind == WKind::Q6K {
+                self.sub[2 * dsi] = src.sub[2 * ssi];
+                self.sub[2 * dsi + 1] = src.sub[2 * ssi + 1];
             }
         }
     }

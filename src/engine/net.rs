@@ -5,7 +5,7 @@ use super::forward::Row;
 use super::gemma3::Gemma3;
 use super::kv_cache::{KvCache, MAX_CALL_ROWS};
 use super::llama::Llama;
-use super::weights::model_err;
+use super::weights::{model_err, Input, Mat};
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file;
 
@@ -58,6 +58,56 @@ impl Net {
             Net::Llama(m) => m.cfg.vocab,
             Net::Gemma3(m) => m.cfg.vocab,
         }
+    }
+
+    /// Width of the hidden state (the output head's input).
+    pub fn dim(&self) -> usize {
+        match self {
+            Net::Llama(m) => m.cfg.dim,
+            Net::Gemma3(m) => m.cfg.dim,
+        }
+    }
+
+    /// The output head's matrix.
+    pub(crate) fn head(&self) -> &Mat {
+        match self {
+            Net::Llama(m) => m.head(),
+            Net::Gemma3(m) => m.head(),
+        }
+    }
+
+    /// Logits of every vocabulary id for `m` hidden states (`m × dim`): `m × vocab`.
+    pub fn head_full(&self, hidden: &[f32], m: usize, logits: &mut [f32]) {
+        let (d, v) = (self.dim(), self.vocab());
+        let inp = Input::new(self.backend(), hidden, m, d);
+        self.head().apply(&inp, m, v, d, logits);
+    }
+
+    /// Runs the rows through the model and writes the final normed hidden state of the
+    /// rows listed in `want` (`want.len() × dim`), the output head's input; see
+    /// [`Net::forward_select`] for how long calls are split.
+    pub fn forward_hidden(
+        &self,
+        caches: &mut [KvCache],
+        rows: &[Row],
+        want: &[usize],
+        hidden: &mut [f32],
+    ) -> Result<()> {
+        let d = self.dim();
+        if hidden.len() != want.len() * d {
+            return Err(Error::internal("forward: hidden buffer has the wrong size"));
+        }
+        self.split_calls(
+            caches,
+            rows,
+            want,
+            d,
+            hidden,
+            &mut |net, c, r, w, out| match net {
+                Net::Llama(m) => m.forward_hidden(c, r, w, out),
+                Net::Gemma3(m) => m.forward_hidden(c, r, w, out),
+            },
+        )
     }
 
     /// Numeric backend id the weights were loaded for.
@@ -118,6 +168,35 @@ impl Net {
         want: &[usize],
         logits: &mut [f32],
     ) -> Result<()> {
+        let v = self.vocab();
+        if logits.len() != want.len() * v {
+            return Err(Error::internal("forward: logits buffer has the wrong size"));
+        }
+        self.split_calls(
+            caches,
+            rows,
+            want,
+            v,
+            logits,
+            &mut |net, c, r, w, out| match net {
+                Net::Llama(m) => m.forward_select(c, r, w, out),
+                Net::Gemma3(m) => m.forward_select(c, r, w, out),
+            },
+        )
+    }
+
+    /// Runs `call` over the rows, split into several calls when one stream has more rows
+    /// than a sliding-window cache takes at once; `out` holds `width` values per wanted row.
+    #[allow(clippy::type_complexity)]
+    fn split_calls(
+        &self,
+        caches: &mut [KvCache],
+        rows: &[Row],
+        want: &[usize],
+        width: usize,
+        out: &mut [f32],
+        call: &mut dyn FnMut(&Net, &mut [KvCache], &[Row], &[usize], &mut [f32]) -> Result<()>,
+    ) -> Result<()> {
         let mut nth = vec![0usize; caches.len()];
         let mut part = Vec::with_capacity(rows.len());
         for r in rows {
@@ -129,12 +208,9 @@ impl Net {
         }
         let parts = part.iter().copied().max().map_or(0, |p| p + 1);
         if parts <= 1 || !caches.iter().any(|c| c.has_local()) {
-            return self.forward_one(caches, rows, want, logits);
+            return call(self, caches, rows, want, out);
         }
-        let v = self.vocab();
-        if logits.len() != want.len() * v {
-            return Err(Error::internal("forward: logits buffer has the wrong size"));
-        }
+        let v = width;
         for p in 0..parts {
             let idx: Vec<usize> = (0..rows.len()).filter(|&i| part[i] == p).collect();
             let sub: Vec<Row> = idx.iter().map(|&i| rows[i]).collect();
@@ -145,25 +221,12 @@ impl Net {
                 .filter_map(|(w, &i)| idx.binary_search(&i).ok().map(|j| (w, j)))
                 .collect();
             let sub_want: Vec<usize> = picks.iter().map(|&(_, j)| j).collect();
-            let mut sub_logits = vec![0f32; sub_want.len() * v];
-            self.forward_one(caches, &sub, &sub_want, &mut sub_logits)?;
+            let mut sub_out = vec![0f32; sub_want.len() * v];
+            call(self, caches, &sub, &sub_want, &mut sub_out)?;
             for (k, &(w, _)) in picks.iter().enumerate() {
-                logits[w * v..(w + 1) * v].copy_from_slice(&sub_logits[k * v..(k + 1) * v]);
+                out[w * v..(w + 1) * v].copy_from_slice(&sub_out[k * v..(k + 1) * v]);
             }
         }
         Ok(())
-    }
-
-    fn forward_one(
-        &self,
-        caches: &mut [KvCache],
-        rows: &[Row],
-        want: &[usize],
-        logits: &mut [f32],
-    ) -> Result<()> {
-        match self {
-            Net::Llama(m) => m.forward_select(caches, rows, want, logits),
-            Net::Gemma3(m) => m.forward_select(caches, rows, want, logits),
-        }
     }
 }
