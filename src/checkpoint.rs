@@ -26,11 +26,6 @@ fn model_err(m: impl Into<String>) -> Error {
     Error::new(ErrorKind::Model(m.into()))
 }
 
-/// Whether `dir` looks like a checkpoint folder (has a config.json).
-pub fn is_checkpoint_dir(dir: &Path) -> bool {
-    dir.is_dir() && dir.join("config.json").is_file()
-}
-
 /// The files of the folder that define the model's behaviour, by name: config.json,
 /// tokenizer.json, and the weights (model.safetensors, or the index and every shard it
 /// names). Other files (tokenizer_config.json, generation_config.json, …) are not read.

@@ -119,7 +119,7 @@ fn usage(kind: clap::error::ErrorKind, msg: &str) -> anyhow::Error {
 
 /// Checks the device request and sets up the worker threads, before any file is touched.
 fn setup_threads(m: &ModelArgs) -> Result<()> {
-    m.device.resolve()?;
+    m.device.validate()?;
     if let Some(n) = m.threads {
         if n == 0 {
             return Err(usage(
