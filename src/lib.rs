@@ -8,11 +8,9 @@ pub mod error;
 pub use error::{Error, ErrorKind, Result};
 
 pub mod bench;
-pub mod checkpoint;
 pub mod coder;
 pub mod engine;
 pub mod format;
-pub mod hub;
 pub mod model;
 pub mod pipeline;
 pub mod predict;

@@ -13,7 +13,8 @@
 use crate::coder::{BlockDecoder, BlockEncoder, Cdf};
 use crate::engine::{backend_name, KvCache, Row};
 use crate::format::{self, ArchiveTally, BlockEntry, Frame, Header, Trailer};
-use crate::model::{describe_identity, hex, Model};
+use crate::model::identity::{describe_identity, hex};
+use crate::model::Model;
 use crate::predict::{DraftKind, Ensemble, PredictorSettings, Scratch, DRAFT_KINDS};
 use crate::{Error, ErrorKind, Result};
 use rayon::prelude::*;

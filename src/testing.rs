@@ -403,7 +403,7 @@ pub fn write_synthetic_checkpoint(
     dtype: candle_core::DType,
     shards: usize,
 ) -> Result<()> {
-    use crate::checkpoint::unpermute_from_interleaved_rope;
+    use crate::model::checkpoint::unpermute_from_interleaved_rope;
     use candle_core::{DType, Tensor};
     let bad = |m: String| Error::new(ErrorKind::Model(format!("synthetic checkpoint: {m}")));
     let gguf = synthetic_gguf(spec)?;
@@ -467,7 +467,7 @@ pub fn write_synthetic_checkpoint(
             &tensors
                 .into_iter()
                 .collect::<std::collections::HashMap<_, _>>(),
-            dir.join(crate::checkpoint::SINGLE_FILE),
+            dir.join(crate::model::checkpoint::SINGLE_FILE),
         )?;
     } else {
         let mut map = serde_json::Map::new();
@@ -486,7 +486,7 @@ pub fn write_synthetic_checkpoint(
         }
         let index = serde_json::json!({ "metadata": {}, "weight_map": map });
         std::fs::write(
-            dir.join(crate::checkpoint::INDEX_FILE),
+            dir.join(crate::model::checkpoint::INDEX_FILE),
             serde_json::to_vec_pretty(&index).map_err(|e| bad(e.to_string()))?,
         )?;
     }

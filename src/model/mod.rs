@@ -1,17 +1,21 @@
 //! Finding, verifying and loading the model (GGUF file or folder: weights, tokenizer, identity).
+//!
+//! [`Model::load`] takes a GGUF file ([`gguf`] reads its metadata), a Hugging Face model
+//! folder ([`checkpoint`]) or an `hf:` name fetched through the hub cache ([`hub`]); what an
+//! archive records about the model is its [`identity`].
+
+pub mod checkpoint;
+pub mod gguf;
+pub mod hub;
+pub mod identity;
 
 use crate::engine::Llama;
 use crate::tokenize::Tokenizer;
 use crate::{Error, ErrorKind, Result};
 use candle_core::quantized::gguf_file;
-use sha2::{Digest, Sha256};
+use identity::{describe_identity, file_sha256};
+pub use identity::{DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256};
 use std::path::{Path, PathBuf};
-
-/// File name of the default model.
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// sha256 of the default model file.
-pub const DEFAULT_MODEL_SHA256: &str =
-    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// How to get the default model, for error messages.
 pub const HOW_TO_GET: &str = "run `bash models/fetch.sh` in the lmzip source tree (it takes \
@@ -85,20 +89,6 @@ fn default_locations() -> Vec<PathBuf> {
     v
 }
 
-/// sha256 of a file's bytes, read through a memory map.
-pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
-    let f = std::fs::File::open(path)?;
-    // SAFETY: the map is read-only and dropped before returning; a concurrent writer could
-    // change the bytes we hash, which at worst gives an identity the loader then rejects.
-    let map = unsafe { memmap2::Mmap::map(&f)? };
-    Ok(Sha256::digest(&map[..]).into())
-}
-
-/// Lower-case hex of a digest.
-pub fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Model {
     /// Loads and validates a model for the default numeric backend.
     pub fn load(path: &Path) -> Result<Model> {
@@ -107,11 +97,11 @@ impl Model {
 
     /// Loads and validates a model for a given numeric backend: a GGUF file, a Hugging
     /// Face model folder (config.json, tokenizer.json, safetensors), or `hf:ORG/NAME…`,
-    /// fetched through the Hugging Face cache (see [`crate::hub`]).
+    /// fetched through the Hugging Face cache (see [`hub`]).
     pub fn load_with(path: &Path, backend: u16) -> Result<Model> {
-        if let Some(spec) = crate::hub::parse_spec(path) {
+        if let Some(spec) = hub::parse_spec(path) {
             let spec = spec?;
-            let local = crate::hub::fetch(&spec)?;
+            let local = hub::fetch(&spec)?;
             let mut m = Self::load_local(&local, backend)?;
             m.name = Some(spec.to_string());
             return Ok(m);
@@ -147,33 +137,25 @@ impl Model {
         })?;
         let tokenizer = Tokenizer::from_gguf(&content)?;
         let llama = Llama::from_gguf_with(&content, &mut f, backend)?;
-        let control_tokens = content
-            .metadata
-            .get("tokenizer.ggml.token_type")
-            .and_then(|v| v.to_vec().ok())
-            .map(|types| {
-                types
-                    .iter()
-                    .enumerate()
-                    // 3 = control, 4 = user-defined, 2 = unknown in GGUF's token types.
-                    .filter(|(_, t)| matches!(t.to_i32(), Ok(2..=4)))
-                    .map(|(i, _)| i as u32)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let bos = content
-            .metadata
-            .get("tokenizer.ggml.bos_token_id")
-            .and_then(|v| v.to_u32().ok());
+        let md = gguf::Metadata::new(&content);
+        // 3 = control, 4 = user-defined, 2 = unknown in GGUF's token types.
+        let control_tokens = md
+            .opt_i32s("tokenizer.ggml.token_type")?
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(t, 2..=4))
+            .map(|(i, _)| i as u32)
+            .collect();
+        let bos = md.opt_u32("tokenizer.ggml.bos_token_id")?;
         Self::assemble(path, sha256, llama, tokenizer, control_tokens, bos)
     }
 
     /// A Hugging Face model folder; its identity is the manifest hash of the files that
-    /// define it ([`crate::checkpoint::manifest_identity`]).
+    /// define it ([`identity::manifest_identity`]).
     fn load_dir(dir: &Path, backend: u16) -> Result<Model> {
-        use crate::checkpoint;
         let names = checkpoint::model_files(dir)?;
-        let (sha256, _) = checkpoint::manifest_identity(dir, &names)?;
+        let (sha256, _) = identity::manifest_identity(dir, &names)?;
         let cfg = checkpoint::parse_config(&std::fs::read(dir.join("config.json"))?)?;
         let (tokenizer, control_tokens) =
             Tokenizer::from_hf_json(&std::fs::read(dir.join("tokenizer.json"))?)?;
@@ -234,15 +216,5 @@ impl Model {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned());
         describe_identity(self.name.as_deref().or(file.as_deref()), &self.sha256)
-    }
-}
-
-/// "NAME (sha256 PREFIX…)" or, for the default model's hash, its well-known name.
-pub fn describe_identity(name: Option<&str>, sha: &[u8; 32]) -> String {
-    let h = hex(sha);
-    if h == DEFAULT_MODEL_SHA256 {
-        format!("{DEFAULT_MODEL_FILE} (sha256 {}…)", &h[..16])
-    } else {
-        format!("{} (sha256 {}…)", name.unwrap_or("a model"), &h[..16])
     }
 }
