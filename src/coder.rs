@@ -9,10 +9,11 @@ use constriction::stream::queue::{DefaultRangeDecoder, DefaultRangeEncoder};
 use constriction::stream::{Decode, Encode};
 use std::num::NonZeroU32;
 
-/// Bits of probability precision; recorded in the header.
+/// Bits of probability precision; recorded in the header (`format` writes and checks it).
 pub const PRECISION: usize = 24;
-/// Bits per coder word; recorded in the header.
-pub const WORD_BITS: usize = 32;
+/// Bits per coder word (constriction's default range coder writes `u32` words); recorded
+/// in the header.
+pub const WORD_BITS: usize = u32::BITS as usize;
 /// Total of every CDF.
 pub const TOTAL: u32 = 1 << PRECISION;
 

@@ -293,7 +293,10 @@ impl Lane {
             .par_iter_mut()
             .zip(self.cdfs[..items.len()].par_iter_mut())
             .zip(items.par_iter())
-            .for_each(|((sc, cdf), &(s, logits))| ens.predict(s, logits, sc, cdf));
+            .for_each(|((sc, cdf), &(s, logits))| {
+                ens.predict(s, logits, sc);
+                cdf.build_from_weights(sc.weights());
+            });
     }
 
     /// Learns the step's symbols (of `streams`, in order).

@@ -1,5 +1,7 @@
-//! Mixing: a context-selected linear mixture of the predictors' distributions, learned
-//! online, and an APM/SSE stage that recalibrates the probability of the most likely symbol.
+//! Mixing: a learned, context-selected linear mixture, and an APM/SSE stage.
+//!
+//! The mixture of the predictors' distributions is learned online; the APM recalibrates
+//! the probability of the most likely symbol.
 //!
 //! The mixture is p(s) = Σᵢ wᵢ qᵢ(s) with w = softmax(u) over the inputs present at this
 //! step. Each input's weight u is looked up by (global context, input slot): the global
