@@ -4,8 +4,11 @@
 //! folder ([`checkpoint`]) or an `hf:` name fetched through the hub cache ([`hub`]); what an
 //! archive records about the model is its [`identity`].
 
+#[doc(hidden)]
 pub mod checkpoint;
+#[doc(hidden)]
 pub mod gguf;
+#[doc(hidden)]
 pub mod hub;
 pub mod identity;
 
@@ -30,11 +33,17 @@ pub struct Model {
     pub name: Option<String>,
     /// The identity archives record: the GGUF file's SHA-256, or a folder's manifest hash.
     pub sha256: [u8; 32],
+    /// The network, loaded for one numeric backend (internal).
+    #[doc(hidden)]
     pub llama: Llama,
+    /// Lossless text ⇄ symbols (internal).
+    #[doc(hidden)]
     pub tokenizer: Tokenizer,
     /// Vocabulary ids the tokenizer never produces (control tokens), held at the floor.
+    #[doc(hidden)]
     pub control_tokens: Vec<u32>,
     /// The symbol fed before each block's first symbol.
+    #[doc(hidden)]
     pub start_token: u32,
 }
 
@@ -207,6 +216,12 @@ impl Model {
             control_tokens,
             start_token,
         })
+    }
+
+    /// The numeric backend the model was loaded for: archives it writes need this one, and
+    /// it decodes only archives made with it (see [`crate::peek_backend`]).
+    pub fn backend(&self) -> u16 {
+        self.llama.backend
     }
 
     /// A short description for messages: file name and hash prefix.
