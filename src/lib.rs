@@ -46,6 +46,7 @@ pub mod format;
 pub mod pipeline;
 #[doc(hidden)]
 pub mod predict;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 #[doc(hidden)]

@@ -1,5 +1,7 @@
-//! Test support: a tiny synthetic llama model, so tests and fuzzers can run the real pipeline
-//! in milliseconds instead of loading the 98 MB default model.
+//! Test support (feature `testing`): a tiny synthetic llama model that loads in milliseconds.
+//!
+//! With it, tests and fuzzers run the real pipeline instead of loading the 98 MB default
+//! model.
 //!
 //! The model is written as a genuine GGUF file (candle's `gguf_file::write`) with the same
 //! metadata keys and tensor names the loader reads from SmolLM2, so `Model::load` takes the
