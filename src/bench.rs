@@ -1,4 +1,6 @@
 //! `lmzip bench`: bits per byte, speed each way and peak memory, verified round trips.
+//!
+//! This measures; the command renders (see the CLI).
 
 use crate::model::Model;
 use crate::pipeline::{compress_measure, decompress, CompressOptions, Stats};
@@ -159,22 +161,6 @@ pub fn bench_bytes(
     })
 }
 
-/// The ablation rows of one result.
-pub fn render_ablation(r: &BenchResult) -> String {
-    let mut s = format!(
-        "ablation for {} ({} bytes; ideal code length, before framing):\n",
-        r.file, r.bytes
-    );
-    let base = r.ablation.iter().find(|(n, _)| n == "llm").map(|x| x.1);
-    for (name, bpb) in &r.ablation {
-        let rel = base
-            .map(|b| format!("{:+.1}%", (bpb / b - 1.0) * 100.0))
-            .unwrap_or_default();
-        s += &format!("  {name:<40} {bpb:>7.4} bpb {rel:>8}\n");
-    }
-    s
-}
-
 /// Peak resident set size (VmHWM) in MiB, from /proc on Linux.
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -188,27 +174,4 @@ pub fn peak_rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
-}
-
-/// A fixed-width table of results for terminals.
-pub fn render_table(results: &[BenchResult]) -> String {
-    let mut s = format!(
-        "{:<28} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
-        "file", "bytes", "lmz", "bpb", "c KB/s", "c tok/s", "d KB/s", "d tok/s", "RSS MiB"
-    );
-    for r in results {
-        s += &format!(
-            "{:<28} {:>9} {:>9} {:>7.4} {:>9.3} {:>9.1} {:>9.3} {:>9.1} {:>8.0}\n",
-            r.file,
-            r.bytes,
-            r.compressed_bytes,
-            r.bits_per_byte,
-            r.compress_kb_per_s,
-            r.compress_tokens_per_s,
-            r.decompress_kb_per_s,
-            r.decompress_tokens_per_s,
-            r.peak_rss_mib
-        );
-    }
-    s
 }

@@ -9,10 +9,11 @@ use constriction::stream::queue::{DefaultRangeDecoder, DefaultRangeEncoder};
 use constriction::stream::{Decode, Encode};
 use std::num::NonZeroU32;
 
-/// Bits of probability precision; recorded in the header.
+/// Bits of probability precision; recorded in the header (`format` writes and checks it).
 pub const PRECISION: usize = 24;
-/// Bits per coder word; recorded in the header.
-pub const WORD_BITS: usize = 32;
+/// Bits per coder word (constriction's default range coder writes `u32` words); recorded
+/// in the header.
+pub const WORD_BITS: usize = u32::BITS as usize;
 /// Total of every CDF.
 pub const TOTAL: u32 = 1 << PRECISION;
 
@@ -68,8 +69,8 @@ impl Cdf {
         let sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
             + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
         // The heaviest symbol, lowest index on ties (NaN never wins).
-        let top = crate::engine::math::max_f32(weights);
-        let best = crate::engine::math::first_eq(weights, top).unwrap_or(0);
+        let top = crate::math::max_f32(weights);
+        let best = crate::math::first_eq(weights, top).unwrap_or(0);
         let scale = if sum > 0.0 && sum.is_finite() {
             (budget as f64 / sum) as f32
         } else {

@@ -212,6 +212,17 @@ impl From<std::io::Error> for Error {
     }
 }
 
+impl From<Error> for std::io::Error {
+    /// An I/O error comes out as itself (so its kind, a broken pipe say, survives); any
+    /// other error as an `io::Error` that carries it.
+    fn from(e: Error) -> Self {
+        match e.kind {
+            ErrorKind::Io(io) => io,
+            _ => std::io::Error::other(e),
+        }
+    }
+}
+
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
         Error::new(ErrorKind::Candle(e.to_string()))

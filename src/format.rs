@@ -1,8 +1,9 @@
 //! The container: header, group frames, end frame; parsing with every size bounded first.
 //!
-//! Byte-by-byte specification: docs/FORMAT.md. This module has no model dependency, so it
-//! can be fuzzed and tested alone.
+//! Byte-by-byte specification: docs/FORMAT.md. This module has no model dependency (of the
+//! coder it reads only the parameters it records), so it can be fuzzed and tested alone.
 
+use crate::coder;
 use crate::{Error, ErrorKind, Result};
 use std::io::{Read, Write};
 
@@ -30,9 +31,6 @@ pub const MAX_BLOCK_BYTES: u32 = 1 << 24;
 pub const TAG_GROUP: u8 = 0x47;
 /// End frame tag.
 pub const TAG_END: u8 = 0x45;
-/// Coder parameters this version allows.
-pub const PRECISION_BITS: u8 = 24;
-pub const WORD_BITS: u8 = 32;
 
 /// Window policy 0: a full window is rebuilt by re-running the start token and the last
 /// `keep − 1` symbols from position 0.
@@ -182,8 +180,9 @@ impl Header {
         b.extend_from_slice(&self.model_sha256);
         b.extend_from_slice(&self.tokenizer_hash);
         b.extend_from_slice(&self.backend.to_le_bytes());
-        b.push(PRECISION_BITS);
-        b.push(WORD_BITS);
+        // The coder's parameters, recorded so that another coder is refused by name.
+        b.push(coder::PRECISION as u8);
+        b.push(coder::WORD_BITS as u8);
         b.extend_from_slice(&self.num_symbols.to_le_bytes());
         b.extend_from_slice(&self.block_tokens.to_le_bytes());
         b.extend_from_slice(&self.streams.to_le_bytes());
@@ -255,10 +254,10 @@ impl Header {
                 value: flags as u64,
             }));
         }
-        if b[76] as usize != PRECISION_BITS as usize {
+        if b[76] as usize != coder::PRECISION {
             return Err(invalid("coder precision bits", b[76] as u64));
         }
-        if b[77] != WORD_BITS {
+        if b[77] as usize != coder::WORD_BITS {
             return Err(invalid("coder word bits", b[77] as u64));
         }
         let h = Header {

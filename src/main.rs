@@ -14,12 +14,7 @@ fn main() -> ExitCode {
                 usage.exit();
             }
             // A closed pipe (`lmzip -dc x.lmz | head`) is the reader's choice, not an error.
-            if err.chain().any(|e| {
-                e.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-                    || e.downcast_ref::<lmzip::Error>()
-                        .is_some_and(|l| l.is_io_kind(std::io::ErrorKind::BrokenPipe))
-            }) {
+            if cli::is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("lmzip: {err:#}");

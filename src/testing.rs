@@ -1,5 +1,7 @@
-//! Test support: a tiny synthetic llama model, so tests and fuzzers can run the real pipeline
-//! in milliseconds instead of loading the 98 MB default model.
+//! Test support (feature `testing`): a tiny synthetic llama model that loads in milliseconds.
+//!
+//! With it, tests and fuzzers run the real pipeline instead of loading the 98 MB default
+//! model.
 //!
 //! The model is written as a genuine GGUF file (candle's `gguf_file::write`) with the same
 //! metadata keys and tensor names the loader reads from SmolLM2, so `Model::load` takes the
@@ -403,7 +405,7 @@ pub fn write_synthetic_checkpoint(
     dtype: candle_core::DType,
     shards: usize,
 ) -> Result<()> {
-    use crate::checkpoint::unpermute_from_interleaved_rope;
+    use crate::model::checkpoint::unpermute_from_interleaved_rope;
     use candle_core::{DType, Tensor};
     let bad = |m: String| Error::new(ErrorKind::Model(format!("synthetic checkpoint: {m}")));
     let gguf = synthetic_gguf(spec)?;
@@ -467,7 +469,7 @@ pub fn write_synthetic_checkpoint(
             &tensors
                 .into_iter()
                 .collect::<std::collections::HashMap<_, _>>(),
-            dir.join(crate::checkpoint::SINGLE_FILE),
+            dir.join(crate::model::checkpoint::SINGLE_FILE),
         )?;
     } else {
         let mut map = serde_json::Map::new();
@@ -486,7 +488,7 @@ pub fn write_synthetic_checkpoint(
         }
         let index = serde_json::json!({ "metadata": {}, "weight_map": map });
         std::fs::write(
-            dir.join(crate::checkpoint::INDEX_FILE),
+            dir.join(crate::model::checkpoint::INDEX_FILE),
             serde_json::to_vec_pretty(&index).map_err(|e| bad(e.to_string()))?,
         )?;
     }

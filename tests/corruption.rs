@@ -364,7 +364,7 @@ fn peak_while_decoding(m: &Model, archive: &[u8]) -> (usize, String) {
     (peak, format!("{:?}", r.err().map(|e| format!("{e}"))))
 }
 
-/// Regression (found by this sweep, fixed in src/pipeline.rs): `decompress_one` used to
+/// Regression (found by this sweep, fixed in src/pipeline/decode.rs): the decoder used to
 /// allocate one model cache per *declared* stream, each for the *declared* window, before
 /// reading a single frame; caches are now sized per group from what the frame holds, and
 /// the header's worst case is checked against the decoder's memory limit. A 101-byte header with streams = 1024 and block_tokens = 65536 (both
@@ -389,7 +389,7 @@ fn header_sizes_do_not_reserve_caches_before_any_frame() {
     );
 }
 
-/// Regression (found by this sweep, fixed in src/pipeline.rs): `decompress_one` used to
+/// Regression (found by this sweep, fixed in src/pipeline/decode.rs): the decoder used to
 /// reserve `original_len` bytes of output per block (`Vec::with_capacity`) before decoding;
 /// reservations are now capped and buffers grow with what decodes. Entries
 /// may declare original_len = 2^24 with symbol_count = 1 and coded_len = 0, so a 16 KB group

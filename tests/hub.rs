@@ -70,7 +70,7 @@ impl Drop for Hub {
 
 fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
-    lmzip::model::hex(&sha2::Sha256::digest(b))
+    lmzip::model::identity::hex(&sha2::Sha256::digest(b))
 }
 
 fn serve(root: &Path, mut stream: TcpStream, log: &Mutex<Vec<String>>) -> std::io::Result<()> {

@@ -6,7 +6,8 @@
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::DType;
 use lmzip::engine::{Net, BACKEND_F32_FIXED, BACKEND_INT8_EXACT};
-use lmzip::model::{hex, Model};
+use lmzip::model::identity::hex;
+use lmzip::model::Model;
 use lmzip::pipeline::{self, CompressOptions};
 use lmzip::testing::{synthetic_gguf, write_synthetic_checkpoint, SyntheticRope, SyntheticSpec};
 use lmzip::ErrorKind;
@@ -345,7 +346,7 @@ fn folder_identity_is_the_sha256sum_manifest() {
     std::fs::write(folder.join("README.md"), b"not part of the model").unwrap();
     std::fs::write(folder.join("generation_config.json"), b"{}").unwrap();
     let m = Model::load(&folder).unwrap();
-    let names = lmzip::checkpoint::model_files(&folder).unwrap();
+    let names = lmzip::model::checkpoint::model_files(&folder).unwrap();
     assert_eq!(
         names,
         [
@@ -356,7 +357,7 @@ fn folder_identity_is_the_sha256sum_manifest() {
             "tokenizer.json"
         ]
     );
-    let (id, manifest) = lmzip::checkpoint::manifest_identity(&folder, &names).unwrap();
+    let (id, manifest) = lmzip::model::identity::manifest_identity(&folder, &names).unwrap();
     assert_eq!(id, m.sha256);
     // The same as `sha256sum FILES | sha256sum`, where the tool exists.
     if let Ok(o) = std::process::Command::new("sha256sum")
@@ -463,7 +464,7 @@ fn unsupported_folders_are_typed_errors() {
 
 #[test]
 fn rope_permutation_is_a_permutation_and_its_inverse() {
-    use lmzip::checkpoint::{permute_for_interleaved_rope, unpermute_from_interleaved_rope};
+    use lmzip::model::checkpoint::{permute_for_interleaved_rope, unpermute_from_interleaved_rope};
     let (heads, hd, cols) = (2usize, 8usize, 3usize);
     let v: Vec<f32> = (0..heads * hd * cols).map(|x| x as f32).collect();
     let t = candle_core::Tensor::from_vec(v.clone(), (heads * hd, cols), &candle_core::Device::Cpu)

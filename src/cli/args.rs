@@ -104,7 +104,7 @@ pub struct EncodeArgs {
     /// 2 = int8-exact with an f32 KV cache (0–0.3% smaller, decodes ~10% slower), 1 =
     /// f32-fixed-order (2–3× slower).
     /// Decompression always uses the archive's own.
-    #[arg(long, value_name = "ID", default_value_t = lmzip::engine::DEFAULT_BACKEND, value_parser = clap::value_parser!(u16).range(1..=3))]
+    #[arg(long, value_name = "ID", default_value_t = lmzip::DEFAULT_BACKEND, value_parser = clap::value_parser!(u16).range(1..=3))]
     pub backend: u16,
     /// Predictor: the language model alone (no n-gram, match, bias or SSE).
     #[arg(long)]
@@ -151,7 +151,7 @@ impl Default for EncodeArgs {
             window: 1024,
             slide_keep: None,
             slide: SlideKind::Shift,
-            backend: lmzip::engine::DEFAULT_BACKEND,
+            backend: lmzip::DEFAULT_BACKEND,
             llm_only: false,
             no_ngram: false,
             no_match: false,
@@ -164,11 +164,11 @@ impl Default for EncodeArgs {
 
 impl EncodeArgs {
     /// The library options these flags ask for.
-    pub fn options(&self) -> lmzip::pipeline::CompressOptions {
+    pub fn options(&self) -> lmzip::CompressOptions {
         let mut p = if self.llm_only {
-            lmzip::predict::PredictorSettings::llm_only()
+            lmzip::PredictorSettings::llm_only()
         } else {
-            lmzip::predict::PredictorSettings::default()
+            lmzip::PredictorSettings::default()
         };
         p.ngram &= !self.no_ngram;
         p.matcher &= !self.no_match;
@@ -176,7 +176,7 @@ impl EncodeArgs {
         p.sse &= !self.no_sse;
         p.mixer_ctx = self.mixer != MixerKind::Global;
         p.mixer_shared = self.mixer == MixerKind::Shared;
-        lmzip::pipeline::CompressOptions {
+        lmzip::CompressOptions {
             block_tokens: self.block_tokens,
             streams: self.streams,
             window: self.window,
@@ -185,11 +185,11 @@ impl EncodeArgs {
                 SlideKind::Reprefill => self.window / 2,
             }),
             window_policy: match self.slide {
-                SlideKind::Reprefill => lmzip::format::WINDOW_REPREFILL,
-                SlideKind::Shift => lmzip::format::WINDOW_SHIFT,
+                SlideKind::Reprefill => lmzip::WINDOW_REPREFILL,
+                SlideKind::Shift => lmzip::WINDOW_SHIFT,
             },
             predictor: p,
-            ..lmzip::pipeline::CompressOptions::default()
+            ..lmzip::CompressOptions::default()
         }
     }
 }

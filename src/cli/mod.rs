@@ -7,12 +7,12 @@
 
 mod args;
 mod progress;
+mod render;
 
 use anyhow::{anyhow, bail, Context, Result};
 use args::{BenchArgs, Cli, CodecArgs, Command, InfoArgs, ModelArgs};
 use clap::{CommandFactory, FromArgMatches};
-use lmzip::model::{self, Model};
-use lmzip::pipeline::{self, CompressOptions};
+use lmzip::{model, CompressOptions, Model, Stats};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -119,7 +119,7 @@ fn usage(kind: clap::error::ErrorKind, msg: &str) -> anyhow::Error {
 
 /// Checks the device request and sets up the worker threads, before any file is touched.
 fn setup_threads(m: &ModelArgs) -> Result<()> {
-    m.device.resolve()?;
+    m.device.validate()?;
     if let Some(n) = m.threads {
         if n == 0 {
             return Err(usage(
@@ -150,11 +150,7 @@ struct LazyModel<'a> {
 impl LazyModel<'_> {
     /// The model, loaded for `backend` (reloaded if the last file needed another).
     fn get(&mut self, backend: u16) -> Result<&Model> {
-        if self
-            .model
-            .as_ref()
-            .is_none_or(|m| m.net.backend() != backend)
-        {
+        if self.model.as_ref().is_none_or(|m| m.backend() != backend) {
             self.model = None;
             self.model = Some(load_model(self.args, backend)?);
         }
@@ -196,7 +192,7 @@ fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
     let mut failed = 0usize;
     for input in &inputs {
         if let Err(e) = process_one(mode, &a, input, &mut lazy) {
-            // A closed stdout ends the whole run quietly (handled in main).
+            // A closed stdout ends the whole run quietly (see `main`).
             if is_broken_pipe(&e) {
                 return Err(e);
             }
@@ -211,7 +207,9 @@ fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
     })
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
+/// A closed pipe (`lmzip -dc x.lmz | head`) anywhere in the error's chain: the reader's
+/// choice, not an error.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
@@ -300,13 +298,13 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
     // Decoding needs the backend the archive was made with; new archives use the default.
     let backend = match mode {
         Mode::Compress => a.encode.backend,
-        _ => match pipeline::peek_backend(&data) {
+        _ => match lmzip::peek_backend(&data) {
             // Say so before trying to load a model for a backend that does not exist.
-            Some(id) if lmzip::engine::backend_name(id) == "unknown" => {
+            Some(id) if lmzip::backend_name(id) == "unknown" => {
                 return Err(lmzip::Error::new(lmzip::ErrorKind::UnsupportedBackend { id }).into())
             }
             Some(id) => id,
-            None => lmzip::engine::DEFAULT_BACKEND,
+            None => lmzip::DEFAULT_BACKEND,
         },
     };
     let model = lazy.get(backend)?;
@@ -379,12 +377,12 @@ fn run_mode<W: Write>(
     data: &[u8],
     w: &mut W,
     bar: &progress::Progress,
-) -> Result<pipeline::Stats> {
+) -> Result<Stats> {
     let mut report = |done: u64| bar.set(done);
     Ok(match mode {
-        Mode::Compress => pipeline::compress(model, data, &options(a), w, &mut report)?,
+        Mode::Compress => lmzip::compress(model, data, &options(a), w, &mut report)?,
         Mode::Decompress | Mode::Test => {
-            let mut s = pipeline::decompress(model, &mut &data[..], w, &mut report)?;
+            let mut s = lmzip::decompress(model, &mut &data[..], w, &mut report)?;
             s.archive_bytes = data.len() as u64;
             s
         }
@@ -404,21 +402,10 @@ fn display_name(input: &Path, is_stdin: bool) -> String {
 /// progress bar; `None` if the structure does not parse (decoding will then say why).
 /// Reads only headers and frame tables: no model, no payload decoding.
 fn archive_content_len(data: &[u8]) -> Option<u64> {
-    use lmzip::format::{read_frame, Frame, Header};
-    let mut r = data;
-    let mut total = 0u64;
-    while let Some(h) = Header::read_from(&mut r).ok()? {
-        loop {
-            match read_frame(&mut r, &h).ok()? {
-                Frame::Group { .. } => {}
-                Frame::End(t) => {
-                    total = total.checked_add(t.total_len)?;
-                    break;
-                }
-            }
-        }
-    }
-    Some(total)
+    let archives = lmzip::describe(&mut &data[..]).ok()?;
+    archives
+        .iter()
+        .try_fold(0u64, |total, a| total.checked_add(a.content_bytes))
 }
 
 /// Writes through `f` into a temporary file beside `out`, then renames it into place.
@@ -507,45 +494,15 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
-            eprint!(
-                "{}",
-                lmzip::bench::render_table(std::slice::from_ref(&r))
-                    .lines()
-                    .last()
-                    .map(|l| format!("{l}\n"))
-                    .unwrap_or_default()
-            );
+            eprint!("{}", render::table_row(&r));
         }
         results.push(r);
     }
     if !a.json {
-        print!("{}", lmzip::bench::render_table(&results));
-        for r in results.iter().filter(|r| r.decode_guessed > 0) {
-            println!(
-                "{}: decoded {} symbols in {} forward calls; {} guessed rows, {} came true",
-                r.file, r.symbols, r.decode_calls, r.decode_guessed, r.decode_guessed_right
-            );
-        }
-        println!(
-            "threads {}, backend {}, streams ≤ {}, block tokens ≤ {}, window {} ({} keeping {}), predictor {}; bits per byte count the whole archive, not the model file",
-            rayon::current_num_threads(),
-            a.encode.backend,
-            opts.streams,
-            opts.block_tokens,
-            opts.window,
-            if opts.window_policy == lmzip::format::WINDOW_SHIFT {
-                "shifts"
-            } else {
-                "re-prefills"
-            },
-            opts.keep,
-            opts.predictor.label()
+        print!(
+            "{}",
+            render::bench_summary(&results, &opts, a.encode.backend)
         );
-        for r in &results {
-            if !r.ablation.is_empty() {
-                print!("{}", lmzip::bench::render_ablation(r));
-            }
-        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -553,10 +510,10 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
 fn info(a: InfoArgs) -> Result<ExitCode> {
     let mut failed = false;
     for f in &a.files {
-        match lmzip::pipeline::describe(&mut io::BufReader::new(
+        match lmzip::describe(&mut io::BufReader::new(
             File::open(f).with_context(|| format!("cannot open {}", f.display()))?,
         )) {
-            Ok(text) => print!("{}:\n{text}", f.display()),
+            Ok(archives) => print!("{}:\n{}", f.display(), render::archives(&archives)),
             Err(e) => {
                 eprintln!("lmzip: {}: {e}", f.display());
                 failed = true;

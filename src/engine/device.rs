@@ -22,12 +22,6 @@ pub enum DeviceRequest {
     Cuda(usize),
 }
 
-/// The device the engine runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-}
-
 /// What is supported, for messages.
 pub const SUPPORTED_DEVICES: &str = "cpu (auto picks it); CUDA needs exact GPU kernels that \
 lmzip does not have yet (see docs/MODELS.md)";
@@ -60,10 +54,11 @@ impl fmt::Display for DeviceRequest {
 }
 
 impl DeviceRequest {
-    /// The device to run on, or a typed refusal naming what is supported.
-    pub fn resolve(self) -> Result<Device> {
+    /// Checks that this build can run the request (the CPU, today), or a typed refusal
+    /// naming what is supported. Nothing is set up: the engine always runs on the CPU.
+    pub fn validate(self) -> Result<()> {
         match self {
-            Self::Auto | Self::Cpu => Ok(Device::Cpu),
+            Self::Auto | Self::Cpu => Ok(()),
             Self::Cuda(_) => Err(Error::unsupported(
                 "device",
                 format!(
@@ -93,8 +88,8 @@ mod tests {
         for bad in ["gpu", "cuda:", "cuda:x", "CPU", "metal"] {
             assert!(bad.parse::<DeviceRequest>().is_err(), "{bad}");
         }
-        assert_eq!(DeviceRequest::Auto.resolve().unwrap(), Device::Cpu);
-        let e = DeviceRequest::Cuda(1).resolve().unwrap_err();
+        assert!(DeviceRequest::Auto.validate().is_ok());
+        let e = DeviceRequest::Cuda(1).validate().unwrap_err();
         assert!(matches!(
             e.kind(),
             crate::ErrorKind::UnsupportedModel { what: "device", .. }

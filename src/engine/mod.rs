@@ -2,13 +2,14 @@
 //! deterministically.
 //!
 //! Laid out as llama.cpp splits it: weights ([`weights`]), the key/value cache
-//! ([`kv_cache`]), attention kernels ([`attention`]), the steps every forward pass shares
+//! ([`kv_cache`]), one archive's context of caches and outputs ([`context`]), attention kernels ([`attention`]), the steps every forward pass shares
 //! ([`forward`]), RoPE ([`rope`]), matrix kernels ([`int8`], [`kernels`], [`half`]), and
 //! one file per architecture ([`llama`], [`gemma3`]) behind [`Net`]. Numeric backends are named by an id recorded in
 //! every archive header, because the exact logits — and so the archive — depend on the
 //! arithmetic that produced them.
 
 pub(crate) mod attention;
+pub mod context;
 pub mod device;
 pub mod forward;
 pub mod gemma3;
@@ -24,6 +25,7 @@ pub mod weights;
 
 /// The deterministic math now lives at the crate root ([`crate::math`]).
 pub use crate::math;
+pub use context::{Context, Slide};
 pub use forward::Row;
 pub use gemma3::{Gemma3, Gemma3Config};
 pub use head::ActiveHead;

@@ -1,10 +1,11 @@
-//! Adaptive bias: an online per-symbol correction of the language model's logits, learned
-//! from this archive's own symbols.
+//! Adaptive bias: a per-symbol correction of the logits, learned from the archive itself.
 //!
 //! The model's vocabulary statistics are those of its training data; a document repeats its
 //! own names, words and markup. One additive term per vocabulary symbol, trained by the
 //! gradient of the code length, shifts probability toward what this document uses. All
 //! arithmetic is plain f32 in a fixed order, so encoder and decoder stay identical.
+
+use super::{At, Inputs, Predictor, Softmax};
 
 /// One bias term per vocabulary symbol, added to the logits before the softmax.
 pub struct LogitBias {
@@ -36,6 +37,22 @@ impl LogitBias {
         }
         if let Some(b) = self.b.get_mut(y) {
             *b += self.rate;
+        }
+    }
+}
+
+impl Predictor for LogitBias {
+    /// Shifts the logits by the biases: the softmax sees l + b.
+    fn contribute(&self, _at: &At<'_>, inputs: &mut Inputs<'_>) {
+        for (x, &b) in inputs.logits.iter_mut().zip(&self.b) {
+            *x += b;
+        }
+    }
+
+    fn learn(&mut self, _at: &At<'_>, sym: u32, llm: &Softmax<'_>) {
+        // Escapes are not vocabulary symbols: the model never predicts them.
+        if (sym as usize) < self.b.len() {
+            self.update(llm.e, llm.inv_z, sym as usize);
         }
     }
 }

@@ -1,13 +1,15 @@
-//! Match model: finds the latest earlier occurrence of the current context in the shared
-//! history (any stream, any earlier block) and predicts the symbol that followed it.
+//! Match model: predicts what followed the latest earlier occurrence of the context.
+//!
+//! The occurrence is looked for in the shared history (any stream, any earlier block).
 //!
 //! LZP-style: a hash of the last `min_len` symbols points at the position after their most
 //! recent occurrence. A candidate is verified symbol by symbol, so a prediction always rests
-//! on a real match; its length (extended backwards up to [`MAX_VERIFY`]) grows while the
+//! on a real match; its length (extended backwards up to `MAX_VERIFY`) grows while the
 //! predictions keep coming true and selects the mixer weights, which learn how far to trust
 //! a match of that length.
 
 use super::history::{History, UNKNOWN};
+use super::{At, Input, Inputs, Predictor, Softmax};
 
 /// Longest backward extension when a match is found.
 const MAX_VERIFY: usize = 32;
@@ -131,6 +133,21 @@ impl Matcher {
             self.table[slot] = next as u32;
         }
         self.state[s] = st;
+    }
+}
+
+impl Predictor for Matcher {
+    /// The symbol the stream's current match predicts, as a mixer input; its length
+    /// selects the mixer's context.
+    fn contribute(&self, at: &At<'_>, inputs: &mut Inputs<'_>) {
+        if let Some((sym, len)) = self.predict(at.hist, at.stream) {
+            inputs.match_len = len;
+            inputs.list.push(Input::Match(sym));
+        }
+    }
+
+    fn learn(&mut self, at: &At<'_>, sym: u32, _llm: &Softmax<'_>) {
+        self.update(at.hist, at.stream, at.pos, sym);
     }
 }
 

@@ -1,5 +1,7 @@
-//! Mixing: a context-selected linear mixture of the predictors' distributions, learned
-//! online, and an APM/SSE stage that recalibrates the probability of the most likely symbol.
+//! Mixing: a learned, context-selected linear mixture, and an APM/SSE stage.
+//!
+//! The mixture of the predictors' distributions is learned online; the APM recalibrates
+//! the probability of the most likely symbol.
 //!
 //! The mixture is p(s) = Σᵢ wᵢ qᵢ(s) with w = softmax(u) over the inputs present at this
 //! step. Each input's weight u is looked up by (global context, input slot): the global
@@ -8,7 +10,7 @@
 //! context was seen). Gradient steps on the code length, −log p(y), update the looked-up
 //! weights. All arithmetic is f32 in a fixed order with our own exp/ln.
 
-use crate::engine::math::{exp_f32, squash, stretch};
+use crate::math::{exp_f32, squash, stretch};
 
 /// Language-model confidence buckets (from its top probability).
 pub const LLM_BUCKETS: usize = 6;

@@ -1,226 +1,86 @@
-//! Predictors: the language model, a token n-gram model, a match model and an adaptive
-//! bias, mixed by a learned, context-selected mixer and calibrated by an APM stage.
+//! Predictors behind one trait, mixed and calibrated into each symbol's weight.
 //!
-//! Data flow for one position of one stream:
-//!   logits + bias → softmax (own exp, fixed lane order)          — `Ensemble::predict`
-//!   n-gram orders 1..N, match model → sparse distributions
+//! The language model, a token n-gram model, a match model and an adaptive bias are mixed
+//! by a learned, context-selected mixer and calibrated by an APM stage.
+//!
+//! Data flow for one position of one stream (`Ensemble::predict`):
+//!   each [`Predictor`] contributes: the bias shifts the logits, the n-gram orders 1..N and
+//!   the match model add sparse distributions as mixer inputs
+//!   logits + bias → softmax (own exp, fixed lane order)
 //!   mixer: weights chosen by (match length × LLM confidence, input slot) → linear mixture
-//!   APM on "the next symbol is the top candidate" → final weights → 24-bit CDF
-//! After the symbol is known, `Ensemble::update` trains the mixer, the APM and the bias and
-//! feeds the symbol to the n-gram and match models. Streams predict in parallel from the same
-//! state and then update one after another in stream order, in both directions, so the
-//! decoder's state always equals the encoder's. Models are shared by all streams: a block
-//! learns from every block coded before it and from its neighbours' earlier positions.
+//!   APM on "the next symbol is the top candidate" → final weights (the coder builds its CDF
+//!   from them)
+//! After the symbol is known, `Ensemble::update` trains the mixer and the APM, and every
+//! predictor learns the symbol. Streams predict in parallel from the same state and then
+//! update one after another in stream order, in both directions, so the decoder's state
+//! always equals the encoder's. Models are shared by all streams: a block learns from every
+//! block coded before it and from its neighbours' earlier positions.
 
 pub mod bias;
 pub mod history;
 pub mod matcher;
 pub mod mixer;
 pub mod ngram;
+mod settings;
 
-use crate::coder::Cdf;
-use crate::engine::math::{exp_f32, first_eq, hsum, max_f32, LANES};
-use crate::{Error, ErrorKind, Result};
+pub use settings::{PredictorSettings, HISTORY_CAP, SETTINGS_VERSION};
+
+use crate::math::{exp_f32, first_eq, hsum, max_f32, LANES};
 use bias::LogitBias;
 use history::{History, UNKNOWN};
 use matcher::Matcher;
 use mixer::{Apm, ApmAt, Mixer};
 use ngram::{NGram, Seen};
 
-/// Settings that change the distribution, recorded in the archive header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PredictorSettings {
-    /// The model's control tokens are held at the coder's floor count.
-    pub mask_control: bool,
-    /// Token n-gram model on, with orders 1..=`ngram_order` and 2^`ngram_bits` buckets each.
-    pub ngram: bool,
-    pub ngram_order: u8,
-    pub ngram_bits: u8,
-    /// Match model on, with `match_min`-symbol contexts and 2^`match_bits` table entries.
-    pub matcher: bool,
-    pub match_min: u8,
-    pub match_bits: u8,
-    /// Adaptive logit bias on, learning rate `bias_rate` / 2^20.
-    pub bias: bool,
-    pub bias_rate: u16,
-    /// Mixer weights selected by context (else one global set); learning rate / 2^16.
-    pub mixer_ctx: bool,
-    /// With `mixer_ctx`: context weights are offsets on one shared, jointly trained set.
-    pub mixer_shared: bool,
-    pub mixer_rate: u16,
-    /// APM/SSE stage on, rate / 2^16.
-    pub sse: bool,
-    pub sse_rate: u16,
-}
-
-/// Settings layout version this build writes and reads.
-pub const SETTINGS_VERSION: u8 = 2;
-/// Serialized length.
-const SETTINGS_LEN: usize = 12;
-/// Most symbols the shared history keeps before it restarts (bounds its memory: 4 bytes
-/// per symbol, 256 MiB).
-pub const HISTORY_CAP: usize = 1 << 26;
-
-impl Default for PredictorSettings {
-    fn default() -> Self {
-        PredictorSettings {
-            mask_control: true,
-            ngram: true,
-            ngram_order: 4,
-            ngram_bits: 18,
-            matcher: true,
-            match_min: 3,
-            match_bits: 20,
-            bias: true,
-            bias_rate: 2048,
-            mixer_ctx: true,
-            mixer_shared: true,
-            mixer_rate: 1311,
-            sse: true,
-            sse_rate: 1311,
-        }
-    }
-}
-
-impl PredictorSettings {
-    /// The language model alone (version 1's predictor).
-    pub fn llm_only() -> Self {
-        PredictorSettings {
-            ngram: false,
-            matcher: false,
-            bias: false,
-            sse: false,
-            ..Self::default()
-        }
-    }
-
-    /// Short name of what is switched on, for tables.
-    pub fn label(&self) -> String {
-        let mut parts = vec!["llm"];
-        if self.bias {
-            parts.push("bias");
-        }
-        if self.ngram {
-            parts.push("ngram");
-        }
-        if self.matcher {
-            parts.push("match");
-        }
-        if (self.ngram || self.matcher) && !self.mixer_ctx {
-            parts.push("global-mixer");
-        }
-        if (self.ngram || self.matcher) && self.mixer_ctx && !self.mixer_shared {
-            parts.push("context-mixer");
-        }
-        if self.sse {
-            parts.push("sse");
-        }
-        parts.join("+")
-    }
-
-    fn flags(&self) -> u8 {
-        (self.mask_control as u8)
-            | (self.ngram as u8) << 1
-            | (self.matcher as u8) << 2
-            | (self.bias as u8) << 3
-            | (self.mixer_ctx as u8) << 4
-            | (self.sse as u8) << 5
-            | (self.mixer_shared as u8) << 6
-    }
-
-    /// Serialized form (docs/FORMAT.md): version, flags, four table sizes, three rates.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = vec![
-            SETTINGS_VERSION,
-            self.flags(),
-            self.ngram_order,
-            self.ngram_bits,
-            self.match_min,
-            self.match_bits,
-        ];
-        b.extend_from_slice(&self.bias_rate.to_le_bytes());
-        b.extend_from_slice(&self.mixer_rate.to_le_bytes());
-        b.extend_from_slice(&self.sse_rate.to_le_bytes());
-        b
-    }
-
-    /// Parses and validates the serialized form; every value outside its range is refused
-    /// before anything is allocated from it.
-    pub fn from_bytes(b: &[u8]) -> Result<Self> {
-        let bad = |field: &'static str, value: u64| {
-            Err(Error::new(ErrorKind::InvalidField { field, value }))
-        };
-        match b.first() {
-            None => return bad("predictor settings length", 0),
-            Some(&v) if v != SETTINGS_VERSION => {
-                return Err(Error::new(ErrorKind::UnsupportedPredictor { version: v }))
-            }
-            _ => {}
-        }
-        if b.len() != SETTINGS_LEN {
-            return bad("predictor settings length", b.len() as u64);
-        }
-        let flags = b[1];
-        if flags & !0x7f != 0 {
-            return Err(Error::new(ErrorKind::ReservedBitsSet {
-                field: "predictor flags",
-                value: flags as u64,
-            }));
-        }
-        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        let s = PredictorSettings {
-            mask_control: flags & 1 != 0,
-            ngram: flags & 2 != 0,
-            ngram_order: b[2],
-            ngram_bits: b[3],
-            matcher: flags & 4 != 0,
-            match_min: b[4],
-            match_bits: b[5],
-            bias: flags & 8 != 0,
-            bias_rate: u16_at(6),
-            mixer_ctx: flags & 16 != 0,
-            mixer_shared: flags & 64 != 0,
-            mixer_rate: u16_at(8),
-            sse: flags & 32 != 0,
-            sse_rate: u16_at(10),
-        };
-        if !(1..=8).contains(&s.ngram_order) {
-            return bad("n-gram order", s.ngram_order as u64);
-        }
-        if !(8..=22).contains(&s.ngram_bits) {
-            return bad("n-gram table bits", s.ngram_bits as u64);
-        }
-        if !(2..=16).contains(&s.match_min) {
-            return bad("match minimum length", s.match_min as u64);
-        }
-        if !(8..=24).contains(&s.match_bits) {
-            return bad("match table bits", s.match_bits as u64);
-        }
-        Ok(s)
-    }
-
-    /// Memory the predictor state takes at most, in bytes (documented limit).
-    pub fn memory_bytes(&self, num_symbols: usize) -> usize {
-        let mut m = num_symbols * 4 * 2; // bias + allowed mask, roughly
-        if self.ngram {
-            m += self.ngram_order as usize
-                * (1usize << self.ngram_bits)
-                * std::mem::size_of::<[u32; 1 + 2 * ngram::SLOTS]>();
-        }
-        if self.matcher {
-            m += 4 << self.match_bits;
-            m += HISTORY_CAP * 4;
-        }
-        m
-    }
+/// Where a stream stands in the shared history: what a model reads to predict the stream's
+/// next symbol, or to learn the one that came.
+pub struct At<'a> {
+    pub hist: &'a History,
+    pub stream: usize,
+    /// Absolute history index of the symbol predicted (or learned: then already stored).
+    pub pos: usize,
 }
 
 /// One input to the mixer at one position.
 #[derive(Clone, Copy, Debug)]
-enum Input {
+pub enum Input {
+    /// The language model's distribution (always the first input).
     Llm,
-    Order(Seen),
+    /// What n-gram order `order` has seen follow its context.
+    Order { order: usize, seen: Seen },
+    /// The symbol the match model predicts.
     Match(u32),
+}
+
+/// What the predictors contribute at one position, gathered before mixing.
+pub struct Inputs<'a> {
+    /// The language model's logits for the position, which a model may shift before the
+    /// softmax (the logit bias).
+    pub logits: &'a mut [f32],
+    /// Mixer inputs, the language model's first, then in the order the models add them.
+    pub list: &'a mut Vec<Input>,
+    /// Length of the match behind a match input (0: none); selects the mixer's context.
+    pub match_len: u32,
+}
+
+/// The language model's distribution at a position as the prediction used it: softmax
+/// numerators of the (shifted) logits and the reciprocal of their sum.
+pub struct Softmax<'a> {
+    pub e: &'a [f32],
+    pub inv_z: f32,
+}
+
+/// One model of the ensemble, as paq8px's models each offer `mix` and `update`: what it
+/// says about a stream's next symbol, and what it learns once the symbol is known. Both
+/// directions call them in the same order with the same arguments, and every model's
+/// arithmetic is integer or f32 in a fixed order, so encoder and decoder stay identical.
+pub trait Predictor {
+    /// Adds this model's view of the next symbol at `at` to `inputs`. Reads shared state
+    /// only, so the rows of one step can run in parallel.
+    fn contribute(&self, at: &At<'_>, inputs: &mut Inputs<'_>);
+    /// Learns `sym`, the symbol that came at `at` (already in `at.hist`); `llm` is the
+    /// language model's distribution as the prediction used it.
+    fn learn(&mut self, at: &At<'_>, sym: u32, llm: &Softmax<'_>);
 }
 
 /// Per-row working state: what `predict` saw, kept for `update`.
@@ -228,7 +88,7 @@ enum Input {
 pub struct Scratch {
     /// Softmax numerators of the (biased) logits; 0 for masked symbols.
     e: Vec<f32>,
-    /// Final weights handed to the CDF builder.
+    /// Final weights, one per symbol, not normalized: the coder's CDF is built from them.
     weights: Vec<f32>,
     inv_z: f32,
     argmax: u32,
@@ -240,6 +100,40 @@ pub struct Scratch {
     sse: Option<(u32, ApmAt)>,
 }
 
+impl Scratch {
+    /// The weights of the last [`Ensemble::predict`] into this scratch, one per symbol
+    /// (vocabulary then escapes), not normalized; masked symbols get 0.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+}
+
+/// The models of the ensemble, each absent when its setting is off.
+struct Models {
+    bias: Option<LogitBias>,
+    ngram: Option<NGram>,
+    matcher: Option<Matcher>,
+}
+
+impl Models {
+    /// The models present, in contribution order: the bias (it shifts the logits), then
+    /// the n-gram orders and the match model, whose mixer inputs keep that order.
+    fn iter(&self) -> impl Iterator<Item = &dyn Predictor> {
+        let bias = self.bias.iter().map(|m| m as &dyn Predictor);
+        let ngram = self.ngram.iter().map(|m| m as &dyn Predictor);
+        let matcher = self.matcher.iter().map(|m| m as &dyn Predictor);
+        bias.chain(ngram).chain(matcher)
+    }
+
+    /// The models present, mutably, in the same order.
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut dyn Predictor> {
+        let bias = self.bias.iter_mut().map(|m| m as &mut dyn Predictor);
+        let ngram = self.ngram.iter_mut().map(|m| m as &mut dyn Predictor);
+        let matcher = self.matcher.iter_mut().map(|m| m as &mut dyn Predictor);
+        bias.chain(ngram).chain(matcher)
+    }
+}
+
 /// All predictor state for one archive.
 pub struct Ensemble {
     s: PredictorSettings,
@@ -247,10 +141,8 @@ pub struct Ensemble {
     num_symbols: usize,
     /// 0 for allowed vocabulary symbols, −∞ for masked ones (added to the logits).
     mask: Vec<f32>,
-    bias: LogitBias,
     hist: History,
-    ngram: Option<NGram>,
-    matcher: Option<Matcher>,
+    models: Models,
     mixer: Mixer,
     apm: Apm,
     /// Mixer slots: 0 = LLM, then n-gram order k's confidences, then match (agrees with
@@ -297,14 +189,18 @@ impl Ensemble {
             vocab,
             num_symbols,
             mask,
-            bias: LogitBias::new(vocab, s.bias_rate as f32 / (1u32 << 20) as f32),
             hist: History::new(HISTORY_CAP),
-            ngram: s
-                .ngram
-                .then(|| NGram::new(s.ngram_order as usize, s.ngram_bits as u32)),
-            matcher: s
-                .matcher
-                .then(|| Matcher::new(s.match_min as usize, s.match_bits as u32)),
+            models: Models {
+                bias: s
+                    .bias
+                    .then(|| LogitBias::new(vocab, s.bias_rate as f32 / (1u32 << 20) as f32)),
+                ngram: s
+                    .ngram
+                    .then(|| NGram::new(s.ngram_order as usize, s.ngram_bits as u32)),
+                matcher: s
+                    .matcher
+                    .then(|| Matcher::new(s.match_min as usize, s.match_bits as u32)),
+            },
             mixer: Mixer::new(
                 CONTEXTS,
                 &init,
@@ -321,28 +217,51 @@ impl Ensemble {
     /// Starts a group whose blocks have `lens` symbols.
     pub fn begin_group(&mut self, lens: &[usize]) {
         let restart = self.hist.begin_group(lens);
-        if let Some(m) = &mut self.matcher {
+        if let Some(m) = &mut self.models.matcher {
             m.begin_group(lens.len(), restart);
         }
     }
 
-    /// Distribution of stream `stream`'s next symbol given the model's logits for it.
-    /// Reads shared state only, so the rows of one step can run in parallel.
-    pub fn predict(&self, stream: usize, logits: &[f32], sc: &mut Scratch, cdf: &mut Cdf) {
+    /// The distribution of stream `stream`'s next symbol given the model's logits for it,
+    /// as weights in `sc` ([`Scratch::weights`]). Reads shared state only, so the rows of
+    /// one step can run in parallel.
+    pub fn predict(&self, stream: usize, logits: &[f32], sc: &mut Scratch) {
         let v = self.vocab;
-        sc.e.resize(v, 0.0);
         sc.weights.resize(self.num_symbols, 0.0);
-        // Softmax of logits + bias over the allowed symbols. Written as flat passes over
-        // 8-lane chunks so they vectorize; every sum is in the fixed lane order of `hsum`.
-        let logits = &logits[..v];
-        for (((x, &l), &b), &m) in
-            sc.e.iter_mut()
-                .zip(logits)
-                .zip(self.bias.values())
-                .zip(&self.mask)
-        {
-            *x = (l + b) + m;
+        sc.e.clear();
+        sc.e.extend_from_slice(&logits[..v]);
+        sc.inputs.clear();
+        sc.inputs.push(Input::Llm);
+        let at = At {
+            hist: &self.hist,
+            stream,
+            pos: self.hist.pos(stream),
+        };
+        let mut inputs = Inputs {
+            logits: &mut sc.e,
+            list: &mut sc.inputs,
+            match_len: 0,
+        };
+        for m in self.models.iter() {
+            m.contribute(&at, &mut inputs);
         }
+        let match_len = inputs.match_len;
+        // Masked symbols go to −∞ after the bias: (l + b) + m, as one expression would.
+        for (x, &m) in sc.e.iter_mut().zip(&self.mask) {
+            *x += m;
+        }
+        let p_max = self.softmax(sc);
+        let ctx = self.mix(sc, match_len, p_max);
+        sc.sse = None;
+        if self.s.sse {
+            self.calibrate(sc, ctx);
+        }
+    }
+
+    /// Softmax of `sc.e` in place over the allowed symbols, written as flat passes over
+    /// 8-lane chunks so they vectorize; every sum is in the fixed lane order of `hsum`.
+    /// Sets `sc.inv_z` and `sc.argmax`; returns the top probability.
+    fn softmax(&self, sc: &mut Scratch) -> f32 {
         let max = max_f32(&sc.e);
         let argmax = first_eq(&sc.e, max).unwrap_or(0) as u32;
         let mut lanes = [0f32; LANES];
@@ -363,37 +282,25 @@ impl Ensemble {
         }
         sc.inv_z = 1.0 / hsum(lanes);
         sc.argmax = argmax;
-        let p_max = sc.inv_z; // e = 1 exactly at the argmax
+        sc.inv_z // e = 1 exactly at the argmax
+    }
 
-        // Gather the other inputs.
-        sc.inputs.clear();
+    /// The mixer slot of each input, the global context, and the mixture into `sc.weights`.
+    /// Returns the global context (the APM's, even when the mixer uses one weight set).
+    fn mix(&self, sc: &mut Scratch, match_len: u32, p_max: f32) -> usize {
+        let v = self.vocab;
         sc.slots.clear();
-        sc.inputs.push(Input::Llm);
-        sc.slots.push(0);
-        let at = self.hist.pos(stream);
-        if let Some(g) = &self.ngram {
-            for k in 1..=g.max_order() {
-                if let Some(seen) = self.hist.context_before(at, k).and_then(|c| g.lookup(c)) {
-                    sc.inputs.push(Input::Order(seen));
-                    sc.slots
-                        .push(self.order_slot0 + (k - 1) * ngram::CONFIDENCES + seen.confidence());
+        for inp in &sc.inputs {
+            sc.slots.push(match *inp {
+                Input::Llm => 0,
+                Input::Order { order, seen } => {
+                    self.order_slot0 + (order - 1) * ngram::CONFIDENCES + seen.confidence()
                 }
-            }
-        }
-        let mut match_len = 0;
-        if let Some((sym, len)) = self
-            .matcher
-            .as_ref()
-            .and_then(|m| m.predict(&self.hist, stream))
-        {
-            match_len = len;
-            sc.inputs.push(Input::Match(sym));
-            sc.slots.push(self.match_slot0 + (sym == argmax) as usize);
+                Input::Match(sym) => self.match_slot0 + (sym == sc.argmax) as usize,
+            });
         }
         let ctx = matcher::length_bucket(match_len) * mixer::LLM_BUCKETS + mixer::llm_bucket(p_max);
         sc.ctx = if self.s.mixer_ctx { ctx } else { 0 };
-
-        // Mix.
         let w_llm = if sc.inputs.len() > 1 {
             self.mixer.weights(sc.ctx, &sc.slots, &mut sc.w);
             sc.w[0]
@@ -409,7 +316,7 @@ impl Ensemble {
         sc.weights[v..].fill(0.0);
         for (inp, &wi) in sc.inputs.iter().zip(&sc.w).skip(1) {
             match *inp {
-                Input::Order(seen) => {
+                Input::Order { seen, .. } => {
                     let f = wi / seen.total as f32;
                     for j in 0..seen.n as usize {
                         let sym = seen.syms[j] as usize;
@@ -426,33 +333,33 @@ impl Ensemble {
                 Input::Llm => {}
             }
         }
+        ctx
+    }
 
-        // Calibrate the top candidate.
-        sc.sse = None;
-        if self.s.sse {
-            let mut top = argmax;
-            for inp in &sc.inputs {
-                let cands: &[u32] = match inp {
-                    Input::Order(seen) => &seen.syms[..seen.n as usize],
-                    Input::Match(sym) => std::slice::from_ref(sym),
-                    Input::Llm => &[],
-                };
-                for &c in cands {
-                    let ci = c as usize;
-                    if ci < sc.weights.len() && sc.weights[ci] > sc.weights[top as usize] {
-                        top = c;
-                    }
+    /// The APM stage in global context `ctx`: recalibrates the top candidate's weight in
+    /// `sc.weights`.
+    fn calibrate(&self, sc: &mut Scratch, ctx: usize) {
+        let mut top = sc.argmax;
+        for inp in &sc.inputs {
+            let cands: &[u32] = match inp {
+                Input::Order { seen, .. } => &seen.syms[..seen.n as usize],
+                Input::Match(sym) => std::slice::from_ref(sym),
+                Input::Llm => &[],
+            };
+            for &c in cands {
+                let ci = c as usize;
+                if ci < sc.weights.len() && sc.weights[ci] > sc.weights[top as usize] {
+                    top = c;
                 }
             }
-            let p = sc.weights[top as usize].clamp(1e-6, 1.0 - 1e-6);
-            let (apm, at) = self.apm.refine(ctx, p);
-            let q = ((p + 3.0 * apm) * 0.25).clamp(1e-6, 1.0 - 1e-6);
-            // Scale the top symbol so that, after the CDF builder normalizes, it has
-            // probability q and the others keep their proportions.
-            sc.weights[top as usize] = q * (1.0 - p) / (1.0 - q);
-            sc.sse = Some((top, at));
         }
-        cdf.build_from_weights(&sc.weights);
+        let p = sc.weights[top as usize].clamp(1e-6, 1.0 - 1e-6);
+        let (apm, at) = self.apm.refine(ctx, p);
+        let q = ((p + 3.0 * apm) * 0.25).clamp(1e-6, 1.0 - 1e-6);
+        // Scale the top symbol so that, after the CDF builder normalizes, it has
+        // probability q and the others keep their proportions.
+        sc.weights[top as usize] = q * (1.0 - p) / (1.0 - q);
+        sc.sse = Some((top, at));
     }
 
     /// Guesses up to `max` next symbols of `stream` (each below `vocab`) into `out`, from
@@ -482,7 +389,7 @@ impl Ensemble {
                 out.get(i - at).copied().unwrap_or(UNKNOWN)
             }
         };
-        let order = self.ngram.as_ref().map_or(0, |g| g.max_order());
+        let order = self.models.ngram.as_ref().map_or(0, |g| g.max_order());
         let mut ctx: Vec<u32> = Vec::with_capacity(order + max);
         for k in (1..=order).rev() {
             if let Some(c) = self.hist.context_before(at, k) {
@@ -490,7 +397,7 @@ impl Ensemble {
                 break;
             }
         }
-        let mut mptr = self.matcher.as_ref().and_then(|m| m.pointer(stream));
+        let mut mptr = self.models.matcher.as_ref().and_then(|m| m.pointer(stream));
         while out.len() < max {
             let mut guess = None;
             if let Some(p) = mptr {
@@ -503,7 +410,7 @@ impl Ensemble {
                 }
             }
             if guess.is_none() {
-                if let Some(g) = &self.ngram {
+                if let Some(g) = &self.models.ngram {
                     for k in (1..=order.min(ctx.len())).rev() {
                         if let Some(seen) = g.lookup(&ctx[ctx.len() - k..]) {
                             let kind = if seen.n == 1 && seen.total >= 2 {
@@ -527,7 +434,6 @@ impl Ensemble {
             }
         }
     }
-
     /// Learns from stream `stream`'s actual symbol `sym` (after its `predict`). Call in
     /// stream order within a step.
     pub fn update(&mut self, stream: usize, sym: u32, sc: &Scratch) {
@@ -546,7 +452,7 @@ impl Ensemble {
                             0.0
                         }
                     }
-                    Input::Order(seen) => seen.count(sym) as f32 / seen.total as f32,
+                    Input::Order { seen, .. } => seen.count(sym) as f32 / seen.total as f32,
                     Input::Match(m) => (m == sym) as u32 as f32,
                 };
                 *wi = sc.w[i] * q;
@@ -558,20 +464,19 @@ impl Ensemble {
         if let Some((top, at)) = sc.sse {
             self.apm.update(at, top == sym);
         }
-        if self.s.bias && y < self.vocab {
-            self.bias.update(&sc.e, sc.inv_z, y);
-        }
-        let at = self.hist.pos(stream);
-        if let Some(g) = &mut self.ngram {
-            for k in 1..=g.max_order() {
-                if let Some(c) = self.hist.context_before(at, k) {
-                    g.update(c, sym);
-                }
-            }
-        }
+        let pos = self.hist.pos(stream);
         self.hist.push(stream, sym);
-        if let Some(m) = &mut self.matcher {
-            m.update(&self.hist, stream, at, sym);
+        let at = At {
+            hist: &self.hist,
+            stream,
+            pos,
+        };
+        let llm = Softmax {
+            e: &sc.e,
+            inv_z: sc.inv_z,
+        };
+        for m in self.models.iter_mut() {
+            m.learn(&at, sym, &llm);
         }
     }
 }
@@ -579,22 +484,13 @@ impl Ensemble {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coder::Cdf;
 
-    #[test]
-    fn settings_round_trip_and_reject_unknown() {
-        for s in [PredictorSettings::default(), PredictorSettings::llm_only()] {
-            assert_eq!(PredictorSettings::from_bytes(&s.to_bytes()).unwrap(), s);
-        }
-        let good = PredictorSettings::default().to_bytes();
-        let mut b = good.clone();
-        b[1] |= 0x80;
-        assert!(PredictorSettings::from_bytes(&b).is_err());
-        let mut b = good.clone();
-        b[3] = 40;
-        assert!(PredictorSettings::from_bytes(&b).is_err());
-        assert!(PredictorSettings::from_bytes(&[1, 1]).is_err());
-        assert!(PredictorSettings::from_bytes(&good[..5]).is_err());
-        assert!(PredictorSettings::from_bytes(&[]).is_err());
+    /// The coder's table for one prediction, as the pipeline builds it (tests measure the
+    /// distribution through it).
+    fn predict_cdf(e: &Ensemble, stream: usize, logits: &[f32], sc: &mut Scratch, cdf: &mut Cdf) {
+        e.predict(stream, logits, sc);
+        cdf.build_from_weights(sc.weights());
     }
 
     #[test]
@@ -603,7 +499,7 @@ mod tests {
         e.begin_group(&[3]);
         let mut cdf = Cdf::default();
         let mut sc = Scratch::default();
-        e.predict(0, &[10.0, 1.0, 2.0, 3.0], &mut sc, &mut cdf);
+        predict_cdf(&e, 0, &[10.0, 1.0, 2.0, 3.0], &mut sc, &mut cdf);
         assert_eq!(cdf.freq(0), 1);
         assert_eq!(cdf.freq(4), 1);
         assert_eq!(cdf.freq(5), 1);
@@ -624,7 +520,7 @@ mod tests {
             let (mut sc, mut cdf) = (Scratch::default(), Cdf::default());
             let mut costs = Vec::new();
             for &s in &text {
-                e.predict(0, &logits, &mut sc, &mut cdf);
+                predict_cdf(&e, 0, &logits, &mut sc, &mut cdf);
                 costs.push(cdf.cost_bits(s as usize));
                 e.update(0, s, &sc);
             }
@@ -650,7 +546,7 @@ mod tests {
         e.draft(0, 4, vocab, &mut out, &mut kinds);
         assert!(out.is_empty(), "nothing seen, nothing guessed");
         for &s in &text {
-            e.predict(0, &logits, &mut sc, &mut cdf);
+            predict_cdf(&e, 0, &logits, &mut sc, &mut cdf);
             e.update(0, s, &sc);
         }
         e.draft(0, 4, vocab, &mut out, &mut kinds);
@@ -693,7 +589,7 @@ mod draft_probe {
                 Ensemble::new(&s, tk.vocab_size(), tk.num_symbols(), &model.control_tokens);
             ens.begin_group(&[syms.len()]);
             let logits = vec![0f32; tk.vocab_size()];
-            let (mut sc, mut cdf) = (Scratch::default(), Cdf::default());
+            let mut sc = Scratch::default();
             let mut out = Vec::new();
             let mut kinds = Vec::new();
             let mut by_kind = [[0usize; 2]; DRAFT_KINDS];
@@ -717,7 +613,7 @@ mod draft_probe {
                     .count();
                 hist_acc[acc] += 1;
                 first += (!out.is_empty() && out[0] == syms[t]) as usize;
-                ens.predict(0, &logits, &mut sc, &mut cdf);
+                ens.predict(0, &logits, &mut sc);
                 ens.update(0, syms[t], &sc);
             }
             let n = syms.len() as f64;

@@ -1,10 +1,13 @@
-//! Token n-gram model: counts of what followed each of the last 1..=N symbols, hashed into
-//! fixed-size tables so memory is bounded whatever the input.
+//! Token n-gram model: counts of what followed each of the last 1..=N symbols.
+//!
+//! The counts are hashed into fixed-size tables, so memory is bounded whatever the input.
 //!
 //! Each order has `2^bits` buckets; a bucket belongs to one context (checked by a 32-bit
 //! tag) and keeps up to [`SLOTS`] continuations with counts. A new context takes the bucket
 //! over; a new continuation in a full bucket replaces the least counted one. Everything is
 //! integer, so the encoder and decoder hold identical tables.
+
+use super::{At, Input, Inputs, Predictor, Softmax};
 
 /// Continuations kept per context.
 pub const SLOTS: usize = 6;
@@ -190,6 +193,29 @@ impl NGram {
                 }
                 b.syms[m] = sym;
                 b.counts[m] = 1;
+            }
+        }
+    }
+}
+
+impl Predictor for NGram {
+    /// One mixer input per order whose context has been seen.
+    fn contribute(&self, at: &At<'_>, inputs: &mut Inputs<'_>) {
+        for order in 1..=self.max_order {
+            if let Some(seen) = at
+                .hist
+                .context_before(at.pos, order)
+                .and_then(|c| self.lookup(c))
+            {
+                inputs.list.push(Input::Order { order, seen });
+            }
+        }
+    }
+
+    fn learn(&mut self, at: &At<'_>, sym: u32, _llm: &Softmax<'_>) {
+        for order in 1..=self.max_order {
+            if let Some(c) = at.hist.context_before(at.pos, order) {
+                self.update(c, sym);
             }
         }
     }

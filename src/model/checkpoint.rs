@@ -3,18 +3,16 @@
 //! A folder holds a llama-architecture checkpoint as `transformers` saves it. Its tensors
 //! are renamed to the GGUF names the engine loads, and the query/key projections are
 //! permuted into GGUF's row order: llama.cpp's converter reorders each head's q and k rows
-//! so that RoPE can rotate adjacent pairs (x[2i], x[2i+1]), while `transformers` rotates
-//! x[i] with x[i + head_dim/2]. The engine rotates adjacent pairs, so without the same
+//! so that RoPE can rotate adjacent pairs (x\[2i\], x\[2i+1\]), while `transformers` rotates
+//! x\[i\] with x\[i + head_dim/2\]. The engine rotates adjacent pairs, so without the same
 //! permutation a checkpoint would compute a different function.
 
 use crate::engine::{llama3_rope_factors, RopeScaling, Weight, SUPPORTED_ROPE};
 use crate::engine::{Llama, LlamaConfig};
-use crate::model::{file_sha256, hex};
 use crate::{Error, ErrorKind, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// The weights index of a sharded checkpoint.
@@ -24,11 +22,6 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 
 fn model_err(m: impl Into<String>) -> Error {
     Error::new(ErrorKind::Model(m.into()))
-}
-
-/// Whether `dir` looks like a checkpoint folder (has a config.json).
-pub fn is_checkpoint_dir(dir: &Path) -> bool {
-    dir.is_dir() && dir.join("config.json").is_file()
 }
 
 /// The files of the folder that define the model's behaviour, by name: config.json,
@@ -89,21 +82,6 @@ pub fn shards_of_index(index: &[u8]) -> Result<Vec<String>> {
         return Err(model_err(format!("{INDEX_FILE} names no shards")));
     }
     Ok(shards)
-}
-
-/// The model identity of a folder: SHA-256 of its manifest, the lines
-/// `<sha256 hex of the file>  <name>\n` for every file of [`model_files`] in byte order
-/// of the names (what `sha256sum` prints for those files, in that order). Returns the
-/// identity and the manifest text.
-pub fn manifest_identity(dir: &Path, names: &[String]) -> Result<([u8; 32], String)> {
-    let mut sorted: Vec<&String> = names.iter().collect();
-    sorted.sort();
-    let mut text = String::new();
-    for n in sorted {
-        let h = file_sha256(&dir.join(n))?;
-        text.push_str(&format!("{}  {n}\n", hex(&h)));
-    }
-    Ok((Sha256::digest(text.as_bytes()).into(), text))
 }
 
 /// What config.json says, beyond the engine's hyper-parameters.
@@ -280,22 +258,18 @@ fn hf_name(gguf: &str, c: &HfConfig) -> Option<(String, Option<usize>)> {
 /// interleaved one (llama.cpp's `permute`): within each head, row j·(hd/2) + i becomes
 /// row 2i + j. Pure data movement, so values stay exact.
 pub fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> {
-    let (rows, cols) = w.dims2()?;
-    if heads == 0 || rows % (2 * heads) != 0 {
-        return Err(model_err(format!(
-            "projection with {rows} rows cannot be split into {heads} heads"
-        )));
-    }
-    let half = rows / heads / 2;
-    Ok(w.reshape((heads, 2, half, cols))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((rows, cols))?)
+    swap_within_heads(w, heads, true)
 }
 
 /// The inverse of [`permute_for_interleaved_rope`] (GGUF rows → checkpoint rows), used to
 /// write test checkpoints equivalent to a GGUF file.
 pub fn unpermute_from_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> {
+    swap_within_heads(w, heads, false)
+}
+
+/// Views each head's rows as a 2 × hd/2 grid (`to_interleaved`) or an hd/2 × 2 grid (back)
+/// and transposes it.
+fn swap_within_heads(w: &Tensor, heads: usize, to_interleaved: bool) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
     if heads == 0 || rows % (2 * heads) != 0 {
         return Err(model_err(format!(
@@ -303,7 +277,12 @@ pub fn unpermute_from_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tenso
         )));
     }
     let half = rows / heads / 2;
-    Ok(w.reshape((heads, half, 2, cols))?
+    let grid = if to_interleaved {
+        (heads, 2, half, cols)
+    } else {
+        (heads, half, 2, cols)
+    };
+    Ok(w.reshape(grid)?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((rows, cols))?)

@@ -1,17 +1,24 @@
 //! Finding, verifying and loading the model (GGUF file or folder: weights, tokenizer, identity).
+//!
+//! [`Model::load`] takes a GGUF file ([`gguf`] reads its metadata), a Hugging Face model
+//! folder ([`checkpoint`]) or an `hf:` name fetched through the hub cache ([`hub`]); what an
+//! archive records about the model is its [`identity`].
+
+#[doc(hidden)]
+pub mod checkpoint;
+#[doc(hidden)]
+pub mod gguf;
+#[doc(hidden)]
+pub mod hub;
+pub mod identity;
 
 use crate::engine::Net;
 use crate::tokenize::Tokenizer;
 use crate::{Error, ErrorKind, Result};
 use candle_core::quantized::gguf_file;
-use sha2::{Digest, Sha256};
+use identity::{describe_identity, file_sha256};
+pub use identity::{DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256};
 use std::path::{Path, PathBuf};
-
-/// File name of the default model.
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// sha256 of the default model file.
-pub const DEFAULT_MODEL_SHA256: &str =
-    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// How to get the default model, for error messages.
 pub const HOW_TO_GET: &str = "run `bash models/fetch.sh` in the lmzip source tree (it takes \
@@ -26,12 +33,17 @@ pub struct Model {
     pub name: Option<String>,
     /// The identity archives record: the GGUF file's SHA-256, or a folder's manifest hash.
     pub sha256: [u8; 32],
-    /// The transformer.
+    /// The network, loaded for one numeric backend (internal).
+    #[doc(hidden)]
     pub net: Net,
+    /// Lossless text ⇄ symbols (internal).
+    #[doc(hidden)]
     pub tokenizer: Tokenizer,
     /// Vocabulary ids the tokenizer never produces (control tokens), held at the floor.
+    #[doc(hidden)]
     pub control_tokens: Vec<u32>,
     /// The symbol fed before each block's first symbol.
+    #[doc(hidden)]
     pub start_token: u32,
 }
 
@@ -86,20 +98,6 @@ fn default_locations() -> Vec<PathBuf> {
     v
 }
 
-/// sha256 of a file's bytes, read through a memory map.
-pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
-    let f = std::fs::File::open(path)?;
-    // SAFETY: the map is read-only and dropped before returning; a concurrent writer could
-    // change the bytes we hash, which at worst gives an identity the loader then rejects.
-    let map = unsafe { memmap2::Mmap::map(&f)? };
-    Ok(Sha256::digest(&map[..]).into())
-}
-
-/// Lower-case hex of a digest.
-pub fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Model {
     /// Loads and validates a model for the default numeric backend.
     pub fn load(path: &Path) -> Result<Model> {
@@ -108,11 +106,11 @@ impl Model {
 
     /// Loads and validates a model for a given numeric backend: a GGUF file, a Hugging
     /// Face model folder (config.json, tokenizer.json, safetensors), or `hf:ORG/NAME…`,
-    /// fetched through the Hugging Face cache (see [`crate::hub`]).
+    /// fetched through the Hugging Face cache (see [`hub`]).
     pub fn load_with(path: &Path, backend: u16) -> Result<Model> {
-        if let Some(spec) = crate::hub::parse_spec(path) {
+        if let Some(spec) = hub::parse_spec(path) {
             let spec = spec?;
-            let local = crate::hub::fetch(&spec)?;
+            let local = hub::fetch(&spec)?;
             let mut m = Self::load_local(&local, backend)?;
             m.name = Some(spec.to_string());
             return Ok(m);
@@ -148,34 +146,27 @@ impl Model {
         })?;
         let tokenizer = Tokenizer::from_gguf(&content)?;
         let net = Net::from_gguf(&content, &mut f, backend)?;
+        let md = gguf::Metadata::new(&content);
+        // GGUF token types 2 = unknown, 3 = control, 4 = user-defined: the ones this
+        // tokenizer never produces are held at the floor.
         let never = tokenizer.never_produced_types();
-        let control_tokens = content
-            .metadata
-            .get("tokenizer.ggml.token_type")
-            .and_then(|v| v.to_vec().ok())
-            .map(|types| {
-                types
-                    .iter()
-                    .enumerate()
-                    // 2 = unknown, 3 = control, 4 = user-defined in GGUF's token types.
-                    .filter(|(_, t)| t.to_i32().is_ok_and(|t| never.contains(&t)))
-                    .map(|(i, _)| i as u32)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let bos = content
-            .metadata
-            .get("tokenizer.ggml.bos_token_id")
-            .and_then(|v| v.to_u32().ok());
+        let control_tokens = md
+            .opt_i32s("tokenizer.ggml.token_type")?
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| never.contains(t))
+            .map(|(i, _)| i as u32)
+            .collect();
+        let bos = md.opt_u32("tokenizer.ggml.bos_token_id")?;
         Self::assemble(path, sha256, net, tokenizer, control_tokens, bos)
     }
 
     /// A Hugging Face model folder; its identity is the manifest hash of the files that
-    /// define it ([`crate::checkpoint::manifest_identity`]).
+    /// define it ([`identity::manifest_identity`]).
     fn load_dir(dir: &Path, backend: u16) -> Result<Model> {
-        use crate::checkpoint;
         let names = checkpoint::model_files(dir)?;
-        let (sha256, _) = checkpoint::manifest_identity(dir, &names)?;
+        let (sha256, _) = identity::manifest_identity(dir, &names)?;
         let cfg = checkpoint::parse_config(&std::fs::read(dir.join("config.json"))?)?;
         let (tokenizer, control_tokens) =
             Tokenizer::from_hf_json(&std::fs::read(dir.join("tokenizer.json"))?)?;
@@ -229,6 +220,12 @@ impl Model {
         })
     }
 
+    /// The numeric backend the model was loaded for: archives it writes need this one, and
+    /// it decodes only archives made with it (see [`crate::peek_backend`]).
+    pub fn backend(&self) -> u16 {
+        self.net.backend()
+    }
+
     /// A short description for messages: file name and hash prefix.
     pub fn describe(&self) -> String {
         let file = self
@@ -236,15 +233,5 @@ impl Model {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned());
         describe_identity(self.name.as_deref().or(file.as_deref()), &self.sha256)
-    }
-}
-
-/// "NAME (sha256 PREFIX…)" or, for the default model's hash, its well-known name.
-pub fn describe_identity(name: Option<&str>, sha: &[u8; 32]) -> String {
-    let h = hex(sha);
-    if h == DEFAULT_MODEL_SHA256 {
-        format!("{DEFAULT_MODEL_FILE} (sha256 {}…)", &h[..16])
-    } else {
-        format!("{} (sha256 {}…)", name.unwrap_or("a model"), &h[..16])
     }
 }

@@ -8,7 +8,7 @@
 //! identity, not its name, so a model fetched this way and a local copy of the same files
 //! decode each other's archives.
 
-use crate::checkpoint::{shards_of_index, INDEX_FILE, SINGLE_FILE};
+use super::checkpoint::{shards_of_index, INDEX_FILE, SINGLE_FILE};
 use crate::{Error, ErrorKind, Result};
 use std::fmt;
 use std::path::{Path, PathBuf};

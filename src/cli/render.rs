@@ -1,0 +1,157 @@
+//! Text for people: archive descriptions (`lmzip info`) and bench tables (`lmzip bench`).
+
+use lmzip::bench::BenchResult;
+use lmzip::model::identity::{describe_identity, hex};
+use lmzip::{ArchiveInfo, CompressOptions};
+use std::fmt::Write as _;
+
+/// The name of a window policy: how a full window slides.
+fn slide_name(policy: u8) -> &'static str {
+    if policy == lmzip::WINDOW_SHIFT {
+        "shift"
+    } else {
+        "re-prefill"
+    }
+}
+
+/// The lines `lmzip info` prints for the archives of one file.
+pub fn archives(list: &[ArchiveInfo]) -> String {
+    let mut s = String::new();
+    for (i, a) in list.iter().enumerate() {
+        // Writing to a String cannot fail.
+        let _ = write_archive(&mut s, i + 1, a);
+    }
+    s
+}
+
+fn write_archive(s: &mut String, n: usize, a: &ArchiveInfo) -> std::fmt::Result {
+    writeln!(s, "  archive {n}: format version {}", a.version)?;
+    writeln!(
+        s,
+        "    model        {} [sha256 {}]",
+        describe_identity(None, &a.model_sha256),
+        hex(&a.model_sha256)
+    )?;
+    writeln!(
+        s,
+        "    tokenizer    {} ({} symbols)",
+        hex(&a.tokenizer_hash),
+        a.num_symbols
+    )?;
+    writeln!(
+        s,
+        "    backend      {} ({})",
+        a.backend,
+        lmzip::backend_name(a.backend)
+    )?;
+    writeln!(
+        s,
+        "    coder        range coder, {}-bit words, {}-bit probabilities",
+        a.coder_word_bits, a.coder_precision_bits
+    )?;
+    writeln!(
+        s,
+        "    blocks       ≤ {} tokens each, {} side by side; window {} positions, slides keeping {} (policy {}: {})",
+        a.block_tokens,
+        a.streams,
+        a.window,
+        a.keep,
+        a.window_policy,
+        slide_name(a.window_policy)
+    )?;
+    let pred = match &a.predictor {
+        Ok(p) => format!("{p:?}"),
+        Err(e) => format!("unreadable: {e}"),
+    };
+    writeln!(s, "    predictor    {pred}")?;
+    writeln!(
+        s,
+        "    content      {} bytes, {} tokens, {} blocks in {} groups, sha256 {}",
+        a.content_bytes,
+        a.symbols,
+        a.blocks,
+        a.groups,
+        hex(&a.content_sha256)
+    )?;
+    writeln!(
+        s,
+        "    archive      {} bytes, {:.4} bits per byte",
+        a.archive_bytes,
+        a.bits_per_byte()
+    )
+}
+
+/// The ablation rows of one result.
+pub fn ablation(r: &BenchResult) -> String {
+    let mut s = format!(
+        "ablation for {} ({} bytes; ideal code length, before framing):\n",
+        r.file, r.bytes
+    );
+    let base = r.ablation.iter().find(|(n, _)| n == "llm").map(|x| x.1);
+    for (name, bpb) in &r.ablation {
+        let rel = base
+            .map(|b| format!("{:+.1}%", (bpb / b - 1.0) * 100.0))
+            .unwrap_or_default();
+        s += &format!("  {name:<40} {bpb:>7.4} bpb {rel:>8}\n");
+    }
+    s
+}
+
+/// The header line of [`table`].
+pub fn table_header() -> String {
+    format!(
+        "{:<28} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+        "file", "bytes", "lmz", "bpb", "c KB/s", "c tok/s", "d KB/s", "d tok/s", "RSS MiB"
+    )
+}
+
+/// One result's line of [`table`].
+pub fn table_row(r: &BenchResult) -> String {
+    format!(
+        "{:<28} {:>9} {:>9} {:>7.4} {:>9.3} {:>9.1} {:>9.3} {:>9.1} {:>8.0}\n",
+        r.file,
+        r.bytes,
+        r.compressed_bytes,
+        r.bits_per_byte,
+        r.compress_kb_per_s,
+        r.compress_tokens_per_s,
+        r.decompress_kb_per_s,
+        r.decompress_tokens_per_s,
+        r.peak_rss_mib
+    )
+}
+
+/// A fixed-width table of results for terminals.
+pub fn table(results: &[BenchResult]) -> String {
+    let mut s = table_header();
+    for r in results {
+        s += &table_row(r);
+    }
+    s
+}
+
+/// What `lmzip bench` prints after its table: speculation counts, the settings, and the
+/// ablation rows.
+pub fn bench_summary(results: &[BenchResult], opts: &CompressOptions, backend: u16) -> String {
+    let mut s = table(results);
+    for r in results.iter().filter(|r| r.decode_guessed > 0) {
+        s += &format!(
+            "{}: decoded {} symbols in {} forward calls; {} guessed rows, {} came true\n",
+            r.file, r.symbols, r.decode_calls, r.decode_guessed, r.decode_guessed_right
+        );
+    }
+    s += &format!(
+        "threads {}, backend {backend}, streams ≤ {}, block tokens ≤ {}, window {} ({}s keeping {}), predictor {}; bits per byte count the whole archive, not the model file\n",
+        rayon::current_num_threads(),
+        opts.streams,
+        opts.block_tokens,
+        opts.window,
+        slide_name(opts.window_policy),
+        opts.keep,
+        opts.predictor.label()
+    );
+    for r in results.iter().filter(|r| !r.ablation.is_empty()) {
+        s += &ablation(r);
+    }
+    s
+}

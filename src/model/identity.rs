@@ -1,0 +1,54 @@
+//! What an archive records about its model: content hashes, and how they are shown.
+//!
+//! A GGUF file's identity is the SHA-256 of its bytes; a model folder's is the SHA-256 of
+//! its manifest (see [`manifest_identity`]). Names are never recorded: the same bytes under
+//! another name, or fetched from the hub, decode the same archives.
+
+use crate::Result;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// File name of the default model.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// sha256 of the default model file.
+pub const DEFAULT_MODEL_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// sha256 of a file's bytes, read through a memory map.
+pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
+    let f = std::fs::File::open(path)?;
+    // SAFETY: the map is read-only and dropped before returning; a concurrent writer could
+    // change the bytes we hash, which at worst gives an identity the loader then rejects.
+    let map = unsafe { memmap2::Mmap::map(&f)? };
+    Ok(Sha256::digest(&map[..]).into())
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// "NAME (sha256 PREFIX…)" or, for the default model's hash, its well-known name.
+pub fn describe_identity(name: Option<&str>, sha: &[u8; 32]) -> String {
+    let h = hex(sha);
+    if h == DEFAULT_MODEL_SHA256 {
+        format!("{DEFAULT_MODEL_FILE} (sha256 {}…)", &h[..16])
+    } else {
+        format!("{} (sha256 {}…)", name.unwrap_or("a model"), &h[..16])
+    }
+}
+
+/// The model identity of a folder: SHA-256 of its manifest, the lines
+/// `<sha256 hex of the file>  <name>\n` for every file in `names` (the files that define
+/// the model, see `checkpoint::model_files`) in byte order of the names (what `sha256sum`
+/// prints for those files, in that order). Returns the identity and the manifest text.
+pub fn manifest_identity(dir: &Path, names: &[String]) -> Result<([u8; 32], String)> {
+    let mut sorted: Vec<&String> = names.iter().collect();
+    sorted.sort();
+    let mut text = String::new();
+    for n in sorted {
+        let h = file_sha256(&dir.join(n))?;
+        text.push_str(&format!("{}  {n}\n", hex(&h)));
+    }
+    Ok((Sha256::digest(text.as_bytes()).into(), text))
+}

@@ -1,0 +1,394 @@
+//! Decompression: an archive's group frames decoded in lock step, verified block by block.
+//!
+//! The decoder learns each symbol only by decoding it, so every step runs one forward call
+//! with one row per stream (plus, when few streams are left, rows for guessed next symbols:
+//! see `speculate`). Within a step, streams decode in stream order, the order the encoder
+//! coded them in, so the predictors learn the same things in the same order.
+
+use super::options::{DecodeOptions, Progress, Stats};
+use super::predictor_run::PredictorRun;
+use super::speculate::{GuessRates, Speculation, Src, MAX_GUESSES, SPECULATE_STREAMS};
+use super::window::{cache_capacity, Window};
+use crate::coder::BlockDecoder;
+use crate::engine::Context;
+use crate::engine::{backend_name, Row};
+use crate::format::{self, ArchiveTally, BlockEntry, Frame, Header};
+use crate::model::identity::{describe_identity, hex};
+use crate::model::Model;
+use crate::predict::PredictorSettings;
+use crate::{Error, ErrorKind, Result};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::time::Instant;
+
+/// Buffers sized from declared lengths are reserved up to this many bytes per block; they
+/// grow with what actually decodes (a forged group of 1024 blocks then reserves ≤ 80 MiB).
+const RESERVE_CAP: usize = 1 << 16;
+
+/// Checks that the loaded model can decode an archive with this header; returns the
+/// archive's predictor settings.
+pub(crate) fn check_header(model: &Model, h: &Header) -> Result<PredictorSettings> {
+    if h.model_sha256 != model.sha256 {
+        return Err(Error::new(ErrorKind::ModelMismatch {
+            what: "model",
+            expected: describe_identity(None, &h.model_sha256)
+                + &format!(" [sha256 {}]", hex(&h.model_sha256)),
+            actual: model.describe(),
+        }));
+    }
+    let tid = model.tokenizer.identity();
+    if h.tokenizer_hash != tid {
+        return Err(Error::new(ErrorKind::ModelMismatch {
+            what: "tokenizer",
+            expected: format!("tokenizer {}", hex(&h.tokenizer_hash)),
+            actual: format!(
+                "tokenizer {} (this lmzip build tokenizes differently)",
+                hex(&tid)
+            ),
+        }));
+    }
+    if h.backend != model.net.backend() {
+        if backend_name(h.backend) == "unknown" {
+            return Err(Error::new(ErrorKind::UnsupportedBackend { id: h.backend }));
+        }
+        return Err(Error::internal(format!(
+            "archive needs numeric backend {} ({}) but the model was loaded for {}",
+            h.backend,
+            backend_name(h.backend),
+            model.net.backend()
+        )));
+    }
+    if h.num_symbols as usize != model.tokenizer.num_symbols() {
+        return Err(Error::new(ErrorKind::InvalidField {
+            field: "num_symbols",
+            value: h.num_symbols as u64,
+        }));
+    }
+    if h.start_token as usize >= model.tokenizer.vocab_size() {
+        return Err(Error::new(ErrorKind::InvalidField {
+            field: "start_token",
+            value: h.start_token as u64,
+        }));
+    }
+    PredictorSettings::from_bytes(&h.predictor)
+}
+
+/// The numeric backend the first archive in `data` needs (to load the model for it), or
+/// `None` when `data` does not start with a readable header.
+pub fn peek_backend(data: &[u8]) -> Option<u16> {
+    Header::read_from(&mut &data[..])
+        .ok()
+        .flatten()
+        .map(|h| h.backend)
+}
+
+/// The most memory decoding an archive with this header can take beyond the model: caches
+/// for every stream at the full window, the predictor's tables, and per-stream scratch.
+pub(crate) fn decode_memory(model: &Model, header: &Header, settings: &PredictorSettings) -> u64 {
+    let streams = header.streams as u64;
+    let window = (header.window as usize).min(header.block_tokens as usize + 1);
+    let n = model.tokenizer.num_symbols() as u64;
+    let per_stream = model.net.cache_bytes(window) as u64
+        + (model.net.vocab() as u64) * 4 // logits
+        + 3 * 4 * n; // scratch numerators, weights, CDF
+    let guessed = (SPECULATE_STREAMS.min(streams as usize) * MAX_GUESSES) as u64
+        * model.net.vocab() as u64
+        * 4; // logits of guessed rows
+    streams * per_stream + guessed + settings.memory_bytes(n as usize) as u64
+}
+
+/// Decodes the archive whose `header` was just read from `input`, writing verified blocks
+/// to `out`: a block whose length or checksum fails is never written.
+pub(crate) fn decode_archive<R: Read, W: Write>(
+    model: &Model,
+    header: &Header,
+    input: &mut R,
+    out: &mut W,
+    stats: &mut Stats,
+    progress: Progress,
+    opts: DecodeOptions,
+) -> Result<()> {
+    let settings = check_header(model, header)?;
+    let need = decode_memory(model, header, &settings);
+    if need > opts.memory_limit {
+        return Err(Error::new(ErrorKind::LimitExceeded {
+            field: "decoder memory (bytes)",
+            value: need,
+            limit: opts.memory_limit,
+        }));
+    }
+    let mut dec = ArchiveDecoder::new(model, header, &settings, opts.speculate);
+    let mut tally = ArchiveTally::new();
+    let mut sha = Sha256::new();
+    loop {
+        match format::read_frame(input, header)? {
+            Frame::End(trailer) => {
+                tally.check(&trailer)?;
+                let got: [u8; 32] = sha.finalize().into();
+                if got != trailer.sha256 {
+                    return Err(Error::new(ErrorKind::ChecksumMismatch {
+                        what: "content (sha256)",
+                    }));
+                }
+                return Ok(());
+            }
+            Frame::Group { entries, payloads } => {
+                tally.add_group(&entries);
+                let outputs = dec.decode_group(&entries, &payloads, stats, progress)?;
+                write_blocks(&entries, &outputs, &mut sha, out, stats)?;
+                progress(stats.original_bytes);
+            }
+        }
+    }
+}
+
+/// Checks each decoded block against its entry, then writes it.
+fn write_blocks<W: Write>(
+    entries: &[BlockEntry],
+    outputs: &[Vec<u8>],
+    sha: &mut Sha256,
+    out: &mut W,
+    stats: &mut Stats,
+) -> Result<()> {
+    for (e, o) in entries.iter().zip(outputs) {
+        if o.len() != e.original_len as usize {
+            return Err(Error::new(ErrorKind::LengthMismatch {
+                what: "block",
+                expected: e.original_len as u64,
+                actual: o.len() as u64,
+            }));
+        }
+        if crc32fast::hash(o) != e.crc32 {
+            return Err(Error::new(ErrorKind::ChecksumMismatch {
+                what: "block (crc32)",
+            }));
+        }
+        sha.update(o);
+        out.write_all(o)?;
+        stats.original_bytes += o.len() as u64;
+        stats.blocks += 1;
+    }
+    Ok(())
+}
+
+/// One group frame being decoded: each block's range decoder, symbols, bytes and
+/// speculation.
+struct Group {
+    /// Symbols per block, as declared.
+    lens: Vec<usize>,
+    /// Original bytes per block, as declared.
+    original_lens: Vec<usize>,
+    decoders: Vec<BlockDecoder>,
+    syms: Vec<Vec<u32>>,
+    outputs: Vec<Vec<u8>>,
+    spec: Vec<Speculation>,
+    /// Original bytes decoded so far in this group.
+    bytes: u64,
+}
+
+impl Group {
+    fn new(entries: &[BlockEntry], payloads: &[Vec<u8>], vocab: usize) -> Result<Self> {
+        let lens: Vec<usize> = entries.iter().map(|e| e.symbol_count as usize).collect();
+        // Declared lengths are not trusted for reservations: they are checked against what
+        // decodes, and the buffers grow with it.
+        Ok(Group {
+            decoders: payloads
+                .iter()
+                .map(|p| BlockDecoder::new(p))
+                .collect::<Result<Vec<_>>>()?,
+            outputs: entries
+                .iter()
+                .map(|e| Vec::with_capacity((e.original_len as usize).min(RESERVE_CAP)))
+                .collect(),
+            syms: lens
+                .iter()
+                .map(|&l| Vec::with_capacity(l.min(RESERVE_CAP / 16)))
+                .collect(),
+            spec: entries.iter().map(|_| Speculation::new(vocab)).collect(),
+            original_lens: entries.iter().map(|e| e.original_len as usize).collect(),
+            lens,
+            bytes: 0,
+        })
+    }
+
+    /// Appends stream `s`'s decoded symbol and its bytes; a block that decodes past its
+    /// declared length is corrupt.
+    fn push(&mut self, s: usize, sym: u32, bytes: &[u8]) -> Result<()> {
+        if self.outputs[s].len() + bytes.len() > self.original_lens[s] {
+            return Err(Error::new(ErrorKind::ChecksumMismatch {
+                what: "block (decoded past its length)",
+            }));
+        }
+        self.outputs[s].extend_from_slice(bytes);
+        self.bytes += bytes.len() as u64;
+        self.syms[s].push(sym);
+        Ok(())
+    }
+}
+
+/// One step's forward call and where each stream's logits come from; buffers reused.
+#[derive(Default)]
+struct Step {
+    rows: Vec<Row>,
+    want: Vec<usize>,
+    /// (stream, source of its logits), in stream order.
+    items: Vec<(usize, Src)>,
+    /// Where each stream's guessed rows start in `want` this step.
+    guess_at: Vec<Option<usize>>,
+    /// The symbols decoded, in the order of `items`.
+    syms: Vec<u32>,
+}
+
+/// The decoder of one archive: model state, predictors and guess statistics.
+struct ArchiveDecoder<'m> {
+    model: &'m Model,
+    window: Window,
+    state: Context<'m>,
+    run: PredictorRun,
+    rates: GuessRates,
+    speculate: bool,
+}
+
+impl<'m> ArchiveDecoder<'m> {
+    fn new(
+        model: &'m Model,
+        header: &Header,
+        settings: &PredictorSettings,
+        speculate: bool,
+    ) -> Self {
+        ArchiveDecoder {
+            model,
+            window: Window::new(model, header.window, header.keep, header.window_policy),
+            state: Context::new(&model.net),
+            run: PredictorRun::new(model, settings, header.streams as usize),
+            rates: GuessRates::new(),
+            speculate,
+        }
+    }
+
+    /// Decodes one group's blocks side by side; returns their bytes, not yet verified.
+    fn decode_group(
+        &mut self,
+        entries: &[BlockEntry],
+        payloads: &[Vec<u8>],
+        stats: &mut Stats,
+        progress: Progress,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut g = Group::new(entries, payloads, self.model.net.vocab())?;
+        let n = g.lens.len();
+        self.state
+            .prepare(n, cache_capacity(&g.lens, self.window.window));
+        self.run.begin_group(&g.lens);
+        let mut step = Step {
+            guess_at: vec![None; n],
+            ..Step::default()
+        };
+        let max_len = g.lens.iter().copied().max().unwrap_or(0);
+        for p in 0..max_len {
+            self.plan(p, &mut g, &mut step, stats)?;
+            if !step.rows.is_empty() {
+                let t = Instant::now();
+                self.state.run(&step.rows, &step.want)?;
+                stats.model_seconds += t.elapsed().as_secs_f64();
+                stats.calls += 1;
+            }
+            let t = Instant::now();
+            self.predict(&mut g, &step);
+            self.decode_step(&mut g, &mut step, stats)?;
+            self.run.update(step.items.iter().map(|i| i.0), &step.syms);
+            stats.predict_seconds += t.elapsed().as_secs_f64();
+            progress(stats.original_bytes + g.bytes);
+        }
+        Ok(g.outputs)
+    }
+
+    /// The rows of step `p`: each active stream's row, unless a guess that came true
+    /// already gave its logits, and on a speculating step the rows of its guesses.
+    fn plan(&mut self, p: usize, g: &mut Group, step: &mut Step, stats: &mut Stats) -> Result<()> {
+        step.rows.clear();
+        step.want.clear();
+        step.items.clear();
+        let active = g.lens.iter().filter(|&&l| p < l).count();
+        let speculate = self.speculate && active <= SPECULATE_STREAMS;
+        for s in 0..g.lens.len() {
+            step.guess_at[s] = None;
+            if p >= g.lens[s] {
+                continue;
+            }
+            if let Some(j) = g.spec[s].take_confirmed() {
+                step.items.push((s, Src::Guessed(j)));
+                continue;
+            }
+            let before = step.rows.len();
+            let slide = self
+                .window
+                .rows_for(s, &g.syms[s], self.state.len(s), &mut step.rows);
+            self.state.make_room(s, slide, self.window.keep)?;
+            step.items.push((s, Src::Call(step.want.len())));
+            step.want.push(step.rows.len() - 1);
+            g.spec[s].start(self.state.len(s) + (step.rows.len() - before));
+            if speculate {
+                self.guess(p, s, g, step, stats);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows for guesses of stream `s`'s symbols after `p`. Guessed row j predicts symbol
+    /// p + j + 1 with the cache holding base_len + j entries: they stay inside the block
+    /// and below the window (where the one-by-one decoder would slide first).
+    fn guess(&mut self, p: usize, s: usize, g: &mut Group, step: &mut Step, stats: &mut Stats) {
+        let a = &mut g.spec[s];
+        let room = g.lens[s] - p - 1;
+        let cap = self.window.window.min(self.state.capacity(s));
+        let room = room.min(cap.saturating_sub(a.base_len()));
+        let guesses = a.draft(&self.run, &self.rates, s, MAX_GUESSES.min(room));
+        // The stream's own row was just pushed; its guesses follow at the next positions.
+        let last = step.rows[step.rows.len() - 1].pos;
+        step.guess_at[s] = Some(step.want.len());
+        stats.guessed += guesses.len() as u64;
+        for (j, &token) in guesses.iter().enumerate() {
+            step.want.push(step.rows.len());
+            step.rows.push(Row {
+                stream: s,
+                token,
+                pos: last + 1 + j,
+            });
+        }
+    }
+
+    /// The coder's tables for the step, from this call's logits or a confirmed guess's.
+    fn predict(&mut self, g: &mut Group, step: &Step) {
+        // Keep the guessed rows' logits: the next call overwrites the state's.
+        for (a, at) in g.spec.iter_mut().zip(&step.guess_at) {
+            if let Some(first) = *at {
+                a.keep_logits(&self.state, first);
+            }
+        }
+        let sources: Vec<(usize, &[f32])> = step
+            .items
+            .iter()
+            .map(|&(s, src)| match src {
+                Src::Guessed(j) => (s, g.spec[s].logits(j)),
+                Src::Call(li) => (s, self.state.logits(li)),
+            })
+            .collect();
+        self.run.predict(&sources);
+    }
+
+    /// Decodes the step's symbols in stream order, settles the guesses they confirm or
+    /// refute, and appends each symbol's bytes to its block.
+    fn decode_step(&mut self, g: &mut Group, step: &mut Step, stats: &mut Stats) -> Result<()> {
+        step.syms.clear();
+        for (i, &(s, src)) in step.items.iter().enumerate() {
+            let sym = g.decoders[s].decode(self.run.cdf(i))?;
+            if let Some(len) = g.spec[s].settle(src, sym, &mut self.rates, stats) {
+                self.state.truncate(s, len);
+            }
+            g.push(s, sym, self.model.tokenizer.symbol_bytes(sym))?;
+            step.syms.push(sym);
+            stats.symbols += 1;
+        }
+        Ok(())
+    }
+}

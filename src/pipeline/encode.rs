@@ -1,0 +1,302 @@
+//! Compression: tokenize, cut blocks, batch known symbols into calls, code, frame.
+//!
+//! The encoder knows every symbol in advance, so one call scores many positions of every
+//! stream: steps are added to a call until it is full or a stream's window would slide in
+//! the middle of it. The engine's results do not depend on that split.
+
+use super::io::Counting;
+use super::options::{CompressOptions, Progress, Stats};
+use super::predictor_run::PredictorRun;
+use super::window::{cache_capacity, layout, Slide, Window};
+use crate::coder::BlockEncoder;
+use crate::engine::Context;
+use crate::engine::Row;
+use crate::format::{self, BlockEntry, Header, Trailer};
+use crate::model::Model;
+use crate::predict::PredictorSettings;
+use crate::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::time::Instant;
+
+/// Compresses `data` into one archive written to `out`, and measures, on the same model
+/// outputs, the code length each predictor variant in `variants` would give
+/// (`Stats::variant_bits`): one forward pass serves an ablation table.
+pub(crate) fn compress_measure<W: Write>(
+    model: &Model,
+    data: &[u8],
+    opts: &CompressOptions,
+    variants: &[PredictorSettings],
+    out: &mut W,
+    progress: Progress,
+) -> Result<Stats> {
+    opts.check()?;
+    let symbols = tokenize_checked(model, data)?;
+    let lens = layout(symbols.len(), opts.block_tokens as usize);
+    let mut blocks: Vec<&[u32]> = Vec::with_capacity(lens.len());
+    let mut at = 0;
+    for &l in &lens {
+        blocks.push(&symbols[at..at + l]);
+        at += l;
+    }
+    let streams = (opts.streams as usize).min(blocks.len()).max(1);
+    let header = header_for(model, opts, streams as u16);
+    let mut written = Counting::new(out);
+    header.write_to(&mut written)?;
+
+    let vocab = model.tokenizer.vocab_size();
+    let mut stats = Stats {
+        original_bytes: data.len() as u64,
+        escapes: symbols.iter().filter(|&&s| s as usize >= vocab).count() as u64,
+        ..Stats::default()
+    };
+    let mut enc = ArchiveEncoder::new(model, opts, variants, streams);
+    let mut done_bytes = 0u64;
+    for group in blocks.chunks(streams) {
+        let payloads =
+            enc.encode_group(group, &mut stats, &mut |bytes| progress(done_bytes + bytes))?;
+        let entries = block_entries(model, data, done_bytes, group, &payloads)?;
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+        format::write_group(&mut written, &header, &entries, &refs)?;
+        stats.blocks += entries.len() as u64;
+        done_bytes += entries.iter().map(|e| e.original_len as u64).sum::<u64>();
+        progress(done_bytes);
+    }
+    let trailer = Trailer {
+        total_len: data.len() as u64,
+        block_count: stats.blocks,
+        sha256: Sha256::digest(data).into(),
+    };
+    format::write_end(&mut written, &trailer)?;
+    stats.symbols = symbols.len() as u64;
+    stats.archive_bytes = written.count();
+    stats.ideal_bits = enc.runs[0].bits();
+    stats.variant_bits = enc.runs[1..].iter().map(|r| r.bits()).collect();
+    Ok(stats)
+}
+
+/// The input's symbols, checked to spell the input exactly. The tokenizer verifies itself;
+/// this checks once more because a mistake would only show when someone decompresses,
+/// possibly years later.
+fn tokenize_checked(model: &Model, data: &[u8]) -> Result<Vec<u32>> {
+    let tk = &model.tokenizer;
+    let symbols = tk.encode(data);
+    let mut pos = 0usize;
+    for &s in &symbols {
+        let b = tk.symbol_bytes(s);
+        if data.get(pos..pos + b.len()) != Some(b) {
+            return Err(Error::internal("tokenization does not reproduce the input"));
+        }
+        pos += b.len();
+    }
+    if pos != data.len() {
+        return Err(Error::internal("tokenization does not cover the input"));
+    }
+    Ok(symbols)
+}
+
+/// The header of an archive made with `model` and `opts`, `streams` blocks side by side.
+fn header_for(model: &Model, opts: &CompressOptions, streams: u16) -> Header {
+    Header {
+        model_sha256: model.sha256,
+        tokenizer_hash: model.tokenizer.identity(),
+        backend: model.net.backend(),
+        num_symbols: model.tokenizer.num_symbols() as u32,
+        block_tokens: opts.block_tokens,
+        streams,
+        window_policy: opts.window_policy,
+        start_token: model.start_token,
+        window: opts.window,
+        keep: opts.keep,
+        predictor: opts.predictor.to_bytes(),
+    }
+}
+
+/// The group frame's entries for coded blocks: each block's original bytes start at
+/// `offset` of `data`, right after the previous block's.
+fn block_entries(
+    model: &Model,
+    data: &[u8],
+    offset: u64,
+    group: &[&[u32]],
+    payloads: &[Vec<u8>],
+) -> Result<Vec<BlockEntry>> {
+    let mut at = offset as usize;
+    let mut entries = Vec::with_capacity(group.len());
+    for (b, payload) in group.iter().zip(payloads) {
+        let len: usize = b
+            .iter()
+            .map(|&s| model.tokenizer.symbol_bytes(s).len())
+            .sum();
+        // The symbols were checked to spell `data`, so this range always exists.
+        let original = data
+            .get(at..at + len)
+            .ok_or_else(|| Error::internal("block beyond the input"))?;
+        at += len;
+        entries.push(BlockEntry {
+            original_len: len as u32,
+            symbol_count: b.len() as u32,
+            coded_len: payload.len() as u32,
+            crc32: crc32fast::hash(original),
+        });
+    }
+    Ok(entries)
+}
+
+/// The rows of one forward call and the steps they serve.
+struct Call {
+    rows: Vec<Row>,
+    want: Vec<usize>,
+    /// Per step: (stream, index into `want` and the call's logits).
+    steps: Vec<Vec<(usize, usize)>>,
+    /// The step after the call's last.
+    end: usize,
+}
+
+/// The encoder of one archive: model state and the predictor runs, the coded one first.
+struct ArchiveEncoder<'m> {
+    model: &'m Model,
+    rows_per_call: usize,
+    window: Window,
+    state: Context<'m>,
+    runs: Vec<PredictorRun>,
+}
+
+impl<'m> ArchiveEncoder<'m> {
+    fn new(
+        model: &'m Model,
+        opts: &CompressOptions,
+        variants: &[PredictorSettings],
+        streams: usize,
+    ) -> Self {
+        ArchiveEncoder {
+            model,
+            rows_per_call: opts.rows_per_call,
+            window: Window::new(model, opts.window, opts.keep, opts.window_policy),
+            state: Context::new(&model.net),
+            runs: std::iter::once(&opts.predictor)
+                .chain(variants)
+                .map(|s| PredictorRun::new(model, s, streams))
+                .collect(),
+        }
+    }
+
+    /// Codes one group of blocks side by side; returns each block's payload. `progress`
+    /// hears the group's original bytes done after each call.
+    fn encode_group(
+        &mut self,
+        group: &[&[u32]],
+        stats: &mut Stats,
+        progress: Progress,
+    ) -> Result<Vec<Vec<u8>>> {
+        let lens: Vec<usize> = group.iter().map(|b| b.len()).collect();
+        self.state
+            .prepare(group.len(), cache_capacity(&lens, self.window.window));
+        for run in &mut self.runs {
+            run.begin_group(&lens);
+        }
+        let mut encoders: Vec<BlockEncoder> = group.iter().map(|_| BlockEncoder::new()).collect();
+        let max_len = lens.iter().copied().max().unwrap_or(0);
+        let mut cache_len: Vec<usize> = vec![0; group.len()];
+        let (mut p0, mut bytes) = (0, 0u64);
+        while p0 < max_len {
+            let call = self.plan_call(group, p0, max_len, &mut cache_len)?;
+            let t = Instant::now();
+            self.state.run(&call.rows, &call.want)?;
+            stats.model_seconds += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            self.code_steps(group, p0, &call.steps, &mut encoders)?;
+            stats.predict_seconds += t.elapsed().as_secs_f64();
+            for b in group {
+                for &y in b.get(p0..call.end.min(b.len())).unwrap_or(&[]) {
+                    bytes += self.model.tokenizer.symbol_bytes(y).len() as u64;
+                }
+            }
+            progress(bytes);
+            p0 = call.end;
+        }
+        Ok(encoders.into_iter().map(BlockEncoder::finish).collect())
+    }
+
+    /// Rows for steps `p0..` until the call is full or a stream's window would slide in the
+    /// middle of it: a call can only slide a cache at its start, so slides are applied
+    /// here, before the call. `cache_len` is each stream's cache length as planned.
+    fn plan_call(
+        &mut self,
+        group: &[&[u32]],
+        p0: usize,
+        max_len: usize,
+        cache_len: &mut Vec<usize>,
+    ) -> Result<Call> {
+        let (mut rows, mut want, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+        let mut p = p0;
+        while p < max_len {
+            let mut trial = Vec::new();
+            let mut items = Vec::new();
+            let mut lens_after = cache_len.clone();
+            let mut slides = Vec::new();
+            for (s, b) in group.iter().enumerate() {
+                if p >= b.len() {
+                    continue;
+                }
+                let slide = self.window.rows_for(s, &b[..p], cache_len[s], &mut trial);
+                if slide != Slide::None {
+                    slides.push((s, slide));
+                }
+                lens_after[s] = self.window.len_after(slide, cache_len[s]);
+                items.push((s, rows.len() + trial.len() - 1));
+            }
+            let too_many = !rows.is_empty() && rows.len() + trial.len() > self.rows_per_call;
+            if (!slides.is_empty() && p > p0) || too_many {
+                break;
+            }
+            for &(s, slide) in &slides {
+                self.state.make_room(s, slide, self.window.keep)?;
+            }
+            let mut stepped = Vec::with_capacity(items.len());
+            for (s, row_index) in items {
+                stepped.push((s, want.len()));
+                want.push(row_index);
+            }
+            rows.extend(trial);
+            steps.push(stepped);
+            *cache_len = lens_after;
+            p += 1;
+        }
+        Ok(Call {
+            rows,
+            want,
+            steps,
+            end: p,
+        })
+    }
+
+    /// Predicts and codes the call's steps (`p0..`), in step then stream order, and lets
+    /// every predictor run learn each step's symbols.
+    fn code_steps(
+        &mut self,
+        group: &[&[u32]],
+        p0: usize,
+        steps: &[Vec<(usize, usize)>],
+        encoders: &mut [BlockEncoder],
+    ) -> Result<()> {
+        for (k, items) in steps.iter().enumerate() {
+            let step = p0 + k;
+            let syms: Vec<u32> = items.iter().map(|&(s, _)| group[s][step]).collect();
+            let logits: Vec<(usize, &[f32])> = items
+                .iter()
+                .map(|&(s, li)| (s, self.state.logits(li)))
+                .collect();
+            for run in &mut self.runs {
+                run.predict(&logits);
+            }
+            for (i, (&(s, _), &y)) in items.iter().zip(&syms).enumerate() {
+                encoders[s].encode(y, self.runs[0].cdf(i))?;
+            }
+            for run in &mut self.runs {
+                run.update(items.iter().map(|i| i.0), &syms);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! Compression and decompression: blocks of symbols coded in lock-step groups.
+//!
+//! The input is tokenized once, cut into blocks of at most `block_tokens` symbols, and the
+//! blocks are taken `streams` at a time as a group. Inside a group every block is an
+//! independent stream with its own cache and range coder; streams advance one position per
+//! step, and within a step they are handled in stream order — the order both directions
+//! use, so stateful predictors stay in sync. The encoder (`encode`) knows every symbol in
+//! advance and scores many positions per forward call; the decoder (`decode`) scores one
+//! per stream per step, plus, when a step has few streams, rows for guessed next symbols
+//! that save later calls when the guesses come true (`speculate`). Both follow the same
+//! window rules (`window`) and keep their caches behind the engine's `Context`; the engine's
+//! results do not depend on how rows are split into calls (see `engine`).
+
+mod decode;
+mod describe;
+mod encode;
+mod io;
+mod options;
+mod predictor_run;
+mod speculate;
+mod window;
+
+pub use decode::peek_backend;
+pub use describe::{describe, ArchiveInfo};
+pub use io::{Decoder, Encoder};
+pub use options::{CompressOptions, DecodeOptions, Progress, Stats, DEFAULT_MEMORY_LIMIT};
+
+pub(crate) use encode::compress_measure;
+
+use crate::model::Model;
+use crate::{Error, Result};
+use std::io::{Read, Write};
+
+/// Compresses `data` into one archive written to `out`; `progress` hears the original
+/// bytes done so far.
+pub fn compress<W: Write>(
+    model: &Model,
+    data: &[u8],
+    opts: &CompressOptions,
+    out: &mut W,
+    progress: Progress,
+) -> Result<Stats> {
+    compress_measure(model, data, opts, &[], out, progress)
+}
+
+/// Decompresses every archive in `input` (archives back to back included) to `out`, with
+/// the default [`DecodeOptions`].
+///
+/// Output is written one verified block at a time: a block whose checksum fails is never
+/// written. The content checksum is checked at the end of each archive, so a caller that
+/// must not keep a corrupt result writes to a temporary file and keeps it only if this
+/// returns Ok (as the `lmzip` command does).
+pub fn decompress<R: Read, W: Write>(
+    model: &Model,
+    input: &mut R,
+    out: &mut W,
+    progress: Progress,
+) -> Result<Stats> {
+    let o = DecodeOptions::default();
+    decompress_with(model, input, out, progress, o.memory_limit, o.speculate)
+}
+
+/// [`decompress`] with an explicit memory limit in bytes ([`DecodeOptions::memory_limit`])
+/// and choice of speculation ([`DecodeOptions::speculate`]); the output is the same either
+/// way, only the speed differs.
+pub fn decompress_with<R: Read, W: Write>(
+    model: &Model,
+    input: &mut R,
+    out: &mut W,
+    progress: Progress,
+    memory_limit: u64,
+    speculate: bool,
+) -> Result<Stats> {
+    let opts = DecodeOptions {
+        memory_limit,
+        speculate,
+    };
+    let mut input = io::Counting::new(input);
+    let mut stats = Stats::default();
+    let mut archives = 0u64;
+    while let Some(header) = crate::format::Header::read_from(&mut input)? {
+        archives += 1;
+        decode::decode_archive(model, &header, &mut input, out, &mut stats, progress, opts)?;
+    }
+    if archives == 0 {
+        return Err(Error::truncated("header"));
+    }
+    stats.archive_bytes = input.count();
+    Ok(stats)
+}
+
+/// Compresses `data` into a new archive with `opts`.
+pub fn compress_to_vec(model: &Model, data: &[u8], opts: &CompressOptions) -> Result<Vec<u8>> {
+    let mut archive = Vec::new();
+    compress(model, data, opts, &mut archive, &mut |_| {})?;
+    Ok(archive)
+}
+
+/// Decompresses every archive in `archive` into a new buffer.
+pub fn decompress_to_vec(model: &Model, archive: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decompress(model, &mut &archive[..], &mut out, &mut |_| {})?;
+    Ok(out)
+}

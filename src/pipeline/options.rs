@@ -1,0 +1,120 @@
+//! Options a caller chooses and what a run reports.
+//!
+//! [`CompressOptions`] shape the archive; [`DecodeOptions`] only what a decoder accepts and
+//! how fast it goes; [`Stats`] say what a run did.
+
+use super::speculate::speculation_on;
+use crate::format;
+use crate::predict::PredictorSettings;
+use crate::{Error, ErrorKind, Result};
+
+/// Encoder settings (everything the decoder needs is derived from them into the header).
+#[derive(Debug, Clone)]
+pub struct CompressOptions {
+    /// Target symbols per block; the input is cut into equal blocks of at most this many.
+    pub block_tokens: u32,
+    /// Maximum blocks coded side by side.
+    pub streams: u16,
+    /// Context window in positions (start token included).
+    pub window: u32,
+    /// Positions kept when the window slides.
+    pub keep: u32,
+    /// How the window slides: [`WINDOW_REPREFILL`](crate::WINDOW_REPREFILL) or
+    /// [`WINDOW_SHIFT`](crate::WINDOW_SHIFT).
+    pub window_policy: u8,
+    /// Maximum rows (positions × streams) per forward call while encoding. It changes the
+    /// speed, never the archive.
+    pub rows_per_call: usize,
+    /// Which predictors run, and their sizes and rates.
+    pub predictor: PredictorSettings,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions {
+            block_tokens: 4096,
+            streams: 16,
+            window: 1024,
+            keep: 896,
+            window_policy: format::WINDOW_SHIFT,
+            rows_per_call: 256,
+            predictor: PredictorSettings::default(),
+        }
+    }
+}
+
+impl CompressOptions {
+    /// Checks the options before any work, with the header's own limits.
+    pub(crate) fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::new(ErrorKind::InvalidOption(m.to_string())));
+        if self.window < 2 || self.window > format::MAX_WINDOW {
+            return bad(&format!("window must be 2..={}", format::MAX_WINDOW));
+        }
+        if self.keep < 1 || self.keep >= self.window {
+            return bad("keep must be at least 1 and below the window");
+        }
+        if self.block_tokens == 0 || self.block_tokens > format::MAX_BLOCK_TOKENS {
+            return bad(&format!(
+                "block tokens must be 1..={}",
+                format::MAX_BLOCK_TOKENS
+            ));
+        }
+        if self.streams == 0 || self.streams > format::MAX_STREAMS {
+            return bad(&format!("streams must be 1..={}", format::MAX_STREAMS));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes a decoder may allocate for an archive's settings beyond the model itself, unless
+/// the caller chooses otherwise. Documented in docs/FORMAT.md.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 16 << 30;
+
+/// Decoder settings. None of them changes the output, only what the decoder accepts and
+/// how fast it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// Archives whose settings would need more memory than this, in bytes, beyond the
+    /// model are refused before anything is allocated for them.
+    pub memory_limit: u64,
+    /// Feed guessed next symbols as extra rows when few streams are left (see the
+    /// `speculate` module); the output is the same either way.
+    pub speculate: bool,
+}
+
+impl Default for DecodeOptions {
+    /// [`DEFAULT_MEMORY_LIMIT`], and speculation unless the environment variable
+    /// `LMZIP_NO_SPECULATION` is set to anything but `0`.
+    fn default() -> Self {
+        DecodeOptions {
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            speculate: speculation_on(),
+        }
+    }
+}
+
+/// What a run did, for `-v` and `bench`.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub original_bytes: u64,
+    pub archive_bytes: u64,
+    pub symbols: u64,
+    pub blocks: u64,
+    /// Symbols that stand for a byte the vocabulary lacks.
+    pub escapes: u64,
+    /// Seconds spent in the model's forward pass.
+    pub model_seconds: f64,
+    /// Seconds spent in the predictors (mixing, CDFs, updates) and the coder.
+    pub predict_seconds: f64,
+    /// Forward calls the decoder made, rows it guessed, and guesses that came true.
+    pub calls: u64,
+    pub guessed: u64,
+    pub guessed_right: u64,
+    /// Sum over symbols of their cost in bits under the coded distribution.
+    pub ideal_bits: f64,
+    /// Same, for each extra predictor variant measured alongside (`compress_measure`).
+    pub variant_bits: Vec<f64>,
+}
+
+/// Progress callback: called with the number of original bytes done so far.
+pub type Progress<'a> = &'a mut dyn FnMut(u64);

@@ -1,0 +1,214 @@
+//! The predictor settings an archive records: which models run, their table sizes and rates.
+
+use super::ngram;
+use crate::{Error, ErrorKind, Result};
+
+/// Settings that change the distribution, recorded in the archive header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictorSettings {
+    /// The model's control tokens are held at the coder's floor count.
+    pub mask_control: bool,
+    /// Token n-gram model on, with orders 1..=`ngram_order` and 2^`ngram_bits` buckets each.
+    pub ngram: bool,
+    pub ngram_order: u8,
+    pub ngram_bits: u8,
+    /// Match model on, with `match_min`-symbol contexts and 2^`match_bits` table entries.
+    pub matcher: bool,
+    pub match_min: u8,
+    pub match_bits: u8,
+    /// Adaptive logit bias on, learning rate `bias_rate` / 2^20.
+    pub bias: bool,
+    pub bias_rate: u16,
+    /// Mixer weights selected by context (else one global set); learning rate / 2^16.
+    pub mixer_ctx: bool,
+    /// With `mixer_ctx`: context weights are offsets on one shared, jointly trained set.
+    pub mixer_shared: bool,
+    pub mixer_rate: u16,
+    /// APM/SSE stage on, rate / 2^16.
+    pub sse: bool,
+    pub sse_rate: u16,
+}
+
+/// Settings layout version this build writes and reads.
+pub const SETTINGS_VERSION: u8 = 2;
+/// Serialized length.
+const SETTINGS_LEN: usize = 12;
+/// Most symbols the shared history keeps before it restarts (bounds its memory: 4 bytes
+/// per symbol, 256 MiB).
+pub const HISTORY_CAP: usize = 1 << 26;
+
+impl Default for PredictorSettings {
+    fn default() -> Self {
+        PredictorSettings {
+            mask_control: true,
+            ngram: true,
+            ngram_order: 4,
+            ngram_bits: 18,
+            matcher: true,
+            match_min: 3,
+            match_bits: 20,
+            bias: true,
+            bias_rate: 2048,
+            mixer_ctx: true,
+            mixer_shared: true,
+            mixer_rate: 1311,
+            sse: true,
+            sse_rate: 1311,
+        }
+    }
+}
+
+impl PredictorSettings {
+    /// The language model alone (version 1's predictor).
+    pub fn llm_only() -> Self {
+        PredictorSettings {
+            ngram: false,
+            matcher: false,
+            bias: false,
+            sse: false,
+            ..Self::default()
+        }
+    }
+
+    /// Short name of what is switched on, for tables.
+    pub fn label(&self) -> String {
+        let mut parts = vec!["llm"];
+        if self.bias {
+            parts.push("bias");
+        }
+        if self.ngram {
+            parts.push("ngram");
+        }
+        if self.matcher {
+            parts.push("match");
+        }
+        if (self.ngram || self.matcher) && !self.mixer_ctx {
+            parts.push("global-mixer");
+        }
+        if (self.ngram || self.matcher) && self.mixer_ctx && !self.mixer_shared {
+            parts.push("context-mixer");
+        }
+        if self.sse {
+            parts.push("sse");
+        }
+        parts.join("+")
+    }
+
+    fn flags(&self) -> u8 {
+        (self.mask_control as u8)
+            | (self.ngram as u8) << 1
+            | (self.matcher as u8) << 2
+            | (self.bias as u8) << 3
+            | (self.mixer_ctx as u8) << 4
+            | (self.sse as u8) << 5
+            | (self.mixer_shared as u8) << 6
+    }
+
+    /// Serialized form (docs/FORMAT.md): version, flags, four table sizes, three rates.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = vec![
+            SETTINGS_VERSION,
+            self.flags(),
+            self.ngram_order,
+            self.ngram_bits,
+            self.match_min,
+            self.match_bits,
+        ];
+        b.extend_from_slice(&self.bias_rate.to_le_bytes());
+        b.extend_from_slice(&self.mixer_rate.to_le_bytes());
+        b.extend_from_slice(&self.sse_rate.to_le_bytes());
+        b
+    }
+
+    /// Parses and validates the serialized form; every value outside its range is refused
+    /// before anything is allocated from it.
+    pub fn from_bytes(b: &[u8]) -> Result<Self> {
+        let bad = |field: &'static str, value: u64| {
+            Err(Error::new(ErrorKind::InvalidField { field, value }))
+        };
+        match b.first() {
+            None => return bad("predictor settings length", 0),
+            Some(&v) if v != SETTINGS_VERSION => {
+                return Err(Error::new(ErrorKind::UnsupportedPredictor { version: v }))
+            }
+            _ => {}
+        }
+        if b.len() != SETTINGS_LEN {
+            return bad("predictor settings length", b.len() as u64);
+        }
+        let flags = b[1];
+        if flags & !0x7f != 0 {
+            return Err(Error::new(ErrorKind::ReservedBitsSet {
+                field: "predictor flags",
+                value: flags as u64,
+            }));
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let s = PredictorSettings {
+            mask_control: flags & 1 != 0,
+            ngram: flags & 2 != 0,
+            ngram_order: b[2],
+            ngram_bits: b[3],
+            matcher: flags & 4 != 0,
+            match_min: b[4],
+            match_bits: b[5],
+            bias: flags & 8 != 0,
+            bias_rate: u16_at(6),
+            mixer_ctx: flags & 16 != 0,
+            mixer_shared: flags & 64 != 0,
+            mixer_rate: u16_at(8),
+            sse: flags & 32 != 0,
+            sse_rate: u16_at(10),
+        };
+        if !(1..=8).contains(&s.ngram_order) {
+            return bad("n-gram order", s.ngram_order as u64);
+        }
+        if !(8..=22).contains(&s.ngram_bits) {
+            return bad("n-gram table bits", s.ngram_bits as u64);
+        }
+        if !(2..=16).contains(&s.match_min) {
+            return bad("match minimum length", s.match_min as u64);
+        }
+        if !(8..=24).contains(&s.match_bits) {
+            return bad("match table bits", s.match_bits as u64);
+        }
+        Ok(s)
+    }
+
+    /// Memory the predictor state takes at most, in bytes (documented limit).
+    pub fn memory_bytes(&self, num_symbols: usize) -> usize {
+        let mut m = num_symbols * 4 * 2; // bias + allowed mask, roughly
+        if self.ngram {
+            m += self.ngram_order as usize
+                * (1usize << self.ngram_bits)
+                * std::mem::size_of::<[u32; 1 + 2 * ngram::SLOTS]>();
+        }
+        if self.matcher {
+            m += 4 << self.match_bits;
+            m += HISTORY_CAP * 4;
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_and_reject_unknown() {
+        for s in [PredictorSettings::default(), PredictorSettings::llm_only()] {
+            assert_eq!(PredictorSettings::from_bytes(&s.to_bytes()).unwrap(), s);
+        }
+        let good = PredictorSettings::default().to_bytes();
+        let mut b = good.clone();
+        b[1] |= 0x80;
+        assert!(PredictorSettings::from_bytes(&b).is_err());
+        let mut b = good.clone();
+        b[3] = 40;
+        assert!(PredictorSettings::from_bytes(&b).is_err());
+        assert!(PredictorSettings::from_bytes(&[1, 1]).is_err());
+        assert!(PredictorSettings::from_bytes(&good[..5]).is_err());
+        assert!(PredictorSettings::from_bytes(&[]).is_err());
+    }
+}
