@@ -45,9 +45,14 @@ fn bench(c: &mut Criterion) {
         let mut i = 0usize;
         c.bench_function(&format!("{name}: predict + update (49,408 symbols)"), |b| {
             b.iter(|| {
-                e.predict(0, black_box(&logits), &mut sc);
+                e.predict(
+                    0,
+                    black_box(&logits),
+                    lmzip::predict::Alphabet::Full,
+                    &mut sc,
+                );
                 cdf.build_from_weights(sc.weights());
-                e.update(0, text[i % text.len()], &sc);
+                e.update(0, text[i % text.len()], lmzip::predict::Alphabet::Full, &sc);
                 i += 1;
             })
         });

@@ -126,6 +126,11 @@ pub struct EncodeArgs {
     /// `global`: one set for every context.
     #[arg(long, value_enum, value_name = "KIND", default_value_t = MixerKind::Shared)]
     pub mixer: MixerKind,
+    /// Predictor: the active head. Each step's distribution covers the symbols seen so far
+    /// plus the first 2^K vocabulary ids, and an escape for the rest: the output layer then
+    /// costs what the text uses. 0 turns it off (every symbol every step).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=24))]
+    pub active_log2: Option<u8>,
 }
 
 /// `--slide` values.
@@ -158,6 +163,7 @@ impl Default for EncodeArgs {
             no_bias: false,
             no_sse: false,
             mixer: MixerKind::Shared,
+            active_log2: None,
         }
     }
 }
@@ -176,6 +182,9 @@ impl EncodeArgs {
         p.sse &= !self.no_sse;
         p.mixer_ctx = self.mixer != MixerKind::Global;
         p.mixer_shared = self.mixer == MixerKind::Shared;
+        if let Some(k) = self.active_log2 {
+            p.active_log2 = k;
+        }
         lmzip::CompressOptions {
             block_tokens: self.block_tokens,
             streams: self.streams,

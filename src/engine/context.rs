@@ -1,11 +1,15 @@
-//! One archive's model context: a key/value cache per stream and the outputs of the last
-//! forward call.
+//! One archive's model context: a key/value cache per stream, the outputs of the last
+//! forward call, and (with the active head) the head rows of the symbols seen so far.
 //!
-//! Both coder directions ask the context for logits and tell it how a stream's window
+//! Both coder directions ask the context for outputs and tell it how a stream's window
 //! moves; they never touch a cache themselves, as llama.cpp's callers ask its
-//! `llama_context`.
+//! `llama_context`. A context runs in one of two modes: full logits per wanted row, or the
+//! row's final hidden state, from which the caller asks logits over the active set
+//! ([`Context::head`]) and, for a symbol new to the archive, over every id
+//! ([`Context::head_full`]).
 
 use super::forward::Row;
+use super::head::ActiveHead;
 use super::kv_cache::KvCache;
 use super::net::Net;
 use crate::Result;
@@ -23,22 +27,39 @@ pub enum Slide {
     Shift,
 }
 
-/// The caches and logits of one archive.
+/// The caches and outputs of one archive.
 pub struct Context<'m> {
     net: &'m Net,
     caches: Vec<KvCache>,
-    logits: Vec<f32>,
+    /// The last call's outputs: `width` values per wanted row.
+    out: Vec<f32>,
+    /// Present in active mode: outputs are hidden states, logits come from here.
+    active: Option<ActiveHead>,
 }
 
 impl<'m> Context<'m> {
-    /// No caches yet: each group sizes them for what it actually holds (see `prepare`), so a
-    /// header that declares many streams or a long window costs nothing until frames
-    /// carrying that many blocks arrive.
+    /// A context whose calls give full logits. No caches yet: each group sizes them for
+    /// what it actually holds (see `prepare`), so a header that declares many streams or a
+    /// long window costs nothing until frames carrying that many blocks arrive.
     pub fn new(net: &'m Net) -> Self {
         Context {
             net,
             caches: Vec::new(),
-            logits: Vec::new(),
+            out: Vec::new(),
+            active: None,
+        }
+    }
+
+    /// A context whose calls give hidden states, with the active set starting as
+    /// `initial` (vocabulary ids, in order; repeats and others ignored).
+    pub fn with_active(net: &'m Net, initial: impl IntoIterator<Item = u32>) -> Self {
+        let mut head = ActiveHead::new(net);
+        for id in initial {
+            head.push(net, id);
+        }
+        Context {
+            active: Some(head),
+            ..Self::new(net)
         }
     }
 
@@ -88,16 +109,61 @@ impl<'m> Context<'m> {
         self.caches[s].truncate(len);
     }
 
-    /// Runs `rows`; logits for the rows in `want` replace the last call's, in that order.
-    pub fn run(&mut self, rows: &[Row], want: &[usize]) -> Result<()> {
-        self.logits.resize(want.len() * self.net.vocab(), 0.0);
-        self.net
-            .forward_select(&mut self.caches, rows, want, &mut self.logits)
+    /// Values per wanted row of a call: the vocabulary's logits, or (active mode) the
+    /// hidden state.
+    pub fn width(&self) -> usize {
+        if self.active.is_some() {
+            self.net.dim()
+        } else {
+            self.net.vocab()
+        }
     }
 
-    /// The logits of the last call's `i`-th wanted row.
-    pub fn logits(&self, i: usize) -> &[f32] {
-        let v = self.net.vocab();
-        &self.logits[i * v..(i + 1) * v]
+    /// Runs `rows`; the outputs of the rows in `want` replace the last call's, in order.
+    pub fn run(&mut self, rows: &[Row], want: &[usize]) -> Result<()> {
+        self.out.resize(want.len() * self.width(), 0.0);
+        if self.active.is_some() {
+            self.net
+                .forward_hidden(&mut self.caches, rows, want, &mut self.out)
+        } else {
+            self.net
+                .forward_select(&mut self.caches, rows, want, &mut self.out)
+        }
+    }
+
+    /// The output of the last call's `i`-th wanted row ([`Context::width`] values).
+    pub fn output(&self, i: usize) -> &[f32] {
+        let w = self.width();
+        &self.out[i * w..(i + 1) * w]
+    }
+
+    /// The active set, if this context has one.
+    pub fn active(&self) -> Option<&ActiveHead> {
+        self.active.as_ref()
+    }
+
+    /// Adds a symbol to the active set (nothing if there is none, or it is already in it,
+    /// or it is not a vocabulary id).
+    pub fn activate(&mut self, sym: u32) {
+        if let Some(h) = &mut self.active {
+            h.push(self.net, sym);
+        }
+    }
+
+    /// Logits over the whole active set for `hidden` (rows of [`Context::width`] values):
+    /// `rows × active len` values, row by row, into `out`.
+    pub fn head(&self, hidden: &[f32], out: &mut Vec<f32>) {
+        let Some(h) = &self.active else {
+            return;
+        };
+        let n = hidden.len() / self.net.dim();
+        out.resize(n * h.len(), 0.0);
+        h.logits(hidden, n, out);
+    }
+
+    /// Logits of every vocabulary id for one hidden state, into `out`.
+    pub fn head_full(&self, hidden: &[f32], out: &mut Vec<f32>) {
+        out.resize(self.net.vocab(), 0.0);
+        self.net.head_full(hidden, 1, out);
     }
 }

@@ -12,9 +12,14 @@ use super::weights::{Input, Mat};
 pub struct ActiveHead {
     rows: Mat,
     ids: Vec<u32>,
+    /// Position of each vocabulary id in `ids` ([`NOT_ACTIVE`] if absent).
+    index: Vec<u32>,
     dim: usize,
     backend: u16,
 }
+
+/// The [`ActiveHead::index`] of an id not in the set.
+pub const NOT_ACTIVE: u32 = u32::MAX;
 
 impl ActiveHead {
     /// An empty set for `net`'s head.
@@ -26,6 +31,7 @@ impl ActiveHead {
         ActiveHead {
             rows,
             ids: Vec::new(),
+            index: vec![NOT_ACTIVE; net.vocab()],
             dim: net.dim(),
             backend: net.backend(),
         }
@@ -46,9 +52,26 @@ impl ActiveHead {
         &self.ids
     }
 
-    /// Adds vocabulary id `id` (below the vocabulary size) as the next row.
-    pub fn push(&mut self, net: &Net, id: u32) {
+    /// Position of each vocabulary id in [`ActiveHead::ids`], [`NOT_ACTIVE`] if absent.
+    pub fn index(&self) -> &[u32] {
+        &self.index
+    }
+
+    /// Whether `id` is in the set.
+    pub fn contains(&self, id: u32) -> bool {
+        self.index
+            .get(id as usize)
+            .is_some_and(|&i| i != NOT_ACTIVE)
+    }
+
+    /// Adds vocabulary id `id` as the next row; false (and nothing added) if it is
+    /// already in the set or not a vocabulary id.
+    pub fn push(&mut self, net: &Net, id: u32) -> bool {
         let o = id as usize;
+        if o >= self.index.len() || self.index[o] != NOT_ACTIVE {
+            return false;
+        }
+        self.index[o] = self.ids.len() as u32;
         match (&mut self.rows, net.head()) {
             (Mat::F32(dst), Mat::F32(src)) => {
                 dst.extend_from_slice(&src[o * self.dim..(o + 1) * self.dim]);
@@ -57,6 +80,7 @@ impl ActiveHead {
             _ => unreachable!("head rows kept like the head"),
         }
         self.ids.push(id);
+        true
     }
 
     /// Logits of the set's ids for `m` hidden states (`m × dim`): `m × len()` values,

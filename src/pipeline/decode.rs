@@ -6,10 +6,11 @@
 //! coded them in, so the predictors learn the same things in the same order.
 
 use super::options::{DecodeOptions, Progress, Stats};
-use super::predictor_run::PredictorRun;
+use super::predictor_run::{alphabet, initial_active, PredictorRun};
 use super::speculate::{GuessRates, Speculation, Src, MAX_GUESSES, SPECULATE_STREAMS};
 use super::window::{cache_capacity, Window};
 use crate::coder::BlockDecoder;
+use crate::coder::Cdf;
 use crate::engine::Context;
 use crate::engine::{backend_name, Row};
 use crate::format::{self, ArchiveTally, BlockEntry, Frame, Header};
@@ -245,6 +246,8 @@ struct ArchiveDecoder<'m> {
     window: Window,
     state: Context<'m>,
     run: PredictorRun,
+    /// Logits over the active set for the step's items (active head), reused.
+    head: Vec<f32>,
     rates: GuessRates,
     speculate: bool,
 }
@@ -259,8 +262,13 @@ impl<'m> ArchiveDecoder<'m> {
         ArchiveDecoder {
             model,
             window: Window::new(model, header.window, header.keep, header.window_policy),
-            state: Context::new(&model.net),
+            state: if settings.active_log2 > 0 {
+                Context::with_active(&model.net, initial_active(model, settings.active_log2))
+            } else {
+                Context::new(&model.net)
+            },
             run: PredictorRun::new(model, settings, header.streams as usize),
+            head: Vec::new(),
             rates: GuessRates::new(),
             speculate,
         }
@@ -295,7 +303,13 @@ impl<'m> ArchiveDecoder<'m> {
             let t = Instant::now();
             self.predict(&mut g, &step);
             self.decode_step(&mut g, &mut step, stats)?;
-            self.run.update(step.items.iter().map(|i| i.0), &step.syms);
+            let alpha = alphabet(&self.state, self.state.active().map_or(0, |h| h.len()));
+            self.run
+                .update(step.items.iter().map(|i| i.0), &step.syms, alpha, &[]);
+            // Symbols new to the archive join the active set, in stream order.
+            for &y in &step.syms {
+                self.state.activate(y);
+            }
             stats.predict_seconds += t.elapsed().as_secs_f64();
             progress(stats.original_bytes + g.bytes);
         }
@@ -357,31 +371,58 @@ impl<'m> ArchiveDecoder<'m> {
         }
     }
 
-    /// The coder's tables for the step, from this call's logits or a confirmed guess's.
+    /// The coder's tables for the step, from this call's outputs or a confirmed guess's:
+    /// logits as they are, or (active head) hidden states turned into logits over the set.
     fn predict(&mut self, g: &mut Group, step: &Step) {
-        // Keep the guessed rows' logits: the next call overwrites the state's.
+        // Keep the guessed rows' outputs: the next call overwrites the state's.
         for (a, at) in g.spec.iter_mut().zip(&step.guess_at) {
             if let Some(first) = *at {
-                a.keep_logits(&self.state, first);
+                a.keep_outputs(&self.state, first);
             }
         }
-        let sources: Vec<(usize, &[f32])> = step
+        let outputs: Vec<&[f32]> = step
             .items
             .iter()
-            .map(|&(s, src)| match src {
-                Src::Guessed(j) => (s, g.spec[s].logits(j)),
-                Src::Call(li) => (s, self.state.logits(li)),
-            })
+            .map(|&(s, src)| source(&self.state, g, s, src))
             .collect();
-        self.run.predict(&sources);
+        let m = self.state.active().map_or(0, |h| h.len());
+        let alpha = alphabet(&self.state, m);
+        if alpha.escape().is_some() {
+            let hidden: Vec<f32> = outputs.concat();
+            self.state.head(&hidden, &mut self.head);
+            let items: Vec<(usize, &[f32])> = step
+                .items
+                .iter()
+                .enumerate()
+                .map(|(i, &(s, _))| (s, &self.head[i * m..(i + 1) * m]))
+                .collect();
+            self.run.predict(&items, alpha);
+        } else {
+            let items: Vec<(usize, &[f32])> =
+                step.items.iter().map(|&(s, _)| s).zip(outputs).collect();
+            self.run.predict(&items, alpha);
+        }
     }
 
     /// Decodes the step's symbols in stream order, settles the guesses they confirm or
     /// refute, and appends each symbol's bytes to its block.
     fn decode_step(&mut self, g: &mut Group, step: &mut Step, stats: &mut Stats) -> Result<()> {
         step.syms.clear();
+        // The set as the step's tables used it (its escape's index, active head only).
+        let m = self.state.active().map_or(0, |h| h.len());
+        let (mut full, mut cdf) = (Vec::new(), Cdf::default());
         for (i, &(s, src)) in step.items.iter().enumerate() {
-            let sym = g.decoders[s].decode(self.run.cdf(i))?;
+            let code = g.decoders[s].decode(self.run.cdf(i))? as usize;
+            let alpha = alphabet(&self.state, m);
+            let sym = if Some(code) == alpha.escape() {
+                // A symbol new to the set: decoded from the full head's logits.
+                self.state
+                    .head_full(source(&self.state, g, s, src), &mut full);
+                self.run.new_symbol_cdf(&full, alpha, &mut cdf);
+                g.decoders[s].decode(&cdf)?
+            } else {
+                alpha.symbol(code)
+            };
             if let Some(len) = g.spec[s].settle(src, sym, &mut self.rates, stats) {
                 self.state.truncate(s, len);
             }
@@ -390,5 +431,13 @@ impl<'m> ArchiveDecoder<'m> {
             stats.symbols += 1;
         }
         Ok(())
+    }
+}
+
+/// The output (logits or hidden state) behind stream `s`'s symbol this step.
+fn source<'a>(state: &'a Context, g: &'a Group, s: usize, src: Src) -> &'a [f32] {
+    match src {
+        Src::Guessed(j) => g.spec[s].output(j),
+        Src::Call(li) => state.output(li),
     }
 }

@@ -6,9 +6,10 @@
 
 use super::io::Counting;
 use super::options::{CompressOptions, Progress, Stats};
-use super::predictor_run::PredictorRun;
+use super::predictor_run::{alphabet, code_of, initial_active, PredictorRun};
 use super::window::{cache_capacity, layout, Slide, Window};
 use crate::coder::BlockEncoder;
+use crate::coder::Cdf;
 use crate::engine::Context;
 use crate::engine::Row;
 use crate::format::{self, BlockEntry, Header, Trailer};
@@ -169,11 +170,16 @@ impl<'m> ArchiveEncoder<'m> {
         variants: &[PredictorSettings],
         streams: usize,
     ) -> Self {
+        let log2 = opts.predictor.active_log2;
         ArchiveEncoder {
             model,
             rows_per_call: opts.rows_per_call,
             window: Window::new(model, opts.window, opts.keep, opts.window_policy),
-            state: Context::new(&model.net),
+            state: if log2 > 0 {
+                Context::with_active(&model.net, initial_active(model, log2))
+            } else {
+                Context::new(&model.net)
+            },
             runs: std::iter::once(&opts.predictor)
                 .chain(variants)
                 .map(|s| PredictorRun::new(model, s, streams))
@@ -201,11 +207,15 @@ impl<'m> ArchiveEncoder<'m> {
         let (mut p0, mut bytes) = (0, 0u64);
         while p0 < max_len {
             let call = self.plan_call(group, p0, max_len, &mut cache_len)?;
+            let sizes = self.grow_active(group, p0, &call.steps);
             let t = Instant::now();
             self.state.run(&call.rows, &call.want)?;
+            let mut head = Vec::new();
+            self.state
+                .head(&self.state_outputs(call.want.len()), &mut head);
             stats.model_seconds += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            self.code_steps(group, p0, &call.steps, &mut encoders)?;
+            self.code_steps(group, p0, &call.steps, &sizes, &head, &mut encoders)?;
             stats.predict_seconds += t.elapsed().as_secs_f64();
             for b in group {
                 for &y in b.get(p0..call.end.min(b.len())).unwrap_or(&[]) {
@@ -271,30 +281,78 @@ impl<'m> ArchiveEncoder<'m> {
         })
     }
 
+    /// With the active head: adds the call's symbols to the active set in coding order
+    /// (steps, then streams) and returns the set's size as each step sees it, before its
+    /// own symbols join. The head then has rows for the whole call at once, and each step
+    /// reads the first rows, exactly those the decoder will have.
+    fn grow_active(
+        &mut self,
+        group: &[&[u32]],
+        p0: usize,
+        steps: &[Vec<(usize, usize)>],
+    ) -> Vec<usize> {
+        let mut sizes = Vec::with_capacity(steps.len());
+        for (k, items) in steps.iter().enumerate() {
+            sizes.push(self.state.active().map_or(0, |h| h.len()));
+            for &(s, _) in items {
+                self.state.activate(group[s][p0 + k]);
+            }
+        }
+        sizes
+    }
+
+    /// The last call's `n` outputs back to back (hidden states in active mode; empty
+    /// otherwise, where the outputs are the logits themselves).
+    fn state_outputs(&self, n: usize) -> Vec<f32> {
+        if self.state.active().is_none() {
+            return Vec::new();
+        }
+        (0..n).flat_map(|i| self.state.output(i).to_vec()).collect()
+    }
+
     /// Predicts and codes the call's steps (`p0..`), in step then stream order, and lets
-    /// every predictor run learn each step's symbols.
+    /// every predictor run learn each step's symbols. `sizes[k]` is the active set's size
+    /// at step k and `head` the logits over the whole set per wanted row (active mode).
     fn code_steps(
         &mut self,
         group: &[&[u32]],
         p0: usize,
         steps: &[Vec<(usize, usize)>],
+        sizes: &[usize],
+        head: &[f32],
         encoders: &mut [BlockEncoder],
     ) -> Result<()> {
+        let width = self.state.active().map_or(0, |h| h.len());
+        let (mut full, mut cdf) = (Vec::new(), Cdf::default());
         for (k, items) in steps.iter().enumerate() {
             let step = p0 + k;
+            let m = sizes[k];
+            let alpha = alphabet(&self.state, m);
             let syms: Vec<u32> = items.iter().map(|&(s, _)| group[s][step]).collect();
             let logits: Vec<(usize, &[f32])> = items
                 .iter()
-                .map(|&(s, li)| (s, self.state.logits(li)))
+                .map(|&(s, li)| match alpha.escape() {
+                    Some(_) => (s, &head[li * width..li * width + m]),
+                    None => (s, self.state.output(li)),
+                })
                 .collect();
             for run in &mut self.runs {
-                run.predict(&logits);
+                run.predict(&logits, alpha);
             }
-            for (i, (&(s, _), &y)) in items.iter().zip(&syms).enumerate() {
-                encoders[s].encode(y, self.runs[0].cdf(i))?;
+            let mut extra = vec![0f64; items.len()];
+            for (i, (&(s, li), &y)) in items.iter().zip(&syms).enumerate() {
+                let code = code_of(alpha, y);
+                encoders[s].encode(code as u32, self.runs[0].cdf(i))?;
+                if Some(code) == alpha.escape() {
+                    // New to the set: the symbol itself, from the full head's logits.
+                    self.state.head_full(self.state.output(li), &mut full);
+                    self.runs[0].new_symbol_cdf(&full, alpha, &mut cdf);
+                    encoders[s].encode(y, &cdf)?;
+                    extra[i] = cdf.cost_bits(y as usize);
+                }
             }
             for run in &mut self.runs {
-                run.update(items.iter().map(|i| i.0), &syms);
+                run.update(items.iter().map(|i| i.0), &syms, alpha, &extra);
             }
         }
         Ok(())

@@ -102,3 +102,55 @@ pub fn decompress_to_vec(model: &Model, archive: &[u8]) -> Result<Vec<u8>> {
     decompress(model, &mut &archive[..], &mut out, &mut |_| {})?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{BACKEND_INT8_EXACT, BACKEND_INT8_F16KV};
+
+    /// The active head round-trips: symbols new to the set (escapes), symbols outside the
+    /// vocabulary (raw-byte escapes), several blocks and streams, speculation on and off,
+    /// both window policies; and it never costs more than a small set's worth over the
+    /// full head on this text.
+    #[test]
+    fn active_head_round_trips() {
+        for backend in [BACKEND_INT8_EXACT, BACKEND_INT8_F16KV] {
+            let model = crate::testing::synthetic_model_with(backend).unwrap();
+            let mut data = b"the cat sat on the mat; the cat sat on the hat. ".repeat(12);
+            data.extend_from_slice(&[0x04, 0xC0, 0xFF, b'\n', 0, 1, 2]);
+            data.extend_from_slice("naïve café, 東京 🚀 the end".as_bytes());
+            for (log2, block, streams, policy) in [
+                (1u8, 4096u32, 1u16, crate::format::WINDOW_SHIFT),
+                (3, 40, 3, crate::format::WINDOW_SHIFT),
+                (5, 64, 16, crate::format::WINDOW_REPREFILL),
+            ] {
+                let mut opts = CompressOptions {
+                    block_tokens: block,
+                    streams,
+                    window: 32,
+                    keep: 20,
+                    window_policy: policy,
+                    ..CompressOptions::default()
+                };
+                opts.predictor.active_log2 = log2;
+                let archive = compress_to_vec(&model, &data, &opts).unwrap();
+                for speculate in [true, false] {
+                    let mut out = Vec::new();
+                    decompress_with(
+                        &model,
+                        &mut &archive[..],
+                        &mut out,
+                        &mut |_| {},
+                        DEFAULT_MEMORY_LIMIT,
+                        speculate,
+                    )
+                    .unwrap();
+                    assert!(
+                        out == data,
+                        "log2 {log2} block {block} speculate {speculate}"
+                    );
+                }
+            }
+        }
+    }
+}

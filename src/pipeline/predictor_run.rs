@@ -4,8 +4,9 @@
 //! and the ideal code length so far.
 
 use crate::coder::Cdf;
+use crate::engine::Context;
 use crate::model::Model;
-use crate::predict::{Ensemble, PredictorSettings, Scratch};
+use crate::predict::{Alphabet, Ensemble, PredictorSettings, Scratch};
 use rayon::prelude::*;
 
 /// One predictor variant: the coded one, or one measured alongside (`compress_measure`).
@@ -14,6 +15,29 @@ pub(crate) struct PredictorRun {
     scratch: Vec<Scratch>,
     cdfs: Vec<Cdf>,
     bits: f64,
+}
+
+/// The first vocabulary ids of the active head's starting set: the `2^log2` lowest ids the
+/// model may predict (tokenizers number frequent tokens first), in id order.
+pub(crate) fn initial_active(model: &Model, log2: u8) -> Vec<u32> {
+    let n = 1usize << log2.min(31);
+    let masked: std::collections::HashSet<u32> = model.control_tokens.iter().copied().collect();
+    (0..model.tokenizer.vocab_size() as u32)
+        .filter(|id| !masked.contains(id))
+        .take(n)
+        .collect()
+}
+
+/// The alphabet a step's prediction uses: the context's active set as it stood with `m`
+/// members, or every symbol.
+pub(crate) fn alphabet<'c>(ctx: &'c Context, m: usize) -> Alphabet<'c> {
+    match ctx.active() {
+        Some(h) => Alphabet::Active {
+            ids: &h.ids()[..m],
+            index: h.index(),
+        },
+        None => Alphabet::Full,
+    }
 }
 
 impl PredictorRun {
@@ -38,17 +62,18 @@ impl PredictorRun {
         self.ens.begin_group(lens);
     }
 
-    /// The coder's tables for one step, from each stream's logits: `items[i]` = (stream,
-    /// logits) gives [`PredictorRun::cdf`]`(i)`. The rows run in parallel; each reads only
-    /// shared state, so the result does not depend on the thread count.
-    pub(crate) fn predict(&mut self, items: &[(usize, &[f32])]) {
+    /// The coder's tables for one step, from each stream's logits over `alphabet`:
+    /// `items[i]` = (stream, logits) gives [`PredictorRun::cdf`]`(i)`. The rows run in
+    /// parallel; each reads only shared state, so the result does not depend on the thread
+    /// count.
+    pub(crate) fn predict(&mut self, items: &[(usize, &[f32])], alphabet: Alphabet) {
         let ens = &self.ens;
         self.scratch[..items.len()]
             .par_iter_mut()
             .zip(self.cdfs[..items.len()].par_iter_mut())
             .zip(items.par_iter())
             .for_each(|((sc, cdf), &(s, logits))| {
-                ens.predict(s, logits, sc);
+                ens.predict(s, logits, alphabet, sc);
                 cdf.build_from_weights(sc.weights());
             });
     }
@@ -58,11 +83,27 @@ impl PredictorRun {
         &self.cdfs[i]
     }
 
-    /// Learns the step's symbols (of `streams`, in order) and adds their cost.
-    pub(crate) fn update(&mut self, streams: impl Iterator<Item = usize>, syms: &[u32]) {
+    /// The table of a symbol new to the active set (after the escape): the language
+    /// model's distribution over the rest, from every vocabulary id's logits.
+    pub(crate) fn new_symbol_cdf(&self, logits: &[f32], alphabet: Alphabet, cdf: &mut Cdf) {
+        let mut w = Vec::new();
+        self.ens.predict_new(logits, alphabet, &mut w);
+        cdf.build_from_weights(&w);
+    }
+
+    /// Learns the step's symbols (of `streams`, in order) and adds their cost: each one's
+    /// under the step's table, plus `extra[i]` bits where the symbol was new to the set.
+    pub(crate) fn update(
+        &mut self,
+        streams: impl Iterator<Item = usize>,
+        syms: &[u32],
+        alphabet: Alphabet,
+        extra: &[f64],
+    ) {
         for (i, (s, &y)) in streams.zip(syms).enumerate() {
-            self.bits += self.cdfs[i].cost_bits(y as usize);
-            self.ens.update(s, y, &self.scratch[i]);
+            let code = code_of(alphabet, y);
+            self.bits += self.cdfs[i].cost_bits(code) + extra.get(i).copied().unwrap_or(0.0);
+            self.ens.update(s, y, alphabet, &self.scratch[i]);
         }
     }
 
@@ -75,4 +116,12 @@ impl PredictorRun {
     pub(crate) fn ensemble(&self) -> &Ensemble {
         &self.ens
     }
+}
+
+/// The index `sym` is coded as in a step's table over `alphabet`: its own, or the escape.
+pub(crate) fn code_of(alphabet: Alphabet, sym: u32) -> usize {
+    alphabet
+        .index_of(sym)
+        .or(alphabet.escape())
+        .unwrap_or(sym as usize)
 }

@@ -38,11 +38,13 @@ pub(crate) enum Src {
 
 /// The speculation of one stream: its guesses in flight and their rows' logits.
 pub(crate) struct Speculation {
-    /// `guesses[j]` was fed as the input of guessed row `j`, whose logits (`vocab` values
-    /// at `logits[j·vocab..]`) predict the symbol after it.
+    /// `guesses[j]` was fed as the input of guessed row `j`, whose output (`width` values
+    /// at `outputs[j·width..]`) predicts the symbol after it.
     guesses: Vec<u32>,
     kinds: Vec<DraftKind>,
-    logits: Vec<f32>,
+    outputs: Vec<f32>,
+    width: usize,
+    /// Guesses are vocabulary ids below this.
     vocab: usize,
     /// Cache length with the stream's real rows, before the guessed ones.
     base_len: usize,
@@ -51,12 +53,13 @@ pub(crate) struct Speculation {
 }
 
 impl Speculation {
-    /// Nothing guessed yet; logits have `vocab` values per row.
+    /// Nothing guessed yet; guesses are vocabulary ids below `vocab`.
     pub(crate) fn new(vocab: usize) -> Self {
         Speculation {
             guesses: Vec::new(),
             kinds: Vec::new(),
-            logits: Vec::new(),
+            outputs: Vec::new(),
+            width: 0,
             vocab,
             base_len: 0,
             next: None,
@@ -98,18 +101,20 @@ impl Speculation {
         &self.guesses
     }
 
-    /// Copies the guessed rows' logits out of the state (the next call overwrites them);
-    /// `first` is the index of the first guessed row among the call's wanted rows.
-    pub(crate) fn keep_logits(&mut self, state: &Context, first: usize) {
-        self.logits.clear();
+    /// Copies the guessed rows' outputs (logits or hidden states) out of the state (the
+    /// next call overwrites them); `first` is the index of the first guessed row among the
+    /// call's wanted rows.
+    pub(crate) fn keep_outputs(&mut self, state: &Context, first: usize) {
+        self.outputs.clear();
+        self.width = state.width();
         for j in 0..self.guesses.len() {
-            self.logits.extend_from_slice(state.logits(first + j));
+            self.outputs.extend_from_slice(state.output(first + j));
         }
     }
 
-    /// The logits of guessed row `j`.
-    pub(crate) fn logits(&self, j: usize) -> &[f32] {
-        &self.logits[j * self.vocab..(j + 1) * self.vocab]
+    /// The output of guessed row `j`.
+    pub(crate) fn output(&self, j: usize) -> &[f32] {
+        &self.outputs[j * self.width..(j + 1) * self.width]
     }
 
     /// The symbol predicted by `src`'s logits decoded as `sym`: the guess that followed

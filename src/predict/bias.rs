@@ -5,7 +5,7 @@
 //! gradient of the code length, shifts probability toward what this document uses. All
 //! arithmetic is plain f32 in a fixed order, so encoder and decoder stay identical.
 
-use super::{At, Inputs, Predictor, Softmax};
+use super::{Alphabet, At, Inputs, Predictor, Softmax};
 
 /// One bias term per vocabulary symbol, added to the logits before the softmax.
 pub struct LogitBias {
@@ -44,15 +44,38 @@ impl LogitBias {
 impl Predictor for LogitBias {
     /// Shifts the logits by the biases: the softmax sees l + b.
     fn contribute(&self, _at: &At<'_>, inputs: &mut Inputs<'_>) {
-        for (x, &b) in inputs.logits.iter_mut().zip(&self.b) {
-            *x += b;
+        match inputs.alphabet {
+            Alphabet::Full => {
+                for (x, &b) in inputs.logits.iter_mut().zip(&self.b) {
+                    *x += b;
+                }
+            }
+            Alphabet::Active { ids, .. } => {
+                for (x, &id) in inputs.logits.iter_mut().zip(ids) {
+                    *x += self.b[id as usize];
+                }
+            }
         }
     }
 
     fn learn(&mut self, _at: &At<'_>, sym: u32, llm: &Softmax<'_>) {
-        // Escapes are not vocabulary symbols: the model never predicts them.
-        if (sym as usize) < self.b.len() {
-            self.update(llm.e, llm.inv_z, sym as usize);
+        match llm.alphabet {
+            // Escapes are not vocabulary symbols: the model never predicts them.
+            Alphabet::Full => {
+                if (sym as usize) < self.b.len() {
+                    self.update(llm.e, llm.inv_z, sym as usize);
+                }
+            }
+            // Over the active set, for a symbol in it: the same step on its members.
+            Alphabet::Active { ids, .. } => {
+                if llm.index.is_some() {
+                    let r = self.rate * llm.inv_z;
+                    for (&id, &e) in ids.iter().zip(llm.e) {
+                        self.b[id as usize] -= r * e;
+                    }
+                    self.b[sym as usize] += self.rate;
+                }
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod history;
 pub mod matcher;
 pub mod mixer;
 pub mod ngram;
+pub mod novelty;
 mod settings;
 
 pub use settings::{PredictorSettings, HISTORY_CAP, SETTINGS_VERSION};
@@ -31,6 +32,48 @@ use history::{History, UNKNOWN};
 use matcher::Matcher;
 use mixer::{Apm, ApmAt, Mixer};
 use ngram::{NGram, Seen};
+use novelty::{Novelty, NoveltyAt};
+
+/// The symbols one step's distribution covers, and how weights are indexed.
+#[derive(Clone, Copy)]
+pub enum Alphabet<'a> {
+    /// Every symbol, vocabulary then escapes: weight `i` is symbol `i`'s.
+    Full,
+    /// The active set: weight `j` is symbol `ids[j]`'s, and weight `ids.len()` the
+    /// escape's (a symbol outside the set). `index[sym]` is a vocabulary symbol's place in
+    /// the set; one at or beyond `ids.len()` is not in it yet.
+    Active { ids: &'a [u32], index: &'a [u32] },
+}
+
+impl Alphabet<'_> {
+    /// The weight index of `sym`, or `None` when it is coded through the escape.
+    #[inline]
+    pub fn index_of(&self, sym: u32) -> Option<usize> {
+        match self {
+            Alphabet::Full => Some(sym as usize),
+            Alphabet::Active { ids, index } => index
+                .get(sym as usize)
+                .map(|&i| i as usize)
+                .filter(|&i| i < ids.len()),
+        }
+    }
+
+    /// The escape's weight index (active sets only).
+    pub fn escape(&self) -> Option<usize> {
+        match self {
+            Alphabet::Full => None,
+            Alphabet::Active { ids, .. } => Some(ids.len()),
+        }
+    }
+
+    /// The symbol of weight index `i` (not the escape).
+    pub fn symbol(&self, i: usize) -> u32 {
+        match self {
+            Alphabet::Full => i as u32,
+            Alphabet::Active { ids, .. } => ids[i],
+        }
+    }
+}
 
 /// Where a stream stands in the shared history: what a model reads to predict the stream's
 /// next symbol, or to learn the one that came.
@@ -55,8 +98,9 @@ pub enum Input {
 /// What the predictors contribute at one position, gathered before mixing.
 pub struct Inputs<'a> {
     /// The language model's logits for the position, which a model may shift before the
-    /// softmax (the logit bias).
+    /// softmax (the logit bias); indexed as `alphabet` says.
     pub logits: &'a mut [f32],
+    pub alphabet: Alphabet<'a>,
     /// Mixer inputs, the language model's first, then in the order the models add them.
     pub list: &'a mut Vec<Input>,
     /// Length of the match behind a match input (0: none); selects the mixer's context.
@@ -68,6 +112,10 @@ pub struct Inputs<'a> {
 pub struct Softmax<'a> {
     pub e: &'a [f32],
     pub inv_z: f32,
+    /// How `e` is indexed.
+    pub alphabet: Alphabet<'a>,
+    /// The symbol's index in `e`; `None` when it came through the escape.
+    pub index: Option<usize>,
 }
 
 /// One model of the ensemble, as paq8px's models each offer `mix` and `update`: what it
@@ -98,14 +146,26 @@ pub struct Scratch {
     w: Vec<f32>,
     /// Top candidate and where the APM read it.
     sse: Option<(u32, ApmAt)>,
+    /// Where the escape's probability was read (active sets only).
+    novelty: Option<NoveltyAt>,
 }
 
 impl Scratch {
-    /// The weights of the last [`Ensemble::predict`] into this scratch, one per symbol
-    /// (vocabulary then escapes), not normalized; masked symbols get 0.
+    /// The weights of the last [`Ensemble::predict`] into this scratch, one per weight
+    /// index of its [`Alphabet`], not normalized; masked symbols get 0.
     pub fn weights(&self) -> &[f32] {
         &self.weights
     }
+}
+
+/// The weight of `sym` in `weights` as `alphabet` indexes them (never the escape's).
+#[inline]
+fn weight_of<'w>(weights: &'w mut [f32], alphabet: Alphabet, sym: u32) -> Option<&'w mut f32> {
+    let limit = alphabet.escape().unwrap_or(weights.len());
+    alphabet
+        .index_of(sym)
+        .filter(|&i| i < limit)
+        .and_then(|i| weights.get_mut(i))
 }
 
 /// The models of the ensemble, each absent when its setting is off.
@@ -145,6 +205,7 @@ pub struct Ensemble {
     models: Models,
     mixer: Mixer,
     apm: Apm,
+    novelty: Novelty,
     /// Mixer slots: 0 = LLM, then n-gram order k's confidences, then match (agrees with
     /// the LLM's top symbol or not).
     order_slot0: usize,
@@ -208,6 +269,7 @@ impl Ensemble {
                 s.mixer_ctx && s.mixer_shared,
             ),
             apm: Apm::new(CONTEXTS, s.sse_rate as f32 / (1u32 << 16) as f32),
+            novelty: Novelty::new(),
             order_slot0,
             match_slot0,
             s: s.clone(),
@@ -222,14 +284,24 @@ impl Ensemble {
         }
     }
 
-    /// The distribution of stream `stream`'s next symbol given the model's logits for it,
-    /// as weights in `sc` ([`Scratch::weights`]). Reads shared state only, so the rows of
-    /// one step can run in parallel.
-    pub fn predict(&self, stream: usize, logits: &[f32], sc: &mut Scratch) {
-        let v = self.vocab;
-        sc.weights.resize(self.num_symbols, 0.0);
+    /// The distribution of stream `stream`'s next symbol given the model's logits for it
+    /// (one per symbol of `alphabet`'s set, or the vocabulary's), as weights in `sc`
+    /// ([`Scratch::weights`]). Reads shared state only, so the rows of one step can run in
+    /// parallel.
+    pub fn predict(&self, stream: usize, logits: &[f32], alphabet: Alphabet, sc: &mut Scratch) {
+        let n = match alphabet {
+            Alphabet::Full => self.vocab,
+            Alphabet::Active { ids, .. } => ids.len(),
+        };
+        sc.weights.resize(
+            match alphabet {
+                Alphabet::Full => self.num_symbols,
+                Alphabet::Active { ids, .. } => ids.len() + 1,
+            },
+            0.0,
+        );
         sc.e.clear();
-        sc.e.extend_from_slice(&logits[..v]);
+        sc.e.extend_from_slice(&logits[..n]);
         sc.inputs.clear();
         sc.inputs.push(Input::Llm);
         let at = At {
@@ -239,6 +311,7 @@ impl Ensemble {
         };
         let mut inputs = Inputs {
             logits: &mut sc.e,
+            alphabet,
             list: &mut sc.inputs,
             match_len: 0,
         };
@@ -247,14 +320,67 @@ impl Ensemble {
         }
         let match_len = inputs.match_len;
         // Masked symbols go to −∞ after the bias: (l + b) + m, as one expression would.
-        for (x, &m) in sc.e.iter_mut().zip(&self.mask) {
-            *x += m;
+        match alphabet {
+            Alphabet::Full => {
+                for (x, &m) in sc.e.iter_mut().zip(&self.mask) {
+                    *x += m;
+                }
+            }
+            Alphabet::Active { ids, .. } => {
+                for (x, &id) in sc.e.iter_mut().zip(ids) {
+                    *x += self.mask[id as usize];
+                }
+            }
         }
         let p_max = self.softmax(sc);
-        let ctx = self.mix(sc, match_len, p_max);
+        let ctx = self.mix(sc, alphabet, match_len, p_max);
         sc.sse = None;
         if self.s.sse {
-            self.calibrate(sc, ctx);
+            self.calibrate(sc, alphabet, ctx);
+        }
+        sc.novelty = None;
+        if let Some(esc) = alphabet.escape() {
+            self.escape(sc, stream, esc, p_max);
+        }
+    }
+
+    /// The escape's weight: its learned probability against the set's total weight.
+    fn escape(&self, sc: &mut Scratch, stream: usize, esc: usize, p_max: f32) {
+        let (p, at) = self.novelty.predict(stream, p_max);
+        let mut lanes = [0f32; LANES];
+        let mut chunks = sc.weights[..esc].chunks_exact(LANES);
+        for c in &mut chunks {
+            for l in 0..LANES {
+                lanes[l] += c[l];
+            }
+        }
+        for (l, &x) in chunks.remainder().iter().enumerate() {
+            lanes[l] += x;
+        }
+        sc.weights[esc] = hsum(lanes) * (p / (1.0 - p));
+        sc.novelty = Some(at);
+    }
+
+    /// The distribution of a symbol known to be outside the active set (`alphabet`, the
+    /// set as the step's prediction used it): the language model's softmax over the rest of
+    /// the vocabulary, every other symbol weight 0. `logits` holds every vocabulary id's.
+    pub fn predict_new(&self, logits: &[f32], alphabet: Alphabet, weights: &mut Vec<f32>) {
+        let v = self.vocab;
+        weights.clear();
+        weights.resize(self.num_symbols, 0.0);
+        let x = &mut weights[..v];
+        for ((x, &l), &m) in x.iter_mut().zip(logits).zip(&self.mask) {
+            *x = l + m;
+        }
+        if let Alphabet::Active { ids, .. } = alphabet {
+            for &id in ids {
+                x[id as usize] = f32::NEG_INFINITY;
+            }
+        }
+        let max = max_f32(x);
+        for x in x.iter_mut() {
+            let y = exp_f32(*x - max);
+            *x = if *x > f32::NEG_INFINITY { y } else { 0.0 };
         }
     }
 
@@ -287,8 +413,8 @@ impl Ensemble {
 
     /// The mixer slot of each input, the global context, and the mixture into `sc.weights`.
     /// Returns the global context (the APM's, even when the mixer uses one weight set).
-    fn mix(&self, sc: &mut Scratch, match_len: u32, p_max: f32) -> usize {
-        let v = self.vocab;
+    fn mix(&self, sc: &mut Scratch, alphabet: Alphabet, match_len: u32, p_max: f32) -> usize {
+        let v = sc.e.len();
         sc.slots.clear();
         for inp in &sc.inputs {
             sc.slots.push(match *inp {
@@ -296,7 +422,10 @@ impl Ensemble {
                 Input::Order { order, seen } => {
                     self.order_slot0 + (order - 1) * ngram::CONFIDENCES + seen.confidence()
                 }
-                Input::Match(sym) => self.match_slot0 + (sym == sc.argmax) as usize,
+                Input::Match(sym) => {
+                    let agrees = alphabet.index_of(sym) == Some(sc.argmax as usize);
+                    self.match_slot0 + agrees as usize
+                }
             });
         }
         let ctx = matcher::length_bucket(match_len) * mixer::LLM_BUCKETS + mixer::llm_bucket(p_max);
@@ -319,14 +448,13 @@ impl Ensemble {
                 Input::Order { seen, .. } => {
                     let f = wi / seen.total as f32;
                     for j in 0..seen.n as usize {
-                        let sym = seen.syms[j] as usize;
-                        if let Some(w) = sc.weights.get_mut(sym) {
+                        if let Some(w) = weight_of(&mut sc.weights, alphabet, seen.syms[j]) {
                             *w += f * seen.counts[j] as f32;
                         }
                     }
                 }
                 Input::Match(sym) => {
-                    if let Some(w) = sc.weights.get_mut(sym as usize) {
+                    if let Some(w) = weight_of(&mut sc.weights, alphabet, sym) {
                         *w += wi;
                     }
                 }
@@ -338,7 +466,9 @@ impl Ensemble {
 
     /// The APM stage in global context `ctx`: recalibrates the top candidate's weight in
     /// `sc.weights`.
-    fn calibrate(&self, sc: &mut Scratch, ctx: usize) {
+    fn calibrate(&self, sc: &mut Scratch, alphabet: Alphabet, ctx: usize) {
+        // Candidates as weight indices (the escape's is never one).
+        let limit = alphabet.escape().unwrap_or(sc.weights.len());
         let mut top = sc.argmax;
         for inp in &sc.inputs {
             let cands: &[u32] = match inp {
@@ -347,9 +477,11 @@ impl Ensemble {
                 Input::Llm => &[],
             };
             for &c in cands {
-                let ci = c as usize;
-                if ci < sc.weights.len() && sc.weights[ci] > sc.weights[top as usize] {
-                    top = c;
+                let Some(ci) = alphabet.index_of(c).filter(|&i| i < limit) else {
+                    continue;
+                };
+                if sc.weights[ci] > sc.weights[top as usize] {
+                    top = ci as u32;
                 }
             }
         }
@@ -434,10 +566,37 @@ impl Ensemble {
             }
         }
     }
-    /// Learns from stream `stream`'s actual symbol `sym` (after its `predict`). Call in
-    /// stream order within a step.
-    pub fn update(&mut self, stream: usize, sym: u32, sc: &Scratch) {
-        let y = sym as usize;
+    /// Learns from stream `stream`'s actual symbol `sym` (after its `predict` with the same
+    /// `alphabet`). Call in stream order within a step.
+    pub fn update(&mut self, stream: usize, sym: u32, alphabet: Alphabet, sc: &Scratch) {
+        let index = alphabet.index_of(sym);
+        if let Some(at) = sc.novelty {
+            self.novelty.update(stream, at, index.is_none());
+        }
+        // The mixer, the APM and the bias learn what they predicted: a symbol in the set.
+        if let Some(y) = index {
+            self.learn_mixture(sym, y, sc);
+        }
+        let pos = self.hist.pos(stream);
+        self.hist.push(stream, sym);
+        let at = At {
+            hist: &self.hist,
+            stream,
+            pos,
+        };
+        let llm = Softmax {
+            e: &sc.e,
+            inv_z: sc.inv_z,
+            alphabet,
+            index,
+        };
+        for m in self.models.iter_mut() {
+            m.learn(&at, sym, &llm);
+        }
+    }
+
+    /// The mixer's and the APM's step for symbol `sym`, at weight index `y`.
+    fn learn_mixture(&mut self, sym: u32, y: usize, sc: &Scratch) {
         // Mixer: wᵢ·qᵢ(y) per input.
         if sc.inputs.len() > 1 {
             let mut wq = [0f32; 16];
@@ -446,7 +605,7 @@ impl Ensemble {
             for (i, (inp, wi)) in sc.inputs.iter().zip(&mut wq[..n]).enumerate() {
                 let q = match *inp {
                     Input::Llm => {
-                        if y < self.vocab {
+                        if y < sc.e.len() {
                             sc.e[y] * sc.inv_z
                         } else {
                             0.0
@@ -462,21 +621,7 @@ impl Ensemble {
                 .update(sc.ctx, &sc.slots[..n], &sc.w[..n], &wq[..n], p);
         }
         if let Some((top, at)) = sc.sse {
-            self.apm.update(at, top == sym);
-        }
-        let pos = self.hist.pos(stream);
-        self.hist.push(stream, sym);
-        let at = At {
-            hist: &self.hist,
-            stream,
-            pos,
-        };
-        let llm = Softmax {
-            e: &sc.e,
-            inv_z: sc.inv_z,
-        };
-        for m in self.models.iter_mut() {
-            m.learn(&at, sym, &llm);
+            self.apm.update(at, top as usize == y);
         }
     }
 }
@@ -489,7 +634,7 @@ mod tests {
     /// The coder's table for one prediction, as the pipeline builds it (tests measure the
     /// distribution through it).
     fn predict_cdf(e: &Ensemble, stream: usize, logits: &[f32], sc: &mut Scratch, cdf: &mut Cdf) {
-        e.predict(stream, logits, sc);
+        e.predict(stream, logits, Alphabet::Full, sc);
         cdf.build_from_weights(sc.weights());
     }
 
@@ -522,7 +667,7 @@ mod tests {
             for &s in &text {
                 predict_cdf(&e, 0, &logits, &mut sc, &mut cdf);
                 costs.push(cdf.cost_bits(s as usize));
-                e.update(0, s, &sc);
+                e.update(0, s, Alphabet::Full, &sc);
             }
             costs
         };
@@ -547,7 +692,7 @@ mod tests {
         assert!(out.is_empty(), "nothing seen, nothing guessed");
         for &s in &text {
             predict_cdf(&e, 0, &logits, &mut sc, &mut cdf);
-            e.update(0, s, &sc);
+            e.update(0, s, Alphabet::Full, &sc);
         }
         e.draft(0, 4, vocab, &mut out, &mut kinds);
         assert_eq!(out, [4, 5, 6, 7]);
@@ -613,8 +758,8 @@ mod draft_probe {
                     .count();
                 hist_acc[acc] += 1;
                 first += (!out.is_empty() && out[0] == syms[t]) as usize;
-                ens.predict(0, &logits, &mut sc);
-                ens.update(0, syms[t], &sc);
+                ens.predict(0, &logits, Alphabet::Full, &mut sc);
+                ens.update(0, syms[t], Alphabet::Full, &sc);
             }
             let n = syms.len() as f64;
             let mean: f64 = hist_acc

@@ -27,12 +27,21 @@ pub struct PredictorSettings {
     /// APM/SSE stage on, rate / 2^16.
     pub sse: bool,
     pub sse_rate: u16,
+    /// The active head: 0 = off (every step's distribution covers every symbol); else each
+    /// step covers the symbols coded so far plus the first 2^`active_log2` vocabulary ids
+    /// that are not masked, and an escape for the rest (settings version 3).
+    pub active_log2: u8,
 }
 
-/// Settings layout version this build writes and reads.
-pub const SETTINGS_VERSION: u8 = 2;
-/// Serialized length.
-const SETTINGS_LEN: usize = 12;
+/// Settings layout version this build writes with the active head on (version 2, its
+/// layout without the active head's bytes, is written when it is off; both are read).
+pub const SETTINGS_VERSION: u8 = 3;
+/// Serialized length of version 2.
+const SETTINGS_LEN_V2: usize = 12;
+/// Serialized length of version 3: version 2's fields, the active head's size, a reserved 0.
+const SETTINGS_LEN_V3: usize = 14;
+/// Largest starting set of the active head, as a power of two.
+pub const MAX_ACTIVE_LOG2: u8 = 24;
 /// Most symbols the shared history keeps before it restarts (bounds its memory: 4 bytes
 /// per symbol, 256 MiB).
 pub const HISTORY_CAP: usize = 1 << 26;
@@ -54,6 +63,7 @@ impl Default for PredictorSettings {
             mixer_rate: 1311,
             sse: true,
             sse_rate: 1311,
+            active_log2: 0,
         }
     }
 }
@@ -91,6 +101,9 @@ impl PredictorSettings {
         if self.sse {
             parts.push("sse");
         }
+        if self.active_log2 > 0 {
+            parts.push("active-head");
+        }
         parts.join("+")
     }
 
@@ -104,10 +117,12 @@ impl PredictorSettings {
             | (self.mixer_shared as u8) << 6
     }
 
-    /// Serialized form (docs/FORMAT.md): version, flags, four table sizes, three rates.
+    /// Serialized form (docs/FORMAT.md): version, flags, four table sizes, three rates, and
+    /// in version 3 the active head's size and a reserved byte.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let version = if self.active_log2 == 0 { 2 } else { 3 };
         let mut b = vec![
-            SETTINGS_VERSION,
+            version,
             self.flags(),
             self.ngram_order,
             self.ngram_bits,
@@ -117,6 +132,9 @@ impl PredictorSettings {
         b.extend_from_slice(&self.bias_rate.to_le_bytes());
         b.extend_from_slice(&self.mixer_rate.to_le_bytes());
         b.extend_from_slice(&self.sse_rate.to_le_bytes());
+        if version == 3 {
+            b.extend_from_slice(&[self.active_log2, 0]);
+        }
         b
     }
 
@@ -126,14 +144,19 @@ impl PredictorSettings {
         let bad = |field: &'static str, value: u64| {
             Err(Error::new(ErrorKind::InvalidField { field, value }))
         };
-        match b.first() {
+        let version = match b.first() {
             None => return bad("predictor settings length", 0),
-            Some(&v) if v != SETTINGS_VERSION => {
+            Some(&v) if v != 2 && v != 3 => {
                 return Err(Error::new(ErrorKind::UnsupportedPredictor { version: v }))
             }
-            _ => {}
-        }
-        if b.len() != SETTINGS_LEN {
+            Some(&v) => v,
+        };
+        let want = if version == 2 {
+            SETTINGS_LEN_V2
+        } else {
+            SETTINGS_LEN_V3
+        };
+        if b.len() != want {
             return bad("predictor settings length", b.len() as u64);
         }
         let flags = b[1];
@@ -159,7 +182,17 @@ impl PredictorSettings {
             mixer_rate: u16_at(8),
             sse: flags & 32 != 0,
             sse_rate: u16_at(10),
+            active_log2: if version == 3 { b[12] } else { 0 },
         };
+        if version == 3 && !(1..=MAX_ACTIVE_LOG2).contains(&s.active_log2) {
+            return bad("active head size", s.active_log2 as u64);
+        }
+        if version == 3 && b[13] != 0 {
+            return Err(Error::new(ErrorKind::ReservedBitsSet {
+                field: "predictor settings byte 13",
+                value: b[13] as u64,
+            }));
+        }
         if !(1..=8).contains(&s.ngram_order) {
             return bad("n-gram order", s.ngram_order as u64);
         }
@@ -197,9 +230,26 @@ mod tests {
 
     #[test]
     fn settings_round_trip_and_reject_unknown() {
-        for s in [PredictorSettings::default(), PredictorSettings::llm_only()] {
+        let active = PredictorSettings {
+            active_log2: 13,
+            ..PredictorSettings::default()
+        };
+        for s in [
+            PredictorSettings::default(),
+            PredictorSettings::llm_only(),
+            active.clone(),
+        ] {
             assert_eq!(PredictorSettings::from_bytes(&s.to_bytes()).unwrap(), s);
         }
+        let b = active.to_bytes();
+        assert_eq!((b[0], b.len()), (3, 14));
+        let mut bad = b.clone();
+        bad[12] = 25;
+        assert!(PredictorSettings::from_bytes(&bad).is_err());
+        let mut bad = b.clone();
+        bad[13] = 1;
+        assert!(PredictorSettings::from_bytes(&bad).is_err());
+        assert!(PredictorSettings::from_bytes(&b[..12]).is_err());
         let good = PredictorSettings::default().to_bytes();
         let mut b = good.clone();
         b[1] |= 0x80;
