@@ -139,6 +139,9 @@ pub enum WKind {
     Q8_0,
     /// Bytes q in −32..=31 with an integer scale per 16 values: value d·sc·q (GGUF Q6_K).
     Q6K,
+    /// Bytes q in −16..=15, value d·q (GGUF Q5_0), stored as q + 16 so that the AVX2
+    /// kernel multiplies unsigned bytes without sign fixes: Σ(q+16)·x − 16·Σx = Σq·x exactly.
+    Q5,
 }
 
 /// A weight matrix `n_out × k` repacked for the int8 kernels.
@@ -314,7 +317,7 @@ fn decode_blocks(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Option
                 }
                 out.push(b);
             }
-            Some(WKind::Q8_0)
+            Some(WKind::Q5)
         }
         GgmlDType::Q4K => {
             for sb in raw.chunks_exact(144) {
@@ -386,7 +389,7 @@ impl QMat {
     fn block_bytes(kind: WKind) -> usize {
         match kind {
             WKind::Q4_0 | WKind::Q4_1 => 16 * GC,
-            WKind::Q8_0 | WKind::Q6K => 32 * GC,
+            WKind::Q8_0 | WKind::Q6K | WKind::Q5 => 32 * GC,
         }
     }
 
@@ -496,10 +499,11 @@ impl QMat {
                     }
                 }
             }
-            WKind::Q8_0 | WKind::Q6K => {
+            WKind::Q8_0 | WKind::Q6K | WKind::Q5 => {
+                let off = if self.kind == WKind::Q5 { 16 } else { 0 };
                 for t in 0..8 {
                     for i in 0..4 {
-                        self.q[base + t * 32 + c * 4 + i] = blk.q[4 * t + i] as u8;
+                        self.q[base + t * 32 + c * 4 + i] = (blk.q[4 * t + i] + off) as u8;
                     }
                 }
             }
@@ -593,6 +597,13 @@ impl QMat {
                 for t in 0..8 {
                     for i in 0..4 {
                         out[4 * t + i] = self.q[base + t * 32 + c * 4 + i] as i8 as i32;
+                    }
+                }
+            }
+            WKind::Q5 => {
+                for t in 0..8 {
+                    for i in 0..4 {
+                        out[4 * t + i] = self.q[base + t * 32 + c * 4 + i] as i32 - 16;
                     }
                 }
             }
@@ -787,6 +798,8 @@ pub mod avx2 {
             (WKind::Q8_0, false) => tile_q8::<R, false, false>(a, w, g, r0),
             (WKind::Q6K, true) => tile_q8::<R, true, true>(a, w, g, r0),
             (WKind::Q6K, false) => tile_q8::<R, false, true>(a, w, g, r0),
+            (WKind::Q5, true) => tile_q5::<R, true>(a, w, g, r0),
+            (WKind::Q5, false) => tile_q5::<R, false>(a, w, g, r0),
         };
         for (i, v) in acc.iter().enumerate() {
             let mut tmp = [0f32; GC];
@@ -882,6 +895,50 @@ pub mod avx2 {
                     isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs));
                 }
                 acc[i] = combine::<MIN>(acc[i], isum, dv, mv, *a.sx.get_unchecked(ai), xs);
+            }
+        }
+        acc
+    }
+
+    /// Q5 blocks: unsigned bytes u = q + 16 ≤ 31, so a pair sum of `vpmaddubsw` is at most
+    /// 2·31·127 = 7,874 and four of them add in i16 without overflow (31,496); then
+    /// Σu·x − 16·Σx = Σq·x, exact in i32.
+    #[inline(always)]
+    unsafe fn tile_q5<const R: usize, const HALF: bool>(
+        a: &QAct,
+        w: &QMat,
+        g: usize,
+        r0: usize,
+    ) -> [__m256; R] {
+        let nb = w.nb;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let xrow: [*const i8; R] = std::array::from_fn(|i| a.q.as_ptr().add((r0 + i) * a.k));
+        let wq = w.q.as_ptr().add(g * nb * 32 * GC);
+        let zero = _mm256_setzero_ps();
+        for b in 0..nb {
+            let wp = wq.add(b * 32 * GC);
+            let mut s32 = [_mm256_setzero_si256(); R];
+            for half in 0..2 {
+                let mut s16 = [_mm256_setzero_si256(); R];
+                for j in 4 * half..4 * half + 4 {
+                    let v = _mm256_loadu_si256(wp.add(j * 32) as *const __m256i);
+                    for i in 0..R {
+                        let p = _mm256_maddubs_epi16(v, bcast4(xrow[i].add(b * QK + 4 * j)));
+                        s16[i] = _mm256_add_epi16(s16[i], p);
+                    }
+                }
+                for i in 0..R {
+                    s32[i] = _mm256_add_epi32(s32[i], _mm256_madd_epi16(s16[i], ones));
+                }
+            }
+            let si = (g * nb + b) * GC;
+            let dv = load_scales8::<HALF>(w.d.ptr(si));
+            for i in 0..R {
+                let ai = (r0 + i) * nb + b;
+                let xs = *a.xs.get_unchecked(ai);
+                let isum = _mm256_sub_epi32(s32[i], _mm256_set1_epi32(16 * xs));
+                acc[i] = combine::<false>(acc[i], isum, dv, zero, *a.sx.get_unchecked(ai), 0);
             }
         }
         acc
@@ -1352,5 +1409,70 @@ mod tests {
     fn unsupported_type_is_a_model_error() {
         let e = QMat::from_ggml(GgmlDType::Q5K, &[], 8, 256).err().unwrap();
         assert!(format!("{e}").contains("Q4_1"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod kernel_speed {
+    use super::*;
+
+    /// Q5_0 weights through their own unsigned kernel against the same values as Q8_0
+    /// blocks through the signed one, alternately in one process (robust to a busy
+    /// machine). `cargo test --release --lib q5_kernel_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing probe"]
+    fn q5_kernel_speed() {
+        let (n_out, k, rows) = (2048usize, 640usize, 64usize);
+        let mut seed = 1u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        };
+        let nb = k / QK;
+        let (mut q5, mut q8) = (Vec::new(), Vec::new());
+        for _ in 0..n_out * nb {
+            let d = 0x2000u16.to_le_bytes();
+            let vals: Vec<u8> = (0..32).map(|_| next() % 32).collect();
+            q5.extend_from_slice(&d);
+            let mut qh = 0u32;
+            for (j, &v) in vals.iter().enumerate() {
+                qh |= ((v as u32 >> 4) & 1) << j;
+            }
+            q5.extend_from_slice(&qh.to_le_bytes());
+            for j in 0..16 {
+                q5.push((vals[j] & 15) | ((vals[j + 16] & 15) << 4));
+            }
+            q8.extend_from_slice(&d);
+            q8.extend(vals.iter().map(|&v| (v as i8 - 16) as u8));
+        }
+        let w5 = QMat::from_ggml(GgmlDType::Q5_0, &q5, n_out, k).unwrap();
+        let w8 = QMat::from_ggml(GgmlDType::Q8_0, &q8, n_out, k).unwrap();
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0)
+            .collect();
+        let a = QAct::new(&x, rows, k);
+        let (mut y5, mut y8) = (vec![0f32; rows * n_out], vec![0f32; rows * n_out]);
+        let (mut t5, mut t8) = (Vec::new(), Vec::new());
+        for _ in 0..15 {
+            let t = std::time::Instant::now();
+            qmatmul(&a, &w5, &mut y5);
+            t5.push(t.elapsed().as_secs_f64());
+            let t = std::time::Instant::now();
+            qmatmul(&a, &w8, &mut y8);
+            t8.push(t.elapsed().as_secs_f64());
+        }
+        assert_eq!(y5, y8, "same values, same bits");
+        t5.sort_by(f64::total_cmp);
+        t8.sort_by(f64::total_cmp);
+        let gmac = (n_out * k * rows) as f64 / 1e9;
+        println!(
+            "Q5 kernel {:.2} ms ({:.1} GMAC/s), Q8 kernel {:.2} ms ({:.1} GMAC/s)",
+            t5[7] * 1e3,
+            gmac / t5[7],
+            t8[7] * 1e3,
+            gmac / t8[7]
+        );
     }
 }
