@@ -161,9 +161,12 @@ impl<'m> Context<'m> {
         h.logits(hidden, n, out);
     }
 
-    /// Logits of every vocabulary id for one hidden state, into `out`.
+    /// Logits of every vocabulary id for hidden states (rows of [`Context::width`]
+    /// values): `rows × vocab` values into `out`. One call reads the head once for all
+    /// rows, so the symbols new to the set of a whole call or step go together.
     pub fn head_full(&self, hidden: &[f32], out: &mut Vec<f32>) {
-        out.resize(self.net.vocab(), 0.0);
-        self.net.head_full(hidden, 1, out);
+        let n = hidden.len() / self.net.dim();
+        out.resize(n * self.net.vocab(), 0.0);
+        self.net.head_full(hidden, n, out);
     }
 }

@@ -405,29 +405,49 @@ impl<'m> ArchiveDecoder<'m> {
     }
 
     /// Decodes the step's symbols in stream order, settles the guesses they confirm or
-    /// refute, and appends each symbol's bytes to its block.
+    /// refute, and appends each symbol's bytes to its block. Symbols new to the active set
+    /// (the escape decoded) take their logits from one pass of the full head for all of
+    /// them; each stream's range decoder still reads its own codes in order.
     fn decode_step(&mut self, g: &mut Group, step: &mut Step, stats: &mut Stats) -> Result<()> {
         step.syms.clear();
+        for (i, &(s, _)) in step.items.iter().enumerate() {
+            step.syms.push(g.decoders[s].decode(self.run.cdf(i))?);
+        }
         // The set as the step's tables used it (its escape's index, active head only).
         let m = self.state.active().map_or(0, |h| h.len());
-        let (mut full, mut cdf) = (Vec::new(), Cdf::default());
+        let alpha = alphabet(&self.state, m);
+        let new: Vec<usize> = (0..step.items.len())
+            .filter(|&i| Some(step.syms[i] as usize) == alpha.escape())
+            .collect();
+        if !new.is_empty() {
+            let hidden: Vec<f32> = new
+                .iter()
+                .flat_map(|&i| {
+                    let (s, src) = step.items[i];
+                    source(&self.state, g, s, src).to_vec()
+                })
+                .collect();
+            let mut full = Vec::new();
+            self.state.head_full(&hidden, &mut full);
+            let (v, mut cdf) = (self.model.net.vocab(), Cdf::default());
+            for (r, &i) in new.iter().enumerate() {
+                self.run
+                    .new_symbol_cdf(&full[r * v..(r + 1) * v], alpha, &mut cdf);
+                let s = step.items[i].0;
+                step.syms[i] = g.decoders[s].decode(&cdf)?;
+            }
+        }
+        for (i, code) in step.syms.iter_mut().enumerate() {
+            if !new.contains(&i) {
+                *code = alpha.symbol(*code as usize);
+            }
+        }
         for (i, &(s, src)) in step.items.iter().enumerate() {
-            let code = g.decoders[s].decode(self.run.cdf(i))? as usize;
-            let alpha = alphabet(&self.state, m);
-            let sym = if Some(code) == alpha.escape() {
-                // A symbol new to the set: decoded from the full head's logits.
-                self.state
-                    .head_full(source(&self.state, g, s, src), &mut full);
-                self.run.new_symbol_cdf(&full, alpha, &mut cdf);
-                g.decoders[s].decode(&cdf)?
-            } else {
-                alpha.symbol(code)
-            };
+            let sym = step.syms[i];
             if let Some(len) = g.spec[s].settle(src, sym, &mut self.rates, stats) {
                 self.state.truncate(s, len);
             }
             g.push(s, sym, self.model.tokenizer.symbol_bytes(sym))?;
-            step.syms.push(sym);
             stats.symbols += 1;
         }
         Ok(())

@@ -210,12 +210,13 @@ impl<'m> ArchiveEncoder<'m> {
             let sizes = self.grow_active(group, p0, &call.steps);
             let t = Instant::now();
             self.state.run(&call.rows, &call.want)?;
+            let hidden = self.state_outputs(call.want.len());
             let mut head = Vec::new();
-            self.state
-                .head(&self.state_outputs(call.want.len()), &mut head);
+            self.state.head(&hidden, &mut head);
+            let news = self.new_symbols(group, p0, &call, &sizes, &hidden);
             stats.model_seconds += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            self.code_steps(group, p0, &call.steps, &sizes, &head, &mut encoders)?;
+            self.code_steps(group, p0, &call.steps, &sizes, &head, &news, &mut encoders)?;
             stats.predict_seconds += t.elapsed().as_secs_f64();
             for b in group {
                 for &y in b.get(p0..call.end.min(b.len())).unwrap_or(&[]) {
@@ -301,6 +302,38 @@ impl<'m> ArchiveEncoder<'m> {
         sizes
     }
 
+    /// The full head's logits for the call's rows whose symbol is new to the active set
+    /// at its step, in one pass over the head: `(row of each wanted row, logits)`.
+    fn new_symbols(
+        &self,
+        group: &[&[u32]],
+        p0: usize,
+        call: &Call,
+        sizes: &[usize],
+        hidden: &[f32],
+    ) -> (Vec<Option<usize>>, Vec<f32>) {
+        let mut rows = vec![None; call.want.len()];
+        if self.state.active().is_none() {
+            return (rows, Vec::new());
+        }
+        let d = self.state.width();
+        let mut picked = Vec::new();
+        for (k, items) in call.steps.iter().enumerate() {
+            let alpha = alphabet(&self.state, sizes[k]);
+            for &(s, li) in items {
+                if alpha.index_of(group[s][p0 + k]).is_none() {
+                    rows[li] = Some(picked.len() / d);
+                    picked.extend_from_slice(&hidden[li * d..(li + 1) * d]);
+                }
+            }
+        }
+        let mut full = Vec::new();
+        if !picked.is_empty() {
+            self.state.head_full(&picked, &mut full);
+        }
+        (rows, full)
+    }
+
     /// The last call's `n` outputs back to back (hidden states in active mode; empty
     /// otherwise, where the outputs are the logits themselves).
     fn state_outputs(&self, n: usize) -> Vec<f32> {
@@ -320,10 +353,12 @@ impl<'m> ArchiveEncoder<'m> {
         steps: &[Vec<(usize, usize)>],
         sizes: &[usize],
         head: &[f32],
+        news: &(Vec<Option<usize>>, Vec<f32>),
         encoders: &mut [BlockEncoder],
     ) -> Result<()> {
         let width = self.state.active().map_or(0, |h| h.len());
-        let (mut full, mut cdf) = (Vec::new(), Cdf::default());
+        let vocab = self.model.net.vocab();
+        let mut cdf = Cdf::default();
         for (k, items) in steps.iter().enumerate() {
             let step = p0 + k;
             let m = sizes[k];
@@ -345,8 +380,9 @@ impl<'m> ArchiveEncoder<'m> {
                 encoders[s].encode(code as u32, self.runs[0].cdf(i))?;
                 if Some(code) == alpha.escape() {
                     // New to the set: the symbol itself, from the full head's logits.
-                    self.state.head_full(self.state.output(li), &mut full);
-                    self.runs[0].new_symbol_cdf(&full, alpha, &mut cdf);
+                    let r = news.0[li].ok_or_else(|| Error::internal("new symbol without logits"))?;
+                    let full = &news.1[r * vocab..(r + 1) * vocab];
+                    self.runs[0].new_symbol_cdf(full, alpha, &mut cdf);
                     encoders[s].encode(y, &cdf)?;
                     extra[i] = cdf.cost_bits(y as usize);
                 }
