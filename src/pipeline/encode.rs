@@ -380,7 +380,8 @@ impl<'m> ArchiveEncoder<'m> {
                 encoders[s].encode(code as u32, self.runs[0].cdf(i))?;
                 if Some(code) == alpha.escape() {
                     // New to the set: the symbol itself, from the full head's logits.
-                    let r = news.0[li].ok_or_else(|| Error::internal("new symbol without logits"))?;
+                    let r =
+                        news.0[li].ok_or_else(|| Error::internal("new symbol without logits"))?;
                     let full = &news.1[r * vocab..(r + 1) * vocab];
                     self.runs[0].new_symbol_cdf(full, alpha, &mut cdf);
                     encoders[s].encode(y, &cdf)?;

@@ -32,7 +32,7 @@ use history::{History, UNKNOWN};
 use matcher::Matcher;
 use mixer::{Apm, ApmAt, Mixer};
 use ngram::{NGram, Seen};
-use novelty::{Novelty, NoveltyAt};
+use novelty::{entropy, Novelty, NoveltyAt, SetView};
 
 /// The symbols one step's distribution covers, and how weights are indexed.
 #[derive(Clone, Copy)]
@@ -148,6 +148,8 @@ pub struct Scratch {
     sse: Option<(u32, ApmAt)>,
     /// Where the escape's probability was read (active sets only).
     novelty: Option<NoveltyAt>,
+    /// The top (biased) logit.
+    max: f32,
 }
 
 impl Scratch {
@@ -346,7 +348,13 @@ impl Ensemble {
 
     /// The escape's weight: its learned probability against the set's total weight.
     fn escape(&self, sc: &mut Scratch, stream: usize, esc: usize, p_max: f32) {
-        let (p, at) = self.novelty.predict(stream, p_max);
+        let view = SetView {
+            p_max,
+            lse: sc.max - crate::math::ln_f32(sc.inv_z),
+            max: sc.max,
+            entropy: entropy(&sc.e, sc.inv_z),
+        };
+        let (p, at) = self.novelty.predict(stream, &view);
         let mut lanes = [0f32; LANES];
         let mut chunks = sc.weights[..esc].chunks_exact(LANES);
         for c in &mut chunks {
@@ -389,6 +397,7 @@ impl Ensemble {
     /// Sets `sc.inv_z` and `sc.argmax`; returns the top probability.
     fn softmax(&self, sc: &mut Scratch) -> f32 {
         let max = max_f32(&sc.e);
+        sc.max = max;
         let argmax = first_eq(&sc.e, max).unwrap_or(0) as u32;
         let mut lanes = [0f32; LANES];
         let mut chunks = sc.e.chunks_exact_mut(LANES);
@@ -570,7 +579,7 @@ impl Ensemble {
     /// `alphabet`). Call in stream order within a step.
     pub fn update(&mut self, stream: usize, sym: u32, alphabet: Alphabet, sc: &Scratch) {
         let index = alphabet.index_of(sym);
-        if let Some(at) = sc.novelty {
+        if let Some(at) = &sc.novelty {
             self.novelty.update(stream, at, index.is_none());
         }
         // The mixer, the APM and the bias learn what they predicted: a symbol in the set.
