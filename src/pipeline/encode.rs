@@ -216,7 +216,8 @@ impl<'m> ArchiveEncoder<'m> {
             let news = self.new_symbols(group, p0, &call, &sizes, &hidden);
             stats.model_seconds += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            self.code_steps(group, p0, &call.steps, &sizes, &head, &news, &mut encoders)?;
+            let heads = CallHeads { sizes, head, news };
+            self.code_steps(group, p0, &call.steps, &heads, &mut encoders)?;
             stats.predict_seconds += t.elapsed().as_secs_f64();
             for b in group {
                 for &y in b.get(p0..call.end.min(b.len())).unwrap_or(&[]) {
@@ -344,18 +345,16 @@ impl<'m> ArchiveEncoder<'m> {
     }
 
     /// Predicts and codes the call's steps (`p0..`), in step then stream order, and lets
-    /// every predictor run learn each step's symbols. `sizes[k]` is the active set's size
-    /// at step k and `head` the logits over the whole set per wanted row (active mode).
+    /// every predictor run learn each step's symbols.
     fn code_steps(
         &mut self,
         group: &[&[u32]],
         p0: usize,
         steps: &[Vec<(usize, usize)>],
-        sizes: &[usize],
-        head: &[f32],
-        news: &(Vec<Option<usize>>, Vec<f32>),
+        heads: &CallHeads,
         encoders: &mut [BlockEncoder],
     ) -> Result<()> {
+        let CallHeads { sizes, head, news } = heads;
         let width = self.state.active().map_or(0, |h| h.len());
         let vocab = self.model.net.vocab();
         let mut cdf = Cdf::default();
@@ -394,4 +393,15 @@ impl<'m> ArchiveEncoder<'m> {
         }
         Ok(())
     }
+}
+
+/// What the head gave for one encoder call in active mode (all empty otherwise).
+struct CallHeads {
+    /// The active set's size at each step of the call.
+    sizes: Vec<usize>,
+    /// Logits over the whole set, one row per wanted row.
+    head: Vec<f32>,
+    /// Full-head logits of the rows whose symbol is new to the set: `(row of each
+    /// wanted row, logits)`.
+    news: (Vec<Option<usize>>, Vec<f32>),
 }
