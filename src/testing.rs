@@ -1,16 +1,18 @@
-//! Test support (feature `testing`): a tiny synthetic llama model that loads in milliseconds.
+//! Test support (feature `testing`): tiny synthetic models that load in milliseconds, a
+//! llama one (like SmolLM2) and a Gemma 3 one ([`synthetic_gemma_gguf`]).
 //!
-//! With it, tests and fuzzers run the real pipeline instead of loading the 98 MB default
-//! model.
+//! With them, tests and fuzzers run the real pipeline instead of loading the 98 MB default
+//! model or Gemma 3 270M.
 //!
 //! The model is written as a genuine GGUF file (candle's `gguf_file::write`) with the same
 //! metadata keys and tensor names the loader reads from SmolLM2, so `Model::load` takes the
 //! same path for it as for the real model: GGUF parsing, the gpt2/smollm tokenizer built from
 //! `tokenizer.ggml.*`, Q4_1 weight matrices, F32 norms, tied output embedding.
 //!
-//! Everything is derived from a seed by a fixed integer generator, and the Q4_1 blocks are
-//! built bit by bit rather than by candle's quantizer, so the file's bytes (and therefore its
-//! SHA-256, which archives record) do not depend on the candle version or the machine.
+//! Everything is derived from a seed by a fixed integer generator, and the llama model's
+//! Q4_1 blocks are built bit by bit rather than by candle's quantizer, so that file's bytes
+//! (and therefore its SHA-256, which archives record) do not depend on the candle version or
+//! the machine. The Gemma model's K-quants and Q5_0/Q8_0 blocks come from candle's quantizer.
 //! Not part of the stable API.
 
 use crate::model::Model;
@@ -346,6 +348,244 @@ pub fn synthetic_gguf(spec: &SyntheticSpec) -> Result<Vec<u8>> {
     Ok(out.into_inner())
 }
 
+/// Shape of the synthetic Gemma 3 model (`general.architecture = gemma3`). The defaults
+/// cost microseconds per row yet exercise what Gemma 3 270M does: sliding-window layers
+/// (0–4 and 6) around a full-context one (5, as every sixth layer), a sliding window of 4
+/// so a block of a few hundred positions compacts the window caches, grouped-query
+/// attention, head dimension independent of the width, query/key norms, the norms after
+/// attention and feed-forward, GELU, the tied head, and Gemma 3 270M's weight types: Q8_0
+/// embedding and value projections, Q5_0 query/key/gate/up, Q4_K attention output, Q6_K and
+/// Q4_K feed-forward down, one F32 matrix, F32 norms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticGemmaSpec {
+    pub seed: u64,
+    /// Layers; layer `i` attends the full context when `i % 6 == 5`.
+    pub layers: usize,
+    /// Embedding width: a multiple of 32.
+    pub dim: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Head dimension; `heads × head_dim` a multiple of 256 (the Q4_K attention output).
+    pub head_dim: usize,
+    /// Feed-forward width: a multiple of 256 (the K-quant feed-forward down).
+    pub ffn: usize,
+    /// Positions a sliding-window layer attends (`gemma3.attention.sliding_window`).
+    pub sliding_window: usize,
+    /// RoPE base of the full-context layers.
+    pub rope_theta: f32,
+}
+
+impl Default for SyntheticGemmaSpec {
+    fn default() -> Self {
+        SyntheticGemmaSpec {
+            seed: 0x6c6d_7a69_7067_3301,
+            layers: 7,
+            dim: 64,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 64,
+            ffn: 256,
+            sliding_window: 4,
+            rope_theta: 1_000_000.0,
+        }
+    }
+}
+
+/// Merged tokens of the synthetic SentencePiece vocabulary (`▁` is a space), best score
+/// first; every one is the concatenation of two earlier tokens or characters, so the merge
+/// reaches it.
+const GEMMA_MERGES: &[&str] = &[
+    "▁t", "in", "▁a", "er", "on", "he", "re", "en", "at", "▁s", "▁the", "▁c", "or", "is", "an",
+    "▁w", "▁o", "it", "ing", "▁an", "▁and", "▁of", "▁to", "es", "ed", "▁in", "ou", "ar", "▁th",
+    "ll", "▁m", "▁d", "▁p", "▁b", "▁f", "▁h", "▁T", "▁ca", "▁cat", "at.",
+];
+
+/// User-defined tokens (GGUF type 4): newline, space and tab runs, as Gemma's vocabulary
+/// has; the segmenter cuts them out before merging.
+const GEMMA_USER: &[&str] = &["\n", "\n\n", "\n\n\n", "  ", "   ", "    ", "\t", "\t\t"];
+
+/// Characters with a token of their own; every other character (all non-ASCII but these)
+/// becomes its bytes' `<0xXX>` tokens.
+fn gemma_chars() -> Vec<String> {
+    let mut v: Vec<String> = vec![SPACE_MARK.to_string()];
+    v.extend((b'!'..=b'~').map(|b| (b as char).to_string()));
+    v.extend(["é", "—", "東"].map(String::from));
+    v
+}
+
+/// `▁`, SentencePiece's space.
+const SPACE_MARK: &str = "\u{2581}";
+
+/// The synthetic Gemma vocabulary as the GGUF spells it: texts, scores and GGUF token
+/// types (3 control `<pad>`, `<eos>`, `<bos>` at ids 0–2; 4 user-defined; 6 the 256 byte
+/// tokens; 1 merged tokens and single characters).
+pub fn synthetic_gemma_vocabulary() -> (Vec<String>, Vec<f32>, Vec<i32>) {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut scores = Vec::new();
+    let mut types = Vec::new();
+    let mut push = |t: String, score: f32, ty: i32| {
+        tokens.push(t);
+        scores.push(score);
+        types.push(ty);
+    };
+    for t in ["<pad>", "<eos>", "<bos>"] {
+        push(t.to_string(), -1000.0, 3);
+    }
+    for t in GEMMA_USER {
+        push(t.to_string(), -1000.0, 4);
+    }
+    for b in 0..=255u8 {
+        push(format!("<0x{b:02X}>"), 0.0, 6);
+    }
+    for (i, t) in GEMMA_MERGES.iter().enumerate() {
+        push(t.to_string(), -(i as f32), 1);
+    }
+    // Single characters score below every merge, as in Gemma's vocabulary.
+    for (i, c) in gemma_chars().into_iter().enumerate() {
+        push(c, -1000.0 - i as f32, 1);
+    }
+    (tokens, scores, types)
+}
+
+/// The GGUF file's bytes for a synthetic Gemma 3 model. Matrices are quantized by candle
+/// from seed-derived values, so the bytes may change with candle's quantizer (tests
+/// compare archives made in one run, never hashes of this file).
+pub fn synthetic_gemma_gguf(spec: &SyntheticGemmaSpec) -> Result<Vec<u8>> {
+    use gguf_file::Value;
+    let bad = |m: &str| Error::new(ErrorKind::Model(format!("synthetic Gemma model: {m}")));
+    let qd = spec.heads * spec.head_dim;
+    let kv = spec.kv_heads * spec.head_dim;
+    if spec.dim % 32 != 0
+        || qd % 256 != 0
+        || spec.ffn % 256 != 0
+        || spec.head_dim % 8 != 0
+        || spec.kv_heads == 0
+        || spec.heads % spec.kv_heads != 0
+    {
+        return Err(bad(
+            "dim a multiple of 32, heads × head_dim and ffn of 256, \
+             head_dim of 8, kv heads dividing heads",
+        ));
+    }
+    let (tokens, scores, types) = synthetic_gemma_vocabulary();
+    let vocab = tokens.len();
+    let mut rng = Rng(spec.seed);
+    let mut mat = |rows: usize, cols: usize, scale: f32, t: GgmlDType| -> Result<QTensor> {
+        let v: Vec<f32> = (0..rows * cols).map(|_| scale * rng.unit()).collect();
+        if t == GgmlDType::F32 {
+            let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let storage = QStorage::from_data(Cow::Owned(raw), &Device::Cpu, GgmlDType::F32)?;
+            return Ok(QTensor::new(storage, (rows, cols))?);
+        }
+        let t2 = candle_core::Tensor::from_vec(v, (rows, cols), &Device::Cpu)?;
+        Ok(QTensor::quantize(&t2, t)?)
+    };
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    // Embedding values of ±2 give a peaked output distribution through the tied head.
+    tensors.push((
+        "token_embd.weight".into(),
+        mat(vocab, spec.dim, 2.0, GgmlDType::Q8_0)?,
+    ));
+    let w = 1.0 / (spec.dim as f32).sqrt();
+    let mut norms: Vec<(String, usize)> = Vec::new();
+    for i in 0..spec.layers {
+        let p = format!("blk.{i}");
+        let odd = i % 2 == 1;
+        let mut t = |name: &str, q: QTensor| tensors.push((format!("{p}.{name}.weight"), q));
+        t("attn_q", mat(qd, spec.dim, w, GgmlDType::Q5_0)?);
+        // One matrix kept as F32, which the integer backends quantize by their own rule.
+        let k_type = if i == spec.layers - 1 {
+            GgmlDType::F32
+        } else {
+            GgmlDType::Q5_0
+        };
+        t("attn_k", mat(kv, spec.dim, w, k_type)?);
+        let v_type = if odd {
+            GgmlDType::Q5_0
+        } else {
+            GgmlDType::Q8_0
+        };
+        t("attn_v", mat(kv, spec.dim, w, v_type)?);
+        let o_scale = 1.0 / (qd as f32).sqrt();
+        t("attn_output", mat(spec.dim, qd, o_scale, GgmlDType::Q4K)?);
+        t("ffn_gate", mat(spec.ffn, spec.dim, w, GgmlDType::Q5_0)?);
+        t("ffn_up", mat(spec.ffn, spec.dim, w, GgmlDType::Q5_0)?);
+        let d_type = if odd { GgmlDType::Q4K } else { GgmlDType::Q6K };
+        let d_scale = 1.0 / (spec.ffn as f32).sqrt();
+        t("ffn_down", mat(spec.dim, spec.ffn, d_scale, d_type)?);
+        for (name, n) in [
+            ("attn_norm", spec.dim),
+            ("attn_q_norm", spec.head_dim),
+            ("attn_k_norm", spec.head_dim),
+            ("post_attention_norm", spec.dim),
+            ("ffn_norm", spec.dim),
+            ("post_ffw_norm", spec.dim),
+        ] {
+            norms.push((format!("{p}.{name}.weight"), n));
+        }
+    }
+    norms.push(("output_norm.weight".into(), spec.dim));
+    for (name, n) in norms {
+        tensors.push((name, f32_vector(&mut rng, n)?));
+    }
+
+    let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+    let u = |x: usize| Value::U32(x as u32);
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("gemma3".into())),
+        (
+            "general.name",
+            Value::String("lmzip synthetic Gemma 3 test model".into()),
+        ),
+        ("gemma3.context_length", u(32_768)),
+        ("gemma3.embedding_length", u(spec.dim)),
+        ("gemma3.block_count", u(spec.layers)),
+        ("gemma3.feed_forward_length", u(spec.ffn)),
+        ("gemma3.attention.head_count", u(spec.heads)),
+        ("gemma3.attention.head_count_kv", u(spec.kv_heads)),
+        ("gemma3.attention.key_length", u(spec.head_dim)),
+        ("gemma3.attention.value_length", u(spec.head_dim)),
+        ("gemma3.attention.layer_norm_rms_epsilon", Value::F32(1e-6)),
+        ("gemma3.rope.freq_base", Value::F32(spec.rope_theta)),
+        ("gemma3.attention.sliding_window", u(spec.sliding_window)),
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        ("tokenizer.ggml.pre", Value::String("default".into())),
+        ("tokenizer.ggml.tokens", strings(&tokens)),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array(scores.into_iter().map(Value::F32).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.padding_token_id", Value::U32(0)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+        ("tokenizer.ggml.add_space_prefix", Value::Bool(false)),
+    ];
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &md, &ts)?;
+    Ok(out.into_inner())
+}
+
+/// Writes the default synthetic Gemma 3 model to `path`.
+pub fn write_synthetic_gemma_model(path: &Path) -> Result<()> {
+    std::fs::write(path, synthetic_gemma_gguf(&SyntheticGemmaSpec::default())?)?;
+    Ok(())
+}
+
+/// Loads the default synthetic Gemma 3 model for `backend` (as [`synthetic_model_with`]).
+pub fn synthetic_gemma_model_with(backend: u16) -> Result<Model> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("synthetic-gemma3.gguf");
+    write_synthetic_gemma_model(&path)?;
+    Model::load_with(&path, backend)
+}
+
 /// The llama3 RoPE factors of the synthetic model (the function the loader applies to a
 /// checkpoint's `rope_scaling`, so GGUF and folder agree).
 fn llama3_factors(spec: &SyntheticSpec) -> Vec<f32> {
@@ -583,24 +823,41 @@ pub fn synthetic_model() -> Result<Model> {
 /// when it is missing, so a developer without the model can still run the fast tests; under
 /// CI (env `CI` set) a missing model is a failure, never a silent skip.
 pub fn real_model_path() -> Option<std::path::PathBuf> {
-    let p = std::env::var_os("LMZIP_MODEL")
+    real_path("LMZIP_MODEL", crate::model::known::SMOLLM2_135M)
+}
+
+/// The real Gemma 3 270M for tests: `LMZIP_GEMMA_MODEL` (when set and non-empty), else
+/// `models/gemma-3-270m-q4_k_m.gguf` in this repository; missing, as [`real_model_path`]
+/// (a failure under CI).
+pub fn real_gemma_model_path() -> Option<std::path::PathBuf> {
+    real_path("LMZIP_GEMMA_MODEL", crate::model::known::GEMMA3_270M)
+}
+
+fn real_path(var: &str, k: crate::model::known::KnownModel) -> Option<std::path::PathBuf> {
+    let p = std::env::var_os(var)
         .filter(|p| !p.is_empty())
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+                .join("models")
+                .join(k.file)
         });
     if p.is_file() {
         Some(p)
     } else if std::env::var_os("CI").is_some() {
         panic!(
-            "CI is set and the model is missing at {}: run `bash models/fetch.sh`",
-            p.display()
+            "CI is set and the model {} is missing at {}: run `bash models/fetch.sh {}` \
+             (or set {var})",
+            k.name,
+            p.display(),
+            k.name
         );
     } else {
         eprintln!(
-            "skipping: model not found at {} (run `bash models/fetch.sh`)",
-            p.display()
+            "skipping: model {} not found at {} (run `bash models/fetch.sh {}` or set {var})",
+            k.name,
+            p.display(),
+            k.name
         );
         None
     }
@@ -620,6 +877,79 @@ mod tests {
         assert_eq!(byte_char(0), 'Ā');
         assert_eq!(f16_bits(1.0), 0x3C00);
         assert_eq!(f16_bits(-2.0), 0xC000);
+    }
+
+    #[test]
+    fn synthetic_gemma_model_loads_and_round_trips() {
+        let t0 = std::time::Instant::now();
+        let spec = SyntheticGemmaSpec::default();
+        let bytes = synthetic_gemma_gguf(&spec).unwrap();
+        assert_eq!(bytes, synthetic_gemma_gguf(&spec).unwrap());
+        // The file has the types Gemma 3 270M's has, and its metadata as the engine reads it.
+        let content = gguf_file::Content::read(&mut std::io::Cursor::new(&bytes)).unwrap();
+        let mut kinds: Vec<GgmlDType> = content
+            .tensor_infos
+            .values()
+            .map(|t| t.ggml_dtype)
+            .collect();
+        kinds.sort_by_key(|k| format!("{k:?}"));
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            [
+                GgmlDType::F32,
+                GgmlDType::Q4K,
+                GgmlDType::Q5_0,
+                GgmlDType::Q6K,
+                GgmlDType::Q8_0
+            ]
+        );
+        assert!(!content.tensor_infos.contains_key("output.weight"));
+        let (cfg, _) = crate::engine::Gemma3Config::from_gguf(&content).unwrap();
+        assert_eq!(cfg.sliding_window, 4);
+        let full: Vec<usize> = (0..cfg.n_layers).filter(|&i| cfg.is_full(i)).collect();
+        assert_eq!(full, [5]);
+        for backend in [1, 2, 3] {
+            let m = synthetic_gemma_model_with(backend).unwrap();
+            assert_eq!(m.net.arch(), "gemma3");
+            assert_eq!(m.start_token, 2, "<bos>");
+            assert_eq!(m.control_tokens, vec![0, 1, 2]);
+            let text =
+                "the cat sat on the mat.\n\n  the cat and\tthe hat \u{2581} naïve 東京 \u{1F680}";
+            let syms = m.tokenizer.encode(text.as_bytes());
+            assert!(syms.len() < text.len(), "merges apply: {syms:?}");
+            let id = |t: &str| m.tokenizer.token_id(t).unwrap();
+            for t in [
+                "\u{2581}the",
+                "\n\n",
+                "  ",
+                "\t",
+                "<0xC3>",
+                "<0xF0>",
+                "\u{6771}",
+            ] {
+                assert!(syms.contains(&id(t)), "{t} in {syms:?}");
+            }
+            // A block of a few hundred positions: the window caches compact.
+            let mut data = b"the cat sat on the mat; the hat is on the cat. ".repeat(12);
+            data.extend_from_slice(b"\x00\xff\xc3 \n\n\n\n   end");
+            for policy in [crate::format::WINDOW_SHIFT, crate::format::WINDOW_REPREFILL] {
+                let opts = CompressOptions {
+                    block_tokens: 400,
+                    streams: 2,
+                    window: 40,
+                    keep: 24,
+                    window_policy: policy,
+                    ..CompressOptions::default()
+                };
+                let mut archive = Vec::new();
+                pipeline::compress(&m, &data, &opts, &mut archive, &mut |_| {}).unwrap();
+                let mut back = Vec::new();
+                pipeline::decompress(&m, &mut &archive[..], &mut back, &mut |_| {}).unwrap();
+                assert!(back == data, "backend {backend}, policy {policy}");
+            }
+        }
+        assert!(t0.elapsed().as_secs() < 30, "{:?}", t0.elapsed());
     }
 
     #[test]

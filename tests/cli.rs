@@ -334,3 +334,60 @@ fn every_numeric_backend_round_trips() {
         assert_eq!(archive[74].to_string(), b);
     }
 }
+
+/// `--model gemma3-270m` and `--model smollm2-135m` find the fetched files in models/;
+/// `info` and the mismatch error name the model an archive needs by its short name.
+#[test]
+fn known_models_by_name() {
+    let Some(gemma) = lmzip::testing::real_gemma_model_path() else {
+        return;
+    };
+    let fetched = |f: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(f);
+    let known = lmzip::model::known::GEMMA3_270M;
+    if !fetched(known.file).is_file() || model_path().is_none() {
+        // Short names look only in the models folders, not at LMZIP_GEMMA_MODEL.
+        eprintln!("skipping: {} is not in models/", gemma.display());
+        return;
+    }
+    let named = |name: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lmzip"));
+        c.env_remove("LMZIP_MODEL").args(["--model", name]);
+        c
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = b"Known models by name.\n";
+    let mut c = named("gemma3-270m");
+    c.arg("-c");
+    let out = run_stdin(c, text);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let archive = dir.path().join("a.lmz");
+    std::fs::write(&archive, &out.stdout).unwrap();
+    let info = Command::new(env!("CARGO_BIN_EXE_lmzip"))
+        .arg("info")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains(known.file) && info.contains("--model gemma3-270m"),
+        "{info}"
+    );
+    let back = named("gemma3-270m")
+        .args(["-d", "-c"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(back.status.success(), "{}", stderr(&back));
+    assert_eq!(back.stdout, text);
+    let wrong = named("smollm2-135m")
+        .args(["-d", "-c"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    let e = stderr(&wrong);
+    assert!(
+        e.contains("needs a different model") && e.contains("--model gemma3-270m"),
+        "{e}"
+    );
+}

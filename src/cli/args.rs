@@ -14,6 +14,7 @@ Examples:
   lmzip bench alice29.txt --json  bits per byte and speed, verified round trip
   lmzip info notes.txt.lmz        what an archive's header says
   lmzip --model m.gguf a b c      several files, another model (needed again to decompress)
+  lmzip --model gemma3-270m a     a known model by name (bash models/fetch.sh installs it)
   lmzip --model hf:ORG/NAME a     a model from the Hugging Face hub (see docs/MODELS.md)
   lmzip completions bash > /etc/bash_completion.d/lmzip
   lmzip man > lmzip.1             shell completions and a man page, from this definition
@@ -67,7 +68,8 @@ pub enum Command {
 pub struct ModelArgs {
     /// Model: a GGUF file, a Hugging Face model folder (config.json, tokenizer.json,
     /// *.safetensors), or hf:ORG/NAME[@REVISION][:FILE] from the Hugging Face hub cache
-    /// (fetched only when named so). Default: $LMZIP_MODEL, then the models folder.
+    /// (fetched only when named so), or a known model's name (smollm2-135m, gemma3-270m:
+    /// its file in the models folder). Default: $LMZIP_MODEL, then the models folder.
     #[arg(long, value_name = "MODEL", global = true)]
     pub model: Option<PathBuf>,
     /// Where the model runs: auto, cpu, cuda or cuda:N. Archives need exact arithmetic and

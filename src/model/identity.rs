@@ -28,13 +28,13 @@ pub fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// "NAME (sha256 PREFIX…)" or, for the default model's hash, its well-known name.
+/// "NAME (sha256 PREFIX…)" or, for a known model's hash ([`super::known`]), its file and
+/// short name: "gemma-3-270m-q4_k_m.gguf (sha256 PREFIX…, --model gemma3-270m)".
 pub fn describe_identity(name: Option<&str>, sha: &[u8; 32]) -> String {
     let h = hex(sha);
-    if h == DEFAULT_MODEL_SHA256 {
-        format!("{DEFAULT_MODEL_FILE} (sha256 {}…)", &h[..16])
-    } else {
-        format!("{} (sha256 {}…)", name.unwrap_or("a model"), &h[..16])
+    match super::known::by_sha256(sha) {
+        Some(k) => format!("{} (sha256 {}…, --model {})", k.file, &h[..16], k.name),
+        None => format!("{} (sha256 {}…)", name.unwrap_or("a model"), &h[..16]),
     }
 }
 

