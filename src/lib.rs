@@ -25,7 +25,8 @@
 //! # Ok::<(), lmzip::Error>(())
 //! ```
 //!
-//! Inside, the pipeline runs bytes → `tokenize` (lossless symbols) → `engine` (next-token
+//! Inside, the pipeline runs bytes → `transform` (CRLF line ends as LF, when the input
+//! qualifies) → `tokenize` (lossless symbols) → `engine` (next-token
 //! logits) → `predict` (blend with n-gram/match models) → `coder` (24-bit CDF, range coder)
 //! → `format` (framed, versioned, checksummed container); `pipeline` drives it both ways.
 //! Those modules are public for the command, tests, benchmarks and fuzzers only: they are
@@ -53,10 +54,11 @@ pub mod predict;
 pub mod testing;
 #[doc(hidden)]
 pub mod tokenize;
+pub mod transform;
 
 pub use engine::{backend_name, DEFAULT_BACKEND};
 pub use error::{Error, ErrorKind, Result};
-pub use format::{WINDOW_REPREFILL, WINDOW_SHIFT};
+pub use format::{Checksum, ChecksumKind, WINDOW_REPREFILL, WINDOW_SHIFT};
 pub use model::Model;
 pub use pipeline::{
     compress, compress_to_vec, decompress, decompress_to_vec, decompress_with, describe,
@@ -64,3 +66,4 @@ pub use pipeline::{
     DEFAULT_MEMORY_LIMIT,
 };
 pub use predict::PredictorSettings;
+pub use transform::Transform;

@@ -337,9 +337,11 @@ fn write_fuzz_seeds() {
 /// A header that is valid by every documented rule: the most streams and the longest
 /// blocks the format allows, for the given model.
 fn forged_header(m: &Model, streams: u16, block_tokens: u32) -> Vec<u8> {
+    use lmzip::format::{HashPrefix, MODEL_ID_LEN, TOKENIZER_ID_LEN};
     let h = lmzip::format::Header {
-        model_sha256: m.sha256,
-        tokenizer_hash: m.tokenizer.identity(),
+        version: lmzip::format::VERSION,
+        model: HashPrefix::of(&m.sha256, MODEL_ID_LEN),
+        tokenizer: HashPrefix::of(&m.tokenizer.identity(), TOKENIZER_ID_LEN),
         backend: m.net.backend(),
         num_symbols: m.tokenizer.num_symbols() as u32,
         block_tokens,
@@ -349,6 +351,9 @@ fn forged_header(m: &Model, streams: u16, block_tokens: u32) -> Vec<u8> {
         window: lmzip::format::MAX_WINDOW,
         keep: 512,
         predictor: lmzip::predict::PredictorSettings::default().to_bytes(),
+        transform: lmzip::Transform::None,
+        checksum: lmzip::ChecksumKind::Xxh64,
+        single: None,
     };
     let mut v = Vec::new();
     h.write_to(&mut v).unwrap();
@@ -401,16 +406,14 @@ fn declared_lengths_do_not_reserve_output_before_decoding() {
     let m = lmzip::testing::synthetic_model().unwrap();
     let n = lmzip::format::MAX_STREAMS;
     let mut archive = forged_header(&m, n, 16);
-    let mut frame = vec![lmzip::format::TAG_GROUP];
-    frame.extend_from_slice(&n.to_le_bytes());
-    for _ in 0..n {
-        for x in [lmzip::format::MAX_BLOCK_BYTES, 1, 0, 0] {
-            frame.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    let crc = crc32fast::hash(&frame);
-    frame.extend_from_slice(&crc.to_le_bytes());
-    archive.extend_from_slice(&frame);
+    let entry = lmzip::format::BlockEntry {
+        original_len: lmzip::format::MAX_BLOCK_BYTES,
+        symbol_count: 1,
+        coded_len: 0,
+        crc32: Some(0),
+    };
+    let entries = vec![entry; n as usize];
+    archive.extend_from_slice(&lmzip::format::group_table_unchecked(&entries, n as u32));
     let (peak, err) = peak_while_decoding(&m, &archive);
     eprintln!(
         "{} bytes of input: peak {peak} bytes allocated, then {err}",

@@ -131,6 +131,21 @@ pub struct EncodeArgs {
     /// costs what the text uses. 0 turns it off (every symbol every step).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=24))]
     pub active_log2: Option<u8>,
+    /// The checksum over the whole original: `xxh64` (its low 32 bits, 4 bytes, as zstd)
+    /// or `sha256` (32 bytes).
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = ChecksumArg::Xxh64)]
+    pub checksum: ChecksumArg,
+    /// Code the input as it is: no reversible transform (by default CRLF line ends are
+    /// coded as LF when every line ends so, and restored on decompression).
+    #[arg(long)]
+    pub no_transform: bool,
+}
+
+/// `--checksum` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChecksumArg {
+    Xxh64,
+    Sha256,
 }
 
 /// `--slide` values.
@@ -164,6 +179,8 @@ impl Default for EncodeArgs {
             no_sse: false,
             mixer: MixerKind::Shared,
             active_log2: None,
+            checksum: ChecksumArg::Xxh64,
+            no_transform: false,
         }
     }
 }
@@ -198,6 +215,11 @@ impl EncodeArgs {
                 SlideKind::Shift => lmzip::WINDOW_SHIFT,
             },
             predictor: p,
+            checksum: match self.checksum {
+                ChecksumArg::Xxh64 => lmzip::ChecksumKind::Xxh64,
+                ChecksumArg::Sha256 => lmzip::ChecksumKind::Sha256,
+            },
+            transform: !self.no_transform,
             ..lmzip::CompressOptions::default()
         }
     }

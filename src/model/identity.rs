@@ -38,6 +38,30 @@ pub fn describe_identity(name: Option<&str>, sha: &[u8; 32]) -> String {
     }
 }
 
+/// The model an archive names by the leading bytes of its identity (all 32 in format
+/// version 2, the first 6 in version 3): the default model by its name when its SHA-256
+/// starts with them, else the bytes, saying how many bits the archive records.
+pub fn describe_recorded(prefix: &[u8]) -> String {
+    let h = hex(prefix);
+    if prefix.len() == 32 {
+        let mut full = [0u8; 32];
+        full.copy_from_slice(prefix);
+        return format!("{} [sha256 {h}]", describe_identity(None, &full));
+    }
+    if !h.is_empty() && DEFAULT_MODEL_SHA256.starts_with(&h) {
+        format!(
+            "{DEFAULT_MODEL_FILE} (sha256 {h}…; the archive records the first {} bits)",
+            4 * h.len()
+        )
+    } else {
+        format!(
+            "a model whose SHA-256 begins {h} (the archive records only these {} bits; \
+             `sha256sum` of the model file, or of a folder's manifest, must start so)",
+            4 * h.len()
+        )
+    }
+}
+
 /// The model identity of a folder: SHA-256 of its manifest, the lines
 /// `<sha256 hex of the file>  <name>\n` for every file in `names` (the files that define
 /// the model, see `checkpoint::model_files`) in byte order of the names (what `sha256sum`

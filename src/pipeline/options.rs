@@ -4,7 +4,7 @@
 //! how fast it goes; [`Stats`] say what a run did.
 
 use super::speculate::speculation_on;
-use crate::format;
+use crate::format::{self, ChecksumKind};
 use crate::predict::PredictorSettings;
 use crate::{Error, ErrorKind, Result};
 
@@ -27,6 +27,13 @@ pub struct CompressOptions {
     pub rows_per_call: usize,
     /// Which predictors run, and their sizes and rates.
     pub predictor: PredictorSettings,
+    /// The checksum over the whole original: XXH64's low 32 bits (4 bytes, the default) or
+    /// SHA-256 (32 bytes).
+    pub checksum: ChecksumKind,
+    /// Let the encoder apply a reversible text transform when the input qualifies (CRLF
+    /// line ends coded as LF: see [`Transform::choose`](crate::Transform::choose)). It is
+    /// recorded in the header; the decoder undoes it.
+    pub transform: bool,
 }
 
 impl Default for CompressOptions {
@@ -39,6 +46,8 @@ impl Default for CompressOptions {
             window_policy: format::WINDOW_SHIFT,
             rows_per_call: 256,
             predictor: PredictorSettings::default(),
+            checksum: ChecksumKind::Xxh64,
+            transform: true,
         }
     }
 }
