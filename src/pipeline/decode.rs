@@ -150,14 +150,17 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
             }
             Frame::Group { entries, payloads } => {
                 tally.add_group(&entries);
-                let outputs = dec.decode_group(&entries, &payloads, stats, progress)?;
+                // Progress counts bytes as coded, as the archives' content lengths do.
+                let restored = stats.restored_bytes;
+                let mut coded_progress = |done: u64| progress(done.saturating_sub(restored));
+                let outputs = dec.decode_group(&entries, &payloads, stats, &mut coded_progress)?;
                 let sink = Sink {
                     transform: header.transform,
                     content: &mut content,
                     held: &mut held,
                 };
                 write_blocks(&entries, &outputs, sink, out, stats)?;
-                progress(stats.original_bytes);
+                progress(stats.original_bytes - stats.restored_bytes);
             }
         }
     }
@@ -204,6 +207,7 @@ fn write_blocks<W: Write>(
             sink.held.extend_from_slice(&original);
         }
         stats.original_bytes += original.len() as u64;
+        stats.restored_bytes += (original.len() - o.len()) as u64;
         stats.blocks += 1;
     }
     Ok(())

@@ -106,6 +106,9 @@ impl Default for DecodeOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub original_bytes: u64,
+    /// Decoding: bytes the transform put back (CRs before LFs), included in
+    /// `original_bytes`; the rest is the content as coded.
+    pub restored_bytes: u64,
     pub archive_bytes: u64,
     pub symbols: u64,
     pub blocks: u64,
