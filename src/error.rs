@@ -8,7 +8,8 @@ use std::fmt;
 pub enum ErrorKind {
     /// The input does not start with the lmzip magic number.
     BadMagic { found: [u8; 4] },
-    /// The archive was written by a format version this build cannot read.
+    /// The archive was written by a format version this build cannot read (`supported`
+    /// is the newest it reads; it reads every version from `format::OLDEST_VERSION` on).
     UnsupportedVersion { found: u16, supported: u16 },
     /// A reserved flag bit or reserved field is set.
     ReservedBitsSet { field: &'static str, value: u64 },
@@ -123,7 +124,8 @@ impl fmt::Display for Error {
             UnsupportedVersion { found, supported } => write!(
                 f,
                 "archive format version {found} is not supported by this build \
-                 (it reads version {supported}); use the lmzip release that wrote it"
+                 (it reads versions {} to {supported}); use the lmzip release that wrote it",
+                crate::format::OLDEST_VERSION
             ),
             ReservedBitsSet { field, value } => {
                 write!(

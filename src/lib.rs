@@ -13,7 +13,8 @@
 //!
 //! ```
 //! # #[cfg(feature = "testing")] {
-//! // With the real model: `lmzip::Model::load(Path::new("models/SmolLM2-135M-Instruct.Q4_1.gguf"))?`.
+//! // With the real model: `lmzip::Model::load(Path::new("models/gemma-3-270m-q4_k_m.gguf"))?`
+//! // with `CompressOptions::for_model(&model)` (that model's defaults).
 //! // The synthetic model of the `testing` feature keeps this example fast.
 //! let model = lmzip::testing::synthetic_model()?;
 //! let text = b"the cat sat on the mat; the cat sat on the hat.";
@@ -25,7 +26,8 @@
 //! # Ok::<(), lmzip::Error>(())
 //! ```
 //!
-//! Inside, the pipeline runs bytes → `tokenize` (lossless symbols) → `engine` (next-token
+//! Inside, the pipeline runs bytes → `transform` (CRLF line ends as LF, when the input
+//! qualifies) → `tokenize` (lossless symbols) → `engine` (next-token
 //! logits) → `predict` (blend with n-gram/match models) → `coder` (24-bit CDF, range coder)
 //! → `format` (framed, versioned, checksummed container); `pipeline` drives it both ways.
 //! Those modules are public for the command, tests, benchmarks and fuzzers only: they are
@@ -53,10 +55,11 @@ pub mod predict;
 pub mod testing;
 #[doc(hidden)]
 pub mod tokenize;
+pub mod transform;
 
 pub use engine::{backend_name, DEFAULT_BACKEND};
 pub use error::{Error, ErrorKind, Result};
-pub use format::{WINDOW_REPREFILL, WINDOW_SHIFT};
+pub use format::{Checksum, ChecksumKind, WINDOW_REPREFILL, WINDOW_SHIFT};
 pub use model::Model;
 pub use pipeline::{
     compress, compress_to_vec, decompress, decompress_to_vec, decompress_with, describe,
@@ -64,3 +67,4 @@ pub use pipeline::{
     DEFAULT_MEMORY_LIMIT,
 };
 pub use predict::PredictorSettings;
+pub use transform::Transform;

@@ -278,7 +278,7 @@ fn wrong_or_missing_model_is_a_clear_error() {
     let archive = round_trip(&m, b"some text", &[]);
     let mut r = &archive[..];
     let mut h = lmzip::format::Header::read_from(&mut r).unwrap().unwrap();
-    h.model_sha256 = [7u8; 32];
+    h.model = lmzip::format::HashPrefix::of(&[7u8; 32], lmzip::format::MODEL_ID_LEN);
     let mut forged = Vec::new();
     h.write_to(&mut forged).unwrap();
     forged.extend_from_slice(r);

@@ -238,6 +238,70 @@ fn output_name_test_mode_and_info() {
         .stderr(contains("not an lmzip archive"));
 }
 
+/// CRLF text is coded as LF and restored; `--no-transform` codes it as it is; `--checksum
+/// sha256` swaps the 4-byte content checksum for SHA-256; `info` says which and what the
+/// framing costs.
+#[test]
+fn crlf_transform_and_checksum_flags() {
+    let e = env();
+    let crlf = b"The quick brown fox\r\njumps over the lazy dog.\r\nA lone \r stays.\r\n";
+    e.write("crlf.txt", crlf);
+    let info = |name: &str| {
+        let o = Command::cargo_bin("lmzip")
+            .unwrap()
+            .current_dir(e.dir.path())
+            .args(["info", name])
+            .assert()
+            .success();
+        String::from_utf8(o.get_output().stdout.clone()).unwrap()
+    };
+    for (flags, archive, transform, checksum) in [
+        (&[][..], "a.lmz", "CRLF line ends coded as LF", "xxh64"),
+        (
+            &["--no-transform"][..],
+            "b.lmz",
+            "transform    none",
+            "xxh64",
+        ),
+        (&["--checksum", "sha256"][..], "c.lmz", "CRLF", "sha256"),
+    ] {
+        e.cmd()
+            .arg("compress")
+            .args(flags)
+            .args(["-o", archive, "crlf.txt"])
+            .assert()
+            .success();
+        let text = info(archive);
+        assert!(text.contains("format version 3"), "{text}");
+        assert!(
+            text.contains(transform) && text.contains(checksum),
+            "{text}"
+        );
+        assert!(text.contains("of framing"), "{text}");
+        e.cmd()
+            .args(["-d", "-c", archive])
+            .assert()
+            .success()
+            .stdout(crlf.to_vec());
+    }
+    let size = |n: &str| std::fs::metadata(e.path(n)).unwrap().len();
+    // SHA-256 costs 28 bytes more than the 4-byte checksum.
+    assert_eq!(size("c.lmz"), size("a.lmz") + 28);
+    // Text with a bare LF is left alone.
+    let mixed = b"one\r\ntwo\nthree\r\n";
+    e.write("mixed.txt", mixed);
+    e.cmd()
+        .args(["-o", "m.lmz", "mixed.txt"])
+        .assert()
+        .success();
+    assert!(info("m.lmz").contains("transform    none"));
+    e.cmd()
+        .args(["-d", "-c", "m.lmz"])
+        .assert()
+        .success()
+        .stdout(mixed.to_vec());
+}
+
 #[test]
 fn verbose_reports_ratio_and_speed() {
     let e = env();

@@ -1,5 +1,6 @@
 //! Corruption sweep with the synthetic model (fast): every single-bit flip of a small
-//! archive, and a seeded sample of bit flips, truncations, insertions and deletions in a
+//! archive of frames and of a one-block archive (with the CRLF transform), and a seeded
+//! sample of bit flips, truncations, insertions and deletions in a
 //! larger one. Each damaged archive must be refused with an error, or — only where the
 //! damage cannot change what is decoded, e.g. range-coder flush bits nobody reads — decode
 //! to exactly the original. Never different output, never a panic, never an allocation
@@ -167,11 +168,18 @@ fn text(n: usize, seed: u64) -> Vec<u8> {
 }
 
 fn compress(m: &Model, data: &[u8], block_tokens: u32, streams: u16) -> Vec<u8> {
-    let opts = CompressOptions {
-        block_tokens,
-        streams,
-        ..CompressOptions::default()
-    };
+    compress_with(
+        m,
+        data,
+        CompressOptions {
+            block_tokens,
+            streams,
+            ..CompressOptions::default()
+        },
+    )
+}
+
+fn compress_with(m: &Model, data: &[u8], opts: CompressOptions) -> Vec<u8> {
     let mut a = Vec::new();
     pipeline::compress(m, data, &opts, &mut a, &mut |_| {}).unwrap();
     a
@@ -208,6 +216,21 @@ fn sweep() {
         a[i / 8] ^= 1 << (i % 8);
         all.check(&m, &a, small_text, &format!("small: bit {i}"));
     }
+
+    // Every bit of a one-block archive (no frames: the header holds the block, whose only
+    // check is the content checksum) whose CRLF line ends were coded as LF.
+    let one_text = b"The sun rose\r\nover the river \r and the dog ran \xff home.\r\n";
+    let one = compress(&m, one_text, 4096, 16);
+    let h = lmzip::format::Header::read_from(&mut &one[..])
+        .unwrap()
+        .unwrap();
+    assert!(h.single.is_some() && h.transform == lmzip::Transform::CrlfToLf);
+    let mut single = Tally::new();
+    for i in 0..one.len() * 8 {
+        let mut a = one.clone();
+        a[i / 8] ^= 1 << (i % 8);
+        single.check(&m, &a, one_text, &format!("one block: bit {i}"));
+    }
     let small_largest = LARGEST.swap(0, Ordering::Relaxed);
     let small_peak = reset_peak() - base;
 
@@ -243,6 +266,32 @@ fn sweep() {
         a.remove(at);
         sample.check(&m, &a, &big_text, &format!("big: delete {n} at {at}"));
     }
+    // The SHA-256 content checksum: a sample of flips and cuts.
+    let sha = compress_with(
+        &m,
+        &big_text,
+        CompressOptions {
+            block_tokens: 64,
+            streams: 4,
+            checksum: lmzip::ChecksumKind::Sha256,
+            ..CompressOptions::default()
+        },
+    );
+    for n in 0..100 {
+        let i = r.below(sha.len() * 8);
+        let mut a = sha.clone();
+        a[i / 8] ^= 1 << (i % 8);
+        sample.check(&m, &a, &big_text, &format!("sha256: flip {n} at bit {i}"));
+    }
+    for n in 0..20 {
+        let cut = r.below(sha.len());
+        sample.check(
+            &m,
+            &sha[..cut],
+            &big_text,
+            &format!("sha256: cut {n} at {cut}"),
+        );
+    }
     let big_largest = LARGEST.load(Ordering::Relaxed);
     let big_peak = reset_peak() - base;
     std::panic::set_hook(hook);
@@ -257,6 +306,15 @@ fn sweep() {
         all.slowest,
         small_largest,
         small_peak
+    );
+    eprintln!(
+        "one-block archive ({} bytes): {} single-bit flips: {} identical output, errors {:?}; \
+         slowest {:?}",
+        one.len(),
+        single.cases,
+        single.identical,
+        single.errors,
+        single.slowest,
     );
     eprintln!(
         "large archive ({} bytes, {} original): {} sampled cases: {} identical output, \
@@ -274,11 +332,15 @@ fn sweep() {
     assert_eq!(all.cases, small.len() * 8);
     // The header, tables and end frame are all covered by CRCs; only payload bits can be
     // harmless, and only a few of them (the coder's flush).
-    assert!(
-        all.identical * 20 < all.cases,
-        "too many harmless flips: {}",
-        all.identical
-    );
+    assert_eq!(single.cases, one.len() * 8);
+    for t in [&all, &single] {
+        assert!(
+            t.identical * 20 < t.cases,
+            "too many harmless flips: {} of {}",
+            t.identical,
+            t.cases
+        );
+    }
     assert!(small_largest <= ALLOCATION_CAP && big_largest <= ALLOCATION_CAP);
     assert!(small_peak <= PEAK_CAP && big_peak <= PEAK_CAP);
 }
@@ -337,9 +399,11 @@ fn write_fuzz_seeds() {
 /// A header that is valid by every documented rule: the most streams and the longest
 /// blocks the format allows, for the given model.
 fn forged_header(m: &Model, streams: u16, block_tokens: u32) -> Vec<u8> {
+    use lmzip::format::{HashPrefix, MODEL_ID_LEN, TOKENIZER_ID_LEN};
     let h = lmzip::format::Header {
-        model_sha256: m.sha256,
-        tokenizer_hash: m.tokenizer.identity(),
+        version: lmzip::format::VERSION,
+        model: HashPrefix::of(&m.sha256, MODEL_ID_LEN),
+        tokenizer: HashPrefix::of(&m.tokenizer.identity(), TOKENIZER_ID_LEN),
         backend: m.net.backend(),
         num_symbols: m.tokenizer.num_symbols() as u32,
         block_tokens,
@@ -349,6 +413,9 @@ fn forged_header(m: &Model, streams: u16, block_tokens: u32) -> Vec<u8> {
         window: lmzip::format::MAX_WINDOW,
         keep: 512,
         predictor: lmzip::predict::PredictorSettings::default().to_bytes(),
+        transform: lmzip::Transform::None,
+        checksum: lmzip::ChecksumKind::Xxh64,
+        single: None,
     };
     let mut v = Vec::new();
     h.write_to(&mut v).unwrap();
@@ -401,16 +468,14 @@ fn declared_lengths_do_not_reserve_output_before_decoding() {
     let m = lmzip::testing::synthetic_model().unwrap();
     let n = lmzip::format::MAX_STREAMS;
     let mut archive = forged_header(&m, n, 16);
-    let mut frame = vec![lmzip::format::TAG_GROUP];
-    frame.extend_from_slice(&n.to_le_bytes());
-    for _ in 0..n {
-        for x in [lmzip::format::MAX_BLOCK_BYTES, 1, 0, 0] {
-            frame.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    let crc = crc32fast::hash(&frame);
-    frame.extend_from_slice(&crc.to_le_bytes());
-    archive.extend_from_slice(&frame);
+    let entry = lmzip::format::BlockEntry {
+        original_len: lmzip::format::MAX_BLOCK_BYTES,
+        symbol_count: 1,
+        coded_len: 0,
+        crc32: Some(0),
+    };
+    let entries = vec![entry; n as usize];
+    archive.extend_from_slice(&lmzip::format::group_table_unchecked(&entries, n as u32));
     let (peak, err) = peak_while_decoding(&m, &archive);
     eprintln!(
         "{} bytes of input: peak {peak} bytes allocated, then {err}",

@@ -261,8 +261,8 @@ fn same_but_identity(a: &[u8], b: &[u8]) {
     let (mut ra, mut rb) = (a, b);
     let mut ha = lmzip::format::Header::read_from(&mut ra).unwrap().unwrap();
     let hb = lmzip::format::Header::read_from(&mut rb).unwrap().unwrap();
-    assert_ne!(ha.model_sha256, hb.model_sha256);
-    ha.model_sha256 = hb.model_sha256;
+    assert_ne!(ha.model, hb.model);
+    ha.model = hb.model;
     let (mut wa, mut wb) = (Vec::new(), Vec::new());
     ha.write_to(&mut wa).unwrap();
     hb.write_to(&mut wb).unwrap();

@@ -9,14 +9,19 @@ fuzz_target!(|data: &[u8]| {
     // The frame reader alone, as the decoder drives it.
     let mut r = data;
     if let Ok(Some(h)) = Header::read_from(&mut r) {
-        // A valid header must write back to the bytes it was read from.
-        let mut again = Vec::new();
-        h.write_to(&mut again)
-            .expect("a header that reads must write");
-        assert_eq!(&again[..], &data[..h.encoded_len()]);
+        assert_eq!(h.encoded_len(), data.len() - r.len());
+        // A valid header of the version this build writes must write back to the bytes it
+        // was read from (every value has one encoding). Version 2 is only read.
+        if h.version == format::VERSION {
+            let mut again = Vec::new();
+            h.write_to(&mut again)
+                .expect("a header that reads must write");
+            assert_eq!(&again[..], &data[..h.encoded_len()]);
+        }
         let mut tally = format::ArchiveTally::new();
+        let mut frames = format::Frames::new(&h);
         for _ in 0..64 {
-            match format::read_frame(&mut r, &h) {
+            match frames.next_frame(&mut r) {
                 Ok(Frame::Group { entries, payloads }) => {
                     assert_eq!(entries.len(), payloads.len());
                     for (e, p) in entries.iter().zip(&payloads) {

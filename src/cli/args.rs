@@ -68,7 +68,7 @@ pub enum Command {
 pub struct ModelArgs {
     /// Model: a GGUF file, a Hugging Face model folder (config.json, tokenizer.json,
     /// *.safetensors), or hf:ORG/NAME[@REVISION][:FILE] from the Hugging Face hub cache
-    /// (fetched only when named so), or a known model's name (smollm2-135m, gemma3-270m:
+    /// (fetched only when named so), or a known model's name (gemma3-270m, smollm2-135m:
     /// its file in the models folder). Default: $LMZIP_MODEL, then the models folder.
     #[arg(long, value_name = "MODEL", global = true)]
     pub model: Option<PathBuf>,
@@ -130,9 +130,25 @@ pub struct EncodeArgs {
     pub mixer: MixerKind,
     /// Predictor: the active head. Each step's distribution covers the symbols seen so far
     /// plus the first 2^K vocabulary ids, and an escape for the rest: the output layer then
-    /// costs what the text uses. 0 turns it off (every symbol every step).
+    /// costs what the text uses. 0 turns it off (every symbol every step). Default: 14 for
+    /// models with a vocabulary over 131,072 ids (Gemma 3), else 0.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=24))]
     pub active_log2: Option<u8>,
+    /// The checksum over the whole original: `xxh64` (its low 32 bits, 4 bytes, as zstd)
+    /// or `sha256` (32 bytes).
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = ChecksumArg::Xxh64)]
+    pub checksum: ChecksumArg,
+    /// Code the input as it is: no reversible transform (by default CRLF line ends are
+    /// coded as LF when every line ends so, and restored on decompression).
+    #[arg(long)]
+    pub no_transform: bool,
+}
+
+/// `--checksum` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChecksumArg {
+    Xxh64,
+    Sha256,
 }
 
 /// `--slide` values.
@@ -166,13 +182,16 @@ impl Default for EncodeArgs {
             no_sse: false,
             mixer: MixerKind::Shared,
             active_log2: None,
+            checksum: ChecksumArg::Xxh64,
+            no_transform: false,
         }
     }
 }
 
 impl EncodeArgs {
-    /// The library options these flags ask for.
-    pub fn options(&self) -> lmzip::CompressOptions {
+    /// The library options these flags ask for with `model` (whose own defaults fill in
+    /// what the flags leave open).
+    pub fn options(&self, model: &lmzip::Model) -> lmzip::CompressOptions {
         let mut p = if self.llm_only {
             lmzip::PredictorSettings::llm_only()
         } else {
@@ -184,9 +203,9 @@ impl EncodeArgs {
         p.sse &= !self.no_sse;
         p.mixer_ctx = self.mixer != MixerKind::Global;
         p.mixer_shared = self.mixer == MixerKind::Shared;
-        if let Some(k) = self.active_log2 {
-            p.active_log2 = k;
-        }
+        p.active_log2 = self
+            .active_log2
+            .unwrap_or_else(|| model.default_active_log2());
         lmzip::CompressOptions {
             block_tokens: self.block_tokens,
             streams: self.streams,
@@ -200,7 +219,12 @@ impl EncodeArgs {
                 SlideKind::Shift => lmzip::WINDOW_SHIFT,
             },
             predictor: p,
-            ..lmzip::CompressOptions::default()
+            checksum: match self.checksum {
+                ChecksumArg::Xxh64 => lmzip::ChecksumKind::Xxh64,
+                ChecksumArg::Sha256 => lmzip::ChecksumKind::Sha256,
+            },
+            transform: !self.no_transform,
+            ..lmzip::CompressOptions::for_model(model)
         }
     }
 }

@@ -12,7 +12,7 @@ mod render;
 use anyhow::{anyhow, bail, Context, Result};
 use args::{BenchArgs, Cli, CodecArgs, Command, InfoArgs, ModelArgs};
 use clap::{CommandFactory, FromArgMatches};
-use lmzip::{model, CompressOptions, Model, Stats};
+use lmzip::{model, Model, Stats};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -158,10 +158,6 @@ impl LazyModel<'_> {
             .as_ref()
             .ok_or_else(|| anyhow!("model not loaded"))
     }
-}
-
-fn options(a: &CodecArgs) -> CompressOptions {
-    a.encode.options()
 }
 
 fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
@@ -380,7 +376,7 @@ fn run_mode<W: Write>(
 ) -> Result<Stats> {
     let mut report = |done: u64| bar.set(done);
     Ok(match mode {
-        Mode::Compress => lmzip::compress(model, data, &options(a), w, &mut report)?,
+        Mode::Compress => lmzip::compress(model, data, &a.encode.options(model), w, &mut report)?,
         Mode::Decompress | Mode::Test => {
             let mut s = lmzip::decompress(model, &mut &data[..], w, &mut report)?;
             s.archive_bytes = data.len() as u64;
@@ -479,7 +475,7 @@ fn write_registered<T>(
 fn bench(a: BenchArgs) -> Result<ExitCode> {
     setup_threads(&a.model)?;
     let model = load_model(&a.model, a.encode.backend)?;
-    let opts = a.encode.options();
+    let opts = a.encode.options(&model);
     let mut results = Vec::new();
     for f in &a.files {
         let mut data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;

@@ -1,7 +1,7 @@
 //! Text for people: archive descriptions (`lmzip info`) and bench tables (`lmzip bench`).
 
 use lmzip::bench::BenchResult;
-use lmzip::model::identity::{describe_identity, hex};
+use lmzip::model::identity::{describe_recorded, hex};
 use lmzip::{ArchiveInfo, CompressOptions};
 use std::fmt::Write as _;
 
@@ -26,15 +26,15 @@ pub fn archives(list: &[ArchiveInfo]) -> String {
 
 fn write_archive(s: &mut String, n: usize, a: &ArchiveInfo) -> std::fmt::Result {
     writeln!(s, "  archive {n}: format version {}", a.version)?;
+    writeln!(s, "    model        {}", describe_recorded(&a.model_sha256))?;
+    let tokenizer_bits = if a.tokenizer_hash.len() < 32 {
+        format!(", the first {} bits", 8 * a.tokenizer_hash.len())
+    } else {
+        String::new()
+    };
     writeln!(
         s,
-        "    model        {} [sha256 {}]",
-        describe_identity(None, &a.model_sha256),
-        hex(&a.model_sha256)
-    )?;
-    writeln!(
-        s,
-        "    tokenizer    {} ({} symbols)",
+        "    tokenizer    {}{tokenizer_bits} ({} symbols)",
         hex(&a.tokenizer_hash),
         a.num_symbols
     )?;
@@ -64,19 +64,26 @@ fn write_archive(s: &mut String, n: usize, a: &ArchiveInfo) -> std::fmt::Result 
         Err(e) => format!("unreadable: {e}"),
     };
     writeln!(s, "    predictor    {pred}")?;
+    writeln!(s, "    transform    {}", a.transform.name())?;
+    let (sum, value) = match a.content_checksum {
+        lmzip::Checksum::Xxh64(v) => ("xxh64 (low 32 bits)", format!("{v:08x}")),
+        lmzip::Checksum::Sha256(d) => ("sha256", hex(&d)),
+    };
+    let as_coded = if a.transform == lmzip::Transform::None {
+        ""
+    } else {
+        " as coded"
+    };
     writeln!(
         s,
-        "    content      {} bytes, {} tokens, {} blocks in {} groups, sha256 {}",
-        a.content_bytes,
-        a.symbols,
-        a.blocks,
-        a.groups,
-        hex(&a.content_sha256)
+        "    content      {} bytes{as_coded}, {} tokens, {} blocks in {} groups, {sum} {value}",
+        a.content_bytes, a.symbols, a.blocks, a.groups
     )?;
     writeln!(
         s,
-        "    archive      {} bytes, {:.4} bits per byte",
+        "    archive      {} bytes ({} of framing), {:.4} bits per byte",
         a.archive_bytes,
+        a.framing_bytes(),
         a.bits_per_byte()
     )
 }

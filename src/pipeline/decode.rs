@@ -13,12 +13,12 @@ use crate::coder::BlockDecoder;
 use crate::coder::Cdf;
 use crate::engine::Context;
 use crate::engine::{backend_name, Row};
-use crate::format::{self, ArchiveTally, BlockEntry, Frame, Header};
-use crate::model::identity::{describe_identity, hex};
+use crate::format::{self, ArchiveTally, BlockEntry, ChecksumKind, ContentHasher, Frame, Header};
+use crate::model::identity::{describe_recorded, hex};
 use crate::model::Model;
 use crate::predict::PredictorSettings;
+use crate::transform::Transform;
 use crate::{Error, ErrorKind, Result};
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::time::Instant;
 
@@ -29,19 +29,27 @@ const RESERVE_CAP: usize = 1 << 16;
 /// Checks that the loaded model can decode an archive with this header; returns the
 /// archive's predictor settings.
 pub(crate) fn check_header(model: &Model, h: &Header) -> Result<PredictorSettings> {
-    if h.model_sha256 != model.sha256 {
+    if !h.model.matches(&model.sha256) {
         return Err(Error::new(ErrorKind::ModelMismatch {
             what: "model",
-            expected: describe_identity(None, &h.model_sha256)
-                + &format!(" [sha256 {}]", hex(&h.model_sha256)),
+            expected: describe_recorded(h.model.bytes()),
             actual: model.describe(),
         }));
     }
     let tid = model.tokenizer.identity();
-    if h.tokenizer_hash != tid {
+    if !h.tokenizer.matches(&tid) {
+        let recorded = h.tokenizer.bytes();
         return Err(Error::new(ErrorKind::ModelMismatch {
             what: "tokenizer",
-            expected: format!("tokenizer {}", hex(&h.tokenizer_hash)),
+            expected: if recorded.len() < 32 {
+                format!(
+                    "a tokenizer whose identity begins {} (the archive records its first {} bits)",
+                    hex(recorded),
+                    8 * recorded.len()
+                )
+            } else {
+                format!("tokenizer {}", hex(recorded))
+            },
             actual: format!(
                 "tokenizer {} (this lmzip build tokenizes differently)",
                 hex(&tid)
@@ -120,37 +128,63 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
     }
     let mut dec = ArchiveDecoder::new(model, header, &settings, opts.speculate);
     let mut tally = ArchiveTally::new();
-    let mut sha = Sha256::new();
+    let mut content = ContentHasher::new(header.checksum);
+    // Blocks without a CRC of their own (a one-block archive's) wait here until the content
+    // checksum has held: unverified bytes are never written.
+    let mut held = Vec::new();
+    let mut frames = format::Frames::new(header);
     loop {
-        match format::read_frame(input, header)? {
+        match frames.next_frame(input)? {
             Frame::End(trailer) => {
                 tally.check(&trailer)?;
-                let got: [u8; 32] = sha.finalize().into();
-                if got != trailer.sha256 {
+                if content.finish() != trailer.checksum {
                     return Err(Error::new(ErrorKind::ChecksumMismatch {
-                        what: "content (sha256)",
+                        what: match header.checksum {
+                            ChecksumKind::Xxh64 => "content (xxh64)",
+                            ChecksumKind::Sha256 => "content (sha256)",
+                        },
                     }));
                 }
+                out.write_all(&held)?;
                 return Ok(());
             }
             Frame::Group { entries, payloads } => {
                 tally.add_group(&entries);
-                let outputs = dec.decode_group(&entries, &payloads, stats, progress)?;
-                write_blocks(&entries, &outputs, &mut sha, out, stats)?;
-                progress(stats.original_bytes);
+                // Progress counts bytes as coded, as the archives' content lengths do.
+                let restored = stats.restored_bytes;
+                let mut coded_progress = |done: u64| progress(done.saturating_sub(restored));
+                let outputs = dec.decode_group(&entries, &payloads, stats, &mut coded_progress)?;
+                let sink = Sink {
+                    transform: header.transform,
+                    content: &mut content,
+                    held: &mut held,
+                };
+                write_blocks(&entries, &outputs, sink, out, stats)?;
+                progress(stats.original_bytes - stats.restored_bytes);
             }
         }
     }
 }
 
-/// Checks each decoded block against its entry, then writes it.
+/// Where checked blocks go: the transform is undone, the original feeds the content
+/// checksum, then it is written or held.
+struct Sink<'a> {
+    transform: Transform,
+    content: &'a mut ContentHasher,
+    held: &'a mut Vec<u8>,
+}
+
+/// Checks each decoded block against its entry (length, and its CRC-32 where it has
+/// one), undoes the transform, then writes it, or holds it until the content checksum
+/// holds when it has no CRC of its own.
 fn write_blocks<W: Write>(
     entries: &[BlockEntry],
     outputs: &[Vec<u8>],
-    sha: &mut Sha256,
+    sink: Sink,
     out: &mut W,
     stats: &mut Stats,
 ) -> Result<()> {
+    let mut original = Vec::new();
     for (e, o) in entries.iter().zip(outputs) {
         if o.len() != e.original_len as usize {
             return Err(Error::new(ErrorKind::LengthMismatch {
@@ -159,14 +193,21 @@ fn write_blocks<W: Write>(
                 actual: o.len() as u64,
             }));
         }
-        if crc32fast::hash(o) != e.crc32 {
+        if e.crc32.is_some_and(|c| crc32fast::hash(o) != c) {
             return Err(Error::new(ErrorKind::ChecksumMismatch {
                 what: "block (crc32)",
             }));
         }
-        sha.update(o);
-        out.write_all(o)?;
-        stats.original_bytes += o.len() as u64;
+        original.clear();
+        sink.transform.undo_into(o, &mut original);
+        sink.content.update(&original);
+        if e.crc32.is_some() {
+            out.write_all(&original)?;
+        } else {
+            sink.held.extend_from_slice(&original);
+        }
+        stats.original_bytes += original.len() as u64;
+        stats.restored_bytes += (original.len() - o.len()) as u64;
         stats.blocks += 1;
     }
     Ok(())

@@ -4,20 +4,22 @@
 //! checksums, and returns the facts; the command renders them (`lmzip info`).
 
 use super::io::Counting;
-use crate::format::{self, ArchiveTally, Frame, Header};
+use crate::format::{self, ArchiveTally, Checksum, Frame, Header};
 use crate::predict::PredictorSettings;
+use crate::transform::Transform;
 use crate::{coder, Error, Result};
 use std::io::Read;
 
 /// One archive's description: its header's fields, and what its frames hold.
 #[derive(Debug)]
 pub struct ArchiveInfo {
-    /// Format version (this build reads only its own).
+    /// Format version (2 or 3).
     pub version: u16,
-    /// The model identity the archive needs (its GGUF file's or folder manifest's SHA-256).
-    pub model_sha256: [u8; 32],
-    /// The tokenizer identity the archive needs.
-    pub tokenizer_hash: [u8; 32],
+    /// The leading bytes of the model identity (its GGUF file's or folder manifest's
+    /// SHA-256) that the archive records: all 32 in version 2, the first 6 in version 3.
+    pub model_sha256: Vec<u8>,
+    /// The leading bytes of the tokenizer identity the archive records (32 or 2).
+    pub tokenizer_hash: Vec<u8>,
     /// Symbols of the alphabet: vocabulary and escapes.
     pub num_symbols: u32,
     /// Numeric backend id.
@@ -34,24 +36,30 @@ pub struct ArchiveInfo {
     pub window_policy: u8,
     /// The predictor settings, or why they do not parse.
     pub predictor: Result<PredictorSettings>,
-    /// Original bytes, symbols, blocks and group frames.
+    /// The transform the input went through before coding.
+    pub transform: Transform,
+    /// Bytes as coded (after the transform; the original is longer by the CRs the CRLF
+    /// transform removed, which only decoding counts), symbols, blocks and group frames
+    /// (a one-block version-3 archive has its block in the header: one group, no frame).
     pub content_bytes: u64,
     pub symbols: u64,
     pub blocks: u64,
     pub groups: u64,
-    /// SHA-256 of the original.
-    pub content_sha256: [u8; 32],
-    /// Bytes of the archive, header to end frame.
+    /// The content checksum: of the original, before the transform.
+    pub content_checksum: Checksum,
+    /// Bytes of the archive, header to end frame, and of its blocks' payloads (the rest is
+    /// framing).
     pub archive_bytes: u64,
+    pub payload_bytes: u64,
 }
 
 impl ArchiveInfo {
     /// The fields of a header; the counts start at zero.
     fn from_header(h: &Header) -> Self {
         ArchiveInfo {
-            version: format::VERSION,
-            model_sha256: h.model_sha256,
-            tokenizer_hash: h.tokenizer_hash,
+            version: h.version,
+            model_sha256: h.model.bytes().to_vec(),
+            tokenizer_hash: h.tokenizer.bytes().to_vec(),
             num_symbols: h.num_symbols,
             backend: h.backend,
             coder_word_bits: coder::WORD_BITS,
@@ -62,22 +70,29 @@ impl ArchiveInfo {
             keep: h.keep,
             window_policy: h.window_policy,
             predictor: PredictorSettings::from_bytes(&h.predictor),
+            transform: h.transform,
             content_bytes: 0,
             symbols: 0,
             blocks: 0,
             groups: 0,
-            content_sha256: [0; 32],
+            content_checksum: Checksum::of(h.checksum, b""),
             archive_bytes: 0,
+            payload_bytes: 0,
         }
     }
 
-    /// Archive bits per original byte (0 for empty content).
+    /// Archive bits per byte as coded (0 for empty content).
     pub fn bits_per_byte(&self) -> f64 {
         if self.content_bytes > 0 {
             self.archive_bytes as f64 * 8.0 / self.content_bytes as f64
         } else {
             0.0
         }
+    }
+
+    /// Bytes of the archive that are not block payload: header, frame tables, checksums.
+    pub fn framing_bytes(&self) -> u64 {
+        self.archive_bytes - self.payload_bytes
     }
 }
 
@@ -86,22 +101,27 @@ impl ArchiveInfo {
 pub fn describe<R: Read>(r: &mut R) -> Result<Vec<ArchiveInfo>> {
     let mut r = Counting::new(r);
     let mut archives = Vec::new();
-    while let Some(h) = Header::read_from(&mut r)? {
-        let start = r.count() - h.encoded_len() as u64;
+    loop {
+        let start = r.count();
+        let Some(h) = Header::read_from(&mut r)? else {
+            break;
+        };
         let mut info = ArchiveInfo::from_header(&h);
         let mut tally = ArchiveTally::new();
+        let mut frames = format::Frames::new(&h);
         loop {
-            match format::read_frame(&mut r, &h)? {
+            match frames.next_frame(&mut r)? {
                 Frame::Group { entries, .. } => {
                     tally.add_group(&entries);
                     info.groups += 1;
                     info.blocks += entries.len() as u64;
                     info.symbols += entries.iter().map(|e| e.symbol_count as u64).sum::<u64>();
+                    info.payload_bytes += entries.iter().map(|e| e.coded_len as u64).sum::<u64>();
                 }
                 Frame::End(t) => {
                     tally.check(&t)?;
-                    info.content_bytes = t.total_len;
-                    info.content_sha256 = t.sha256;
+                    info.content_bytes = tally.coded_bytes();
+                    info.content_checksum = t.checksum;
                     info.archive_bytes = r.count() - start;
                     break;
                 }

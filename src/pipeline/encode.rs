@@ -12,17 +12,22 @@ use crate::coder::BlockEncoder;
 use crate::coder::Cdf;
 use crate::engine::Context;
 use crate::engine::Row;
-use crate::format::{self, BlockEntry, Header, Trailer};
+use crate::format::{self, BlockEntry, Checksum, HashPrefix, Header};
 use crate::model::Model;
 use crate::predict::PredictorSettings;
+use crate::transform::Transform;
 use crate::{Error, Result};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::time::Instant;
 
 /// Compresses `data` into one archive written to `out`, and measures, on the same model
 /// outputs, the code length each predictor variant in `variants` would give
 /// (`Stats::variant_bits`): one forward pass serves an ablation table.
+///
+/// The input is first transformed when that pays and `opts.transform` allows it (CRLF
+/// line ends as LF); blocks hold the transformed bytes and the content checksum covers
+/// the original. An archive of one block is written without frames: its header records
+/// the block, so it is written once the block is coded.
 pub(crate) fn compress_measure<W: Write>(
     model: &Model,
     data: &[u8],
@@ -32,7 +37,13 @@ pub(crate) fn compress_measure<W: Write>(
     progress: Progress,
 ) -> Result<Stats> {
     opts.check()?;
-    let symbols = tokenize_checked(model, data)?;
+    let transform = if opts.transform {
+        Transform::choose(data)
+    } else {
+        Transform::None
+    };
+    let coded = transform.apply(data);
+    let symbols = tokenize_checked(model, &coded)?;
     let lens = layout(symbols.len(), opts.block_tokens as usize);
     let mut blocks: Vec<&[u32]> = Vec::with_capacity(lens.len());
     let mut at = 0;
@@ -41,9 +52,9 @@ pub(crate) fn compress_measure<W: Write>(
         at += l;
     }
     let streams = (opts.streams as usize).min(blocks.len()).max(1);
-    let header = header_for(model, opts, streams as u16);
+    let mut header = header_for(model, opts, streams as u16, transform);
+    let checksum = Checksum::of(opts.checksum, data);
     let mut written = Counting::new(out);
-    header.write_to(&mut written)?;
 
     let vocab = model.tokenizer.vocab_size();
     let mut stats = Stats {
@@ -52,23 +63,32 @@ pub(crate) fn compress_measure<W: Write>(
         ..Stats::default()
     };
     let mut enc = ArchiveEncoder::new(model, opts, variants, streams);
+    // Progress counts bytes as coded; the original may be longer by the transform's CRs.
     let mut done_bytes = 0u64;
-    for group in blocks.chunks(streams) {
-        let payloads =
-            enc.encode_group(group, &mut stats, &mut |bytes| progress(done_bytes + bytes))?;
-        let entries = block_entries(model, data, done_bytes, group, &payloads)?;
-        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
-        format::write_group(&mut written, &header, &entries, &refs)?;
-        stats.blocks += entries.len() as u64;
-        done_bytes += entries.iter().map(|e| e.original_len as u64).sum::<u64>();
-        progress(done_bytes);
+    if blocks.len() == 1 {
+        let payloads = enc.encode_group(&blocks, &mut stats, &mut |bytes| progress(bytes))?;
+        let mut entries = block_entries(model, &coded, 0, &blocks, &payloads)?;
+        // The content checksum covers the only block.
+        entries[0].crc32 = None;
+        header.single = Some(entries[0]);
+        header.write_to(&mut written)?;
+        format::write_single_payload(&mut written, &header, &payloads[0])?;
+        stats.blocks = 1;
+    } else {
+        header.write_to(&mut written)?;
+        for group in blocks.chunks(streams) {
+            let payloads =
+                enc.encode_group(group, &mut stats, &mut |bytes| progress(done_bytes + bytes))?;
+            let entries = block_entries(model, &coded, done_bytes, group, &payloads)?;
+            let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+            format::write_group(&mut written, &header, &entries, &refs)?;
+            stats.blocks += entries.len() as u64;
+            done_bytes += entries.iter().map(|e| e.original_len as u64).sum::<u64>();
+            progress(done_bytes);
+        }
     }
-    let trailer = Trailer {
-        total_len: data.len() as u64,
-        block_count: stats.blocks,
-        sha256: Sha256::digest(data).into(),
-    };
-    format::write_end(&mut written, &trailer)?;
+    format::write_end(&mut written, &header, &checksum)?;
+    progress(data.len() as u64);
     stats.symbols = symbols.len() as u64;
     stats.archive_bytes = written.count();
     stats.ideal_bits = enc.runs[0].bits();
@@ -96,11 +116,13 @@ fn tokenize_checked(model: &Model, data: &[u8]) -> Result<Vec<u32>> {
     Ok(symbols)
 }
 
-/// The header of an archive made with `model` and `opts`, `streams` blocks side by side.
-fn header_for(model: &Model, opts: &CompressOptions, streams: u16) -> Header {
+/// The header of an archive made with `model` and `opts`, `streams` blocks side by side,
+/// with `transform` applied to the input (a one-block archive's block is added once coded).
+fn header_for(model: &Model, opts: &CompressOptions, streams: u16, transform: Transform) -> Header {
     Header {
-        model_sha256: model.sha256,
-        tokenizer_hash: model.tokenizer.identity(),
+        version: format::VERSION,
+        model: HashPrefix::of(&model.sha256, format::MODEL_ID_LEN),
+        tokenizer: HashPrefix::of(&model.tokenizer.identity(), format::TOKENIZER_ID_LEN),
         backend: model.net.backend(),
         num_symbols: model.tokenizer.num_symbols() as u32,
         block_tokens: opts.block_tokens,
@@ -110,14 +132,17 @@ fn header_for(model: &Model, opts: &CompressOptions, streams: u16) -> Header {
         window: opts.window,
         keep: opts.keep,
         predictor: opts.predictor.to_bytes(),
+        transform,
+        checksum: opts.checksum,
+        single: None,
     }
 }
 
-/// The group frame's entries for coded blocks: each block's original bytes start at
-/// `offset` of `data`, right after the previous block's.
+/// The group frame's entries for coded blocks: each block's bytes (as coded, after the
+/// transform) start at `offset` of `coded`, right after the previous block's.
 fn block_entries(
     model: &Model,
-    data: &[u8],
+    coded: &[u8],
     offset: u64,
     group: &[&[u32]],
     payloads: &[Vec<u8>],
@@ -129,8 +154,8 @@ fn block_entries(
             .iter()
             .map(|&s| model.tokenizer.symbol_bytes(s).len())
             .sum();
-        // The symbols were checked to spell `data`, so this range always exists.
-        let original = data
+        // The symbols were checked to spell `coded`, so this range always exists.
+        let block = coded
             .get(at..at + len)
             .ok_or_else(|| Error::internal("block beyond the input"))?;
         at += len;
@@ -138,7 +163,7 @@ fn block_entries(
             original_len: len as u32,
             symbol_count: b.len() as u32,
             coded_len: payload.len() as u32,
-            crc32: crc32fast::hash(original),
+            crc32: Some(crc32fast::hash(block)),
         });
     }
     Ok(entries)

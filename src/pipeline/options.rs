@@ -4,7 +4,7 @@
 //! how fast it goes; [`Stats`] say what a run did.
 
 use super::speculate::speculation_on;
-use crate::format;
+use crate::format::{self, ChecksumKind};
 use crate::predict::PredictorSettings;
 use crate::{Error, ErrorKind, Result};
 
@@ -27,6 +27,13 @@ pub struct CompressOptions {
     pub rows_per_call: usize,
     /// Which predictors run, and their sizes and rates.
     pub predictor: PredictorSettings,
+    /// The checksum over the whole original: XXH64's low 32 bits (4 bytes, the default) or
+    /// SHA-256 (32 bytes).
+    pub checksum: ChecksumKind,
+    /// Let the encoder apply a reversible text transform when the input qualifies (CRLF
+    /// line ends coded as LF: see [`Transform::choose`](crate::Transform::choose)). It is
+    /// recorded in the header; the decoder undoes it.
+    pub transform: bool,
 }
 
 impl Default for CompressOptions {
@@ -39,11 +46,21 @@ impl Default for CompressOptions {
             window_policy: format::WINDOW_SHIFT,
             rows_per_call: 256,
             predictor: PredictorSettings::default(),
+            checksum: ChecksumKind::Xxh64,
+            transform: true,
         }
     }
 }
 
 impl CompressOptions {
+    /// The defaults for one model: [`Default`] plus the model's own choices (the active
+    /// head for large vocabularies, [`Model::default_active_log2`](crate::Model::default_active_log2)).
+    pub fn for_model(model: &crate::Model) -> Self {
+        let mut o = CompressOptions::default();
+        o.predictor.active_log2 = model.default_active_log2();
+        o
+    }
+
     /// Checks the options before any work, with the header's own limits.
     pub(crate) fn check(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::new(ErrorKind::InvalidOption(m.to_string())));
@@ -97,6 +114,9 @@ impl Default for DecodeOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub original_bytes: u64,
+    /// Decoding: bytes the transform put back (CRs before LFs), included in
+    /// `original_bytes`; the rest is the content as coded.
+    pub restored_bytes: u64,
     pub archive_bytes: u64,
     pub symbols: u64,
     pub blocks: u64,
