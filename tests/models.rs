@@ -227,8 +227,8 @@ fn unsupported_gguf_models_are_typed_errors() {
         ),
         (
             "tokenizer model",
-            vec![("tokenizer.ggml.model", Value::String("llama".into()))],
-            "'llama'",
+            vec![("tokenizer.ggml.model", Value::String("t5".into()))],
+            "'t5'",
         ),
         (
             "pre-tokenizer",

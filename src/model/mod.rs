@@ -324,10 +324,10 @@ mod tests {
             resolve_named("gemma3-270m".into(), &dirs).unwrap(),
             a.join(known::GEMMA3_270M.file)
         );
-        std::fs::write(b.join(DEFAULT_MODEL_FILE), b"x").unwrap();
+        std::fs::write(b.join(known::SMOLLM2_135M.file), b"x").unwrap();
         assert_eq!(
             resolve_named("smollm2-135m".into(), &dirs).unwrap(),
-            b.join(DEFAULT_MODEL_FILE)
+            b.join(known::SMOLLM2_135M.file)
         );
         // Paths and unknown names are taken as they are.
         for p in ["some/model.gguf", "gemma3", "hf:org/name", "Gemma3-270M"] {
