@@ -109,8 +109,36 @@ pub const PRESET_1: Preset = Preset {
     predictor: &[2, 0x7f, 4, 18, 3, 20, 0x00, 0x08, 0x1f, 0x05, 0x1f, 0x05],
 };
 
+/// Id of preset 2: preset 1 with the active head on (Gemma 3's defaults).
+pub const PRESET_ACTIVE_HEAD: u32 = 2;
+
+/// Preset 2: preset 1 but for the predictor settings, which are version 3 with the active
+/// head at K = 14, the default for models with large vocabularies. It saves a Gemma
+/// archive the 16 bytes of a predictor delta. A header uses it exactly when its predictor
+/// settings are these (and then has no predictor delta), so each header keeps one encoding.
+pub const PRESET_2: Preset = Preset {
+    predictor: &[
+        3, 0x7f, 4, 18, 3, 20, 0x00, 0x08, 0x1f, 0x05, 0x1f, 0x05, 14, 0,
+    ],
+    ..PRESET_1
+};
+
 fn preset(id: u32) -> Option<&'static Preset> {
-    (id == PRESET_DEFAULTS).then_some(&PRESET_1)
+    match id {
+        PRESET_DEFAULTS => Some(&PRESET_1),
+        PRESET_ACTIVE_HEAD => Some(&PRESET_2),
+        _ => None,
+    }
+}
+
+/// The preset a header is written with: 2 exactly when its predictor settings are
+/// preset 2's, else 1.
+fn preset_for(predictor: &[u8]) -> (u32, &'static Preset) {
+    if predictor == PRESET_2.predictor {
+        (PRESET_ACTIVE_HEAD, &PRESET_2)
+    } else {
+        (PRESET_DEFAULTS, &PRESET_1)
+    }
 }
 
 /// The CRC-16 of headers and group frame tables (version 3): CRC-16/IBM-SDLC, also known
@@ -554,9 +582,10 @@ impl Header {
     }
 
     /// The version-3 encoding (docs/FORMAT.md, "Header"): the settings that differ from
-    /// preset 1 are written as deltas, everything else takes no bytes.
+    /// the preset (2 with the active head's default predictor, else 1) are written as
+    /// deltas, everything else takes no bytes.
     fn v3_bytes(&self) -> Vec<u8> {
-        let p = &PRESET_1;
+        let (preset_id, p) = preset_for(&self.predictor);
         let coder = (coder::PRECISION as u8, coder::WORD_BITS as u8);
         let mut map = 0;
         for (differs, bit) in [
@@ -588,7 +617,7 @@ impl Header {
         b.extend_from_slice(self.tokenizer.bytes());
         put_varint(&mut b, self.num_symbols);
         put_varint(&mut b, self.start_token);
-        put_varint(&mut b, PRESET_DEFAULTS);
+        put_varint(&mut b, preset_id);
         if map != 0 {
             put_varint(&mut b, map);
             if map & DELTA_BACKEND != 0 {
@@ -795,6 +824,10 @@ impl Header {
             checksum,
             single,
         };
+        // One encoding per header: preset 2 exactly when the predictor settings are its.
+        if preset_for(&h.predictor).0 != preset_id {
+            return Err(invalid("settings preset", preset_id as u64));
+        }
         h.validate()?;
         Ok(h)
     }

@@ -452,8 +452,8 @@ fn error_cases() -> Vec<(&'static str, &'static str, Expect)> {
         ),
         (
             "unknown-preset.lmz",
-            "settings preset 2, header CRC valid",
-            |k| matches!(k, ErrorKind::InvalidField { field, value: 2 } if field.contains("preset")),
+            "settings preset 3, header CRC valid",
+            |k| matches!(k, ErrorKind::InvalidField { field, value: 3 } if field.contains("preset")),
         ),
         (
             "limit-predictor-settings.lmz",
@@ -629,7 +629,7 @@ fn make_error_case(name: &str, valid: &[u8], single: &[u8], foreign: &[u8]) -> V
         "unknown-transform.lmz" => with_header(p.header_patched(5, &[p.header_bytes[5] | 0x30])),
         "unknown-preset.lmz" => {
             assert_eq!(p.header_bytes[p.preset_at()], 1);
-            with_header(p.header_patched(p.preset_at(), &[2]))
+            with_header(p.header_patched(p.preset_at(), &[3]))
         }
         "limit-predictor-settings.lmz" => {
             // The header as far as the preset, then a delta map naming only the predictor
@@ -737,6 +737,10 @@ fn golden_archives_have_the_expected_shape() {
     assert!(read("backend2.txt").1.single.is_some());
     assert_eq!(read("sha256.txt").1.checksum, ChecksumKind::Sha256);
     assert_eq!(read("empty").1.version, 3);
+    // Gemma's defaults are preset 2: no settings delta either.
+    let (a, h) = read("gemma.txt");
+    assert_eq!(a[5] & format::DESC_DELTAS, 0);
+    assert_eq!(h.predictor, format::PRESET_2.predictor);
 }
 
 /// Readers keep reading version 2: every archive the version-2 build wrote decodes to its

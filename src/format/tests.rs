@@ -343,7 +343,7 @@ fn field_checks_behind_a_valid_crc() {
     assert!(k(raw(3 << 4, &[49408, 0, 1, 4], &[])).contains("transform"));
     // Settings: unknown preset, an empty delta map, a delta equal to the preset, unknown
     // delta bits (refused before the CRC: their length is unknown).
-    assert!(k(raw(0, &[49408, 0, 2, 4], &[])).contains("preset"));
+    assert!(k(raw(0, &[49408, 0, 3, 4], &[])).contains("preset"));
     assert!(k(raw(d, &[49408, 0, 1, 0, 4], &[])).contains("delta map"));
     assert!(k(raw(d, &[49408, 0, 1, 1, 3, 4], &[])).contains("equal to the preset"));
     assert!(k(raw(d, &[49408, 0, 1, 0x80, 1, 4], &[])).starts_with("ReservedBitsSet"));
@@ -472,6 +472,48 @@ fn preset_1_is_the_library_default() {
     );
     assert_eq!(crate::engine::DEFAULT_BACKEND, p.backend);
     assert_eq!((coder::PRECISION, coder::WORD_BITS), (24, 32));
+}
+
+/// Preset 2 is the library's default with the active head at the default for large
+/// vocabularies (Gemma 3), and a header takes it exactly when its predictor is preset 2's.
+#[test]
+fn preset_2_is_the_active_head_default() {
+    let mut o = crate::pipeline::CompressOptions::default();
+    o.predictor.active_log2 = 14;
+    assert_eq!(o.predictor.to_bytes(), PRESET_2.predictor);
+    let h = Header {
+        predictor: PRESET_2.predictor.to_vec(),
+        ..default_header()
+    };
+    let mut b = Vec::new();
+    h.write_to(&mut b).unwrap();
+    let back = Header::read_from(&mut &b[..]).unwrap().unwrap();
+    assert_eq!(back.predictor, PRESET_2.predictor);
+    // The same settings as preset 1 plus a predictor delta: a second encoding, refused.
+    let (with_delta, without) = (default_header_bytes_with_predictor(&h), b);
+    assert!(with_delta.len() > without.len());
+    let e = Header::read_from(&mut &with_delta[..]).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::InvalidField { .. }), "{e:?}");
+}
+
+/// `h`'s version-3 bytes written against preset 1, its predictor as a delta.
+fn default_header_bytes_with_predictor(h: &Header) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&MAGIC);
+    b.push(VERSION as u8);
+    b.push(DESC_DELTAS | h.checksum.id() << DESC_CHECKSUM_SHIFT);
+    b.extend_from_slice(h.model.bytes());
+    b.extend_from_slice(h.tokenizer.bytes());
+    put_varint(&mut b, h.num_symbols);
+    put_varint(&mut b, h.start_token);
+    put_varint(&mut b, PRESET_DEFAULTS);
+    put_varint(&mut b, DELTA_PREDICTOR);
+    put_varint(&mut b, h.predictor.len() as u32);
+    b.extend_from_slice(&h.predictor);
+    put_varint(&mut b, h.streams as u32);
+    let crc = crc16(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
 }
 
 // Version 2, read only: bytes laid out by the version-2 writer as it was.
