@@ -2,7 +2,7 @@
 //! SIMD width, tiling, thread count or how many rows a call carries.
 //!
 //! Every output element `y[r][o] = Σ_k x[r][k]·w[o][k]` is computed by exactly one thread
-//! with the lane order of [`math::dot`]; threads split output columns, never a reduction.
+//! with the lane order of [`crate::math::dot`]; threads split output columns, never a reduction.
 //! The AVX2 variant is the same Rust source compiled with wider registers: the per-lane
 //! operations are identical, so the bits are too (tested against the portable build).
 

@@ -2,7 +2,7 @@
 //! deterministically.
 //!
 //! Laid out as llama.cpp splits it: weights ([`weights`]), the key/value cache
-//! ([`kv_cache`]), one archive's context of caches and outputs ([`context`]), attention kernels ([`attention`]), the steps every forward pass shares
+//! ([`kv_cache`]), one archive's context of caches and outputs ([`context`]), attention kernels (`attention`), the steps every forward pass shares
 //! ([`forward`]), RoPE ([`rope`]), matrix kernels ([`int8`], [`kernels`], [`half`]), and
 //! one file per architecture ([`llama`], [`gemma3`]) behind [`Net`]. Numeric backends are named by an id recorded in
 //! every archive header, because the exact logits — and so the archive — depend on the

@@ -3,7 +3,7 @@
 //! The coded alphabet is the model's vocabulary (ids `0..V`) plus 256 raw-byte escapes
 //! (`V + b`). Decoding a symbol means appending its bytes, from our own table; the
 //! segmenter — GPT-2 byte-level BPE (HF `tokenizers`, built from the GGUF's vocabulary and
-//! merges) or SentencePiece-style BPE with byte fallback ([`spm`], Gemma) — is only the
+//! merges) or SentencePiece-style BPE with byte fallback (`spm`, Gemma) — is only the
 //! encoder's way of choosing a good symbol sequence, and the encoder checks its output.
 //! Special tokens are not registered as such, so text that spells `<|endoftext|>` is coded
 //! as plain text; bytes with no single-byte token and invalid UTF-8 go through escapes or
