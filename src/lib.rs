@@ -37,6 +37,8 @@ mod error;
 #[doc(hidden)]
 pub mod math;
 pub mod model;
+#[cfg(test)]
+mod test_rng;
 
 #[doc(hidden)]
 pub mod bench;

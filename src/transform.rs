@@ -186,16 +186,7 @@ mod tests {
         assert_eq!(Transform::from_id(2), None);
     }
 
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
-    }
+    use crate::test_rng::Lcg;
 
     /// Random byte strings over an alphabet dense in CR and LF: the rule is exactly the
     /// condition for a round trip (the inverse of the forward transform gives the input

@@ -1006,24 +1006,12 @@ pub mod avx2 {
 mod tests {
     use super::*;
 
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
-        fn f(&mut self) -> f32 {
-            (self.next() as f32 / (1u64 << 31) as f32) - 0.5
-        }
-        /// A plausible f16 scale: positive or negative, exponent 2^-14 .. 2^-3.
-        fn f16(&mut self) -> [u8; 2] {
-            let h =
-                ((self.next() & 1) << 15) | ((1 + self.next() % 12) << 10) | (self.next() & 0x3ff);
-            (h as u16).to_le_bytes()
-        }
+    use crate::test_rng::Lcg;
+
+    /// A plausible f16 scale: positive or negative, exponent 2^-14 .. 2^-3.
+    fn f16(r: &mut Lcg) -> [u8; 2] {
+        let h = ((r.next() & 1) << 15) | ((1 + r.next() % 12) << 10) | (r.next() & 0x3ff);
+        (h as u16).to_le_bytes()
     }
 
     fn random_raw(kind: GgmlDType, n_out: usize, k: usize, r: &mut Lcg) -> Vec<u8> {
@@ -1033,14 +1021,14 @@ mod tests {
             let start = raw.len();
             match kind {
                 GgmlDType::Q4K => {
-                    raw.extend_from_slice(&r.f16());
-                    raw.extend_from_slice(&r.f16());
+                    raw.extend_from_slice(&f16(r));
+                    raw.extend_from_slice(&f16(r));
                 }
                 GgmlDType::Q6K => {}
-                _ => raw.extend_from_slice(&r.f16()),
+                _ => raw.extend_from_slice(&f16(r)),
             }
             if kind == GgmlDType::Q4_1 {
-                raw.extend_from_slice(&r.f16());
+                raw.extend_from_slice(&f16(r));
             }
             while raw.len() < start + bsz {
                 raw.push(r.next() as u8);
@@ -1048,7 +1036,7 @@ mod tests {
             if kind == GgmlDType::Q6K {
                 // d (the last two bytes) a plausible half; the scales (bytes 192..208)
                 // include the extremes −128 and 127.
-                raw[start + 208..start + 210].copy_from_slice(&r.f16());
+                raw[start + 208..start + 210].copy_from_slice(&f16(r));
                 raw[start + 192] = 0x80;
                 raw[start + 193] = 0x7f;
             }
