@@ -30,6 +30,9 @@ pub struct BenchResult {
     /// Peak resident memory of the process so far, in MiB (Linux; 0 elsewhere).
     pub peak_rss_mib: f64,
     pub round_trip_ok: bool,
+    /// Share of the input's bytes in binary regions, coded classically (LZMA2) with no
+    /// model run; the rest went through the language model.
+    pub classic_share: f64,
     /// Predictor variant → bits per byte of its ideal code length (the coded
     /// configuration first), measured on the same model outputs.
     pub ablation: Vec<(String, f64)>,
@@ -139,6 +142,7 @@ pub fn bench_bytes(
         decompress_tokens_per_s: ds.symbols as f64 / dt.max(1e-9),
         peak_rss_mib: peak_rss_mib(),
         round_trip_ok: ok,
+        classic_share: cs.classic_bytes as f64 / data.len().max(1) as f64,
         ablation: if ablation {
             let bpb = |bits: f64| bits / data.len().max(1) as f64;
             std::iter::once((opts.predictor.label() + " (coded)", bpb(cs.ideal_bits)))

@@ -17,6 +17,10 @@ use std::io::{Read, Write};
 pub const MAGIC: [u8; 4] = [0xB5, 0x6C, 0x6D, 0x7A];
 /// Format version this build writes.
 pub const VERSION: u16 = 3;
+/// The format version of an archive with binary regions: version 3 with a region section
+/// after the header (docs/FORMAT.md, "Regions"). The newest version this build reads. An
+/// archive without binary regions is written as version 3, so older readers still read it.
+pub const VERSION_REGIONS: u16 = 4;
 /// Oldest format version this build reads.
 pub const OLDEST_VERSION: u16 = 2;
 /// Version 2: fixed part of the header before the predictor settings.
@@ -309,7 +313,8 @@ impl ContentHasher {
 /// Everything decoding depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Format version: 3 for every archive this build writes; 2 when read from one.
+    /// Format version: 3, or 4 when a region section follows the header; 2 when read
+    /// from one.
     pub version: u16,
     /// The model identity (docs/FORMAT.md, "Model identity"), or its first bytes.
     pub model: HashPrefix,
@@ -573,7 +578,7 @@ impl Header {
 
     /// Writes the header (version 3); an invalid header is never written.
     pub fn write_to<W: Write>(&self, w: &mut W) -> Result<()> {
-        if self.version != VERSION {
+        if self.version != VERSION && self.version != VERSION_REGIONS {
             return Err(invalid("format version to write", self.version as u64));
         }
         self.validate()?;
@@ -611,7 +616,7 @@ impl Header {
         }
         let mut b = Vec::with_capacity(48 + self.predictor.len());
         b.extend_from_slice(&MAGIC);
-        b.push(VERSION as u8);
+        b.push(self.version as u8);
         b.push(desc);
         b.extend_from_slice(self.model.bytes());
         b.extend_from_slice(self.tokenizer.bytes());
@@ -682,11 +687,11 @@ impl Header {
         let unsupported = |found| {
             Error::new(ErrorKind::UnsupportedVersion {
                 found,
-                supported: VERSION,
+                supported: VERSION_REGIONS,
             })
         };
         match b[4] {
-            3 => Self::read_v3(r, &b).map(Some),
+            3 | 4 => Self::read_v3(r, &b).map(Some),
             // Version 2's version field is a u16: its second byte must be 0.
             2 => {
                 let mut hi = [0u8; 1];
@@ -700,7 +705,7 @@ impl Header {
         }
     }
 
-    /// Version 3, after its magic and version byte (`start`). Only what is needed to find
+    /// Version 3 or 4 (the same header), after its magic and version byte (`start`). Only what is needed to find
     /// the CRC is read before it is checked: the descriptor's layout bits, the delta map
     /// and the varints' lengths. Everything is interpreted after.
     fn read_v3<R: Read>(r: &mut R, start: &[u8]) -> Result<Header> {
@@ -808,7 +813,7 @@ impl Header {
             }),
         };
         let h = Header {
-            version: 3,
+            version: start[4] as u16,
             model,
             tokenizer,
             backend: backend as u16,
@@ -892,6 +897,128 @@ impl Header {
     }
 }
 
+/// Most region lengths in a region section.
+pub const MAX_REGIONS: u32 = 1 << 20;
+const MAX_REGION_TABLE_LEN: usize = 5 + 5 * MAX_REGIONS as usize + 2 + 5 + 4 + 2;
+
+/// Version 4's region section (docs/FORMAT.md, "Regions"): which bytes of the original
+/// the language model coded and which the classical coder did, and the classical stream's
+/// framing. Its payload follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionSection {
+    /// Alternating region lengths, text first: the first may be 0, no other is; at least
+    /// one binary region.
+    pub lens: Vec<u32>,
+    /// The classical coder (1: raw LZMA2).
+    pub method: u8,
+    /// Its dictionary size, log2 of bytes.
+    pub dict_log2: u8,
+    /// Bytes of the classical payload.
+    pub coded_len: u32,
+    /// CRC-32 of the binary stream (the binary regions joined).
+    pub crc32: u32,
+}
+
+impl RegionSection {
+    /// Bytes in binary regions (the classical stream's decoded length).
+    pub fn binary_len(&self) -> u64 {
+        self.lens.iter().skip(1).step_by(2).map(|&l| l as u64).sum()
+    }
+
+    /// Bytes in text regions (what the language model's blocks must add up to, before the
+    /// transform).
+    pub fn text_len(&self) -> u64 {
+        self.lens.iter().step_by(2).map(|&l| l as u64).sum()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let n = self.lens.len();
+        if n < 2 || n > MAX_REGIONS as usize {
+            return Err(invalid("region count", n as u64));
+        }
+        if let Some(i) = self.lens.iter().skip(1).position(|&l| l == 0) {
+            return Err(invalid("region length", (i + 1) as u64));
+        }
+        if self.method != crate::classic::METHOD_LZMA2 {
+            return Err(invalid("classical method", self.method as u64));
+        }
+        if !(crate::classic::MIN_DICT_LOG2..=crate::classic::MAX_DICT_LOG2)
+            .contains(&self.dict_log2)
+        {
+            return Err(invalid("classical dictionary size", self.dict_log2 as u64));
+        }
+        if self.coded_len == 0 {
+            return Err(invalid("classical coded length", 0));
+        }
+        Ok(())
+    }
+
+    /// Writes the section (not its payload); an invalid section is never written.
+    pub fn write_to<W: Write>(&self, w: &mut W) -> Result<()> {
+        self.validate()?;
+        let mut b = Vec::with_capacity(16 + 3 * self.lens.len());
+        put_varint(&mut b, self.lens.len() as u32);
+        for &l in &self.lens {
+            put_varint(&mut b, l);
+        }
+        b.push(self.method);
+        b.push(self.dict_log2);
+        put_varint(&mut b, self.coded_len);
+        b.extend_from_slice(&self.crc32.to_le_bytes());
+        let crc = crc16(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        w.write_all(&b)?;
+        Ok(())
+    }
+
+    /// Reads a section: its CRC-16 is checked before any field is interpreted; only the
+    /// count (checked against its limit first) and the varints' lengths are used to find it.
+    pub fn read_from<R: Read>(r: &mut R) -> Result<RegionSection> {
+        let mut t = Tape::new(r, "region table", MAX_REGION_TABLE_LEN, &[]);
+        let n = t.varint("region count")?;
+        if n > MAX_REGIONS {
+            return Err(limit("region count", n as u64, MAX_REGIONS as u64));
+        }
+        let mut lens = Vec::with_capacity((n as usize).min(1 << 12));
+        for _ in 0..n {
+            lens.push(t.varint("region length")?);
+        }
+        let method = t.u8()?;
+        let dict_log2 = t.u8()?;
+        let coded_len = t.varint("classical coded length")?;
+        let crc32 = u32_at(t.take(4)?, 0);
+        let body = t.buf.len();
+        let crc = u16_at(t.take(2)?, 0);
+        if crc16(&t.buf[..body]) != crc {
+            return Err(Error::new(ErrorKind::ChecksumMismatch {
+                what: "region table",
+            }));
+        }
+        let s = RegionSection {
+            lens,
+            method,
+            dict_log2,
+            coded_len,
+            crc32,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Reads the classical payload that follows the section, only as far as the input
+    /// supplies it (a forged length allocates nothing beyond the input).
+    pub fn read_payload<R: Read>(&self, r: &mut R) -> Result<Vec<u8>> {
+        let mut p = Vec::with_capacity((self.coded_len as usize).min(1 << 16));
+        r.take(self.coded_len as u64).read_to_end(&mut p)?;
+        if p.len() != self.coded_len as usize {
+            return Err(Error::new(ErrorKind::Truncated {
+                what: "classical stream",
+            }));
+        }
+        Ok(p)
+    }
+}
+
 /// Bytes of a payload of `words` 32-bit words.
 fn coded_len_of(words: u32) -> Result<u32> {
     words
@@ -954,7 +1081,7 @@ pub fn write_group<W: Write>(
     entries: &[BlockEntry],
     payloads: &[&[u8]],
 ) -> Result<()> {
-    if header.version != VERSION || header.single.is_some() {
+    if header.version < VERSION || header.single.is_some() {
         return Err(invalid(
             "group frame in this archive",
             header.version as u64,
@@ -993,7 +1120,7 @@ pub fn write_single_payload<W: Write>(w: &mut W, header: &Header, payload: &[u8]
 /// Writes the end of an archive: the end frame's tag (in an archive of frames) and the
 /// content checksum.
 pub fn write_end<W: Write>(w: &mut W, header: &Header, checksum: &Checksum) -> Result<()> {
-    if header.version != VERSION || checksum.kind() != header.checksum {
+    if header.version < VERSION || checksum.kind() != header.checksum {
         return Err(invalid(
             "content checksum kind",
             checksum.kind().id() as u64,

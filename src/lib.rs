@@ -26,7 +26,8 @@
 //! # Ok::<(), lmzip::Error>(())
 //! ```
 //!
-//! Inside, the pipeline runs bytes → `transform` (CRLF line ends as LF, when the input
+//! Inside, the pipeline runs bytes → `regions` (binary regions to the `classic` coder, raw
+//! LZMA2, with no model run) → `transform` (CRLF line ends as LF, when the input
 //! qualifies) → `tokenize` (lossless symbols) → `engine` (next-token
 //! logits) → `predict` (blend with n-gram/match models) → `coder` (24-bit CDF, range coder)
 //! → `format` (framed, versioned, checksummed container); `pipeline` drives it both ways.
@@ -43,6 +44,8 @@ mod test_rng;
 #[doc(hidden)]
 pub mod bench;
 #[doc(hidden)]
+pub mod classic;
+#[doc(hidden)]
 pub mod coder;
 #[doc(hidden)]
 pub mod engine;
@@ -52,6 +55,8 @@ pub mod format;
 pub mod pipeline;
 #[doc(hidden)]
 pub mod predict;
+#[doc(hidden)]
+pub mod regions;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;

@@ -809,6 +809,7 @@ pub fn fuzz_options() -> crate::pipeline::CompressOptions {
     crate::pipeline::CompressOptions {
         block_tokens: 16,
         streams: 4,
+        regions: false,
         ..Default::default()
     }
 }
@@ -940,6 +941,7 @@ mod tests {
                     window: 40,
                     keep: 24,
                     window_policy: policy,
+                    regions: false,
                     ..CompressOptions::default()
                 };
                 let mut archive = Vec::new();
@@ -968,6 +970,7 @@ mod tests {
             let opts = CompressOptions {
                 block_tokens: 16,
                 streams: 3,
+                regions: false,
                 ..CompressOptions::default()
             };
             let mut archive = Vec::new();

@@ -174,6 +174,7 @@ fn compress(m: &Model, data: &[u8], block_tokens: u32, streams: u16) -> Vec<u8> 
         CompressOptions {
             block_tokens,
             streams,
+            regions: false,
             ..CompressOptions::default()
         },
     )
@@ -231,6 +232,38 @@ fn sweep() {
         a[i / 8] ^= 1 << (i % 8);
         single.check(&m, &a, one_text, &format!("one block: bit {i}"));
     }
+    // Every bit of a version-4 archive: binary, text, binary regions; its classical
+    // stream is covered by the section's CRC-16 (lengths) and CRC-32 (content).
+    let mut mixed_text = vec![0u8; 80];
+    mixed_text.extend_from_slice(b"The sun rose over the river and the dog ran home.\n");
+    mixed_text.extend((0..90u8).map(|i| i % 5));
+    let regions = lmzip::regions::Regions {
+        lens: vec![0, 80, 50, 90],
+    };
+    let mut mixed = Vec::new();
+    lmzip::pipeline::compress_regions(
+        &m,
+        &mixed_text,
+        &regions,
+        &CompressOptions::default(),
+        &mut mixed,
+    )
+    .unwrap();
+    assert_eq!(mixed[4], 4);
+    let mut v4 = Tally::new();
+    for i in 0..mixed.len() * 8 {
+        let mut a = mixed.clone();
+        a[i / 8] ^= 1 << (i % 8);
+        v4.check(&m, &a, &mixed_text, &format!("regions: bit {i}"));
+    }
+    for cut in 0..mixed.len() {
+        v4.check(
+            &m,
+            &mixed[..cut],
+            &mixed_text,
+            &format!("regions: cut at {cut}"),
+        );
+    }
     let small_largest = LARGEST.swap(0, Ordering::Relaxed);
     let small_peak = reset_peak() - base;
 
@@ -274,6 +307,7 @@ fn sweep() {
             block_tokens: 64,
             streams: 4,
             checksum: lmzip::ChecksumKind::Sha256,
+            regions: false,
             ..CompressOptions::default()
         },
     );
@@ -329,6 +363,17 @@ fn sweep() {
         big_peak,
         t0.elapsed()
     );
+    eprintln!(
+        "version-4 archive ({} bytes): {} single-bit flips and every cut: {} identical \
+         output, errors {:?}; slowest {:?}",
+        mixed.len(),
+        v4.cases,
+        v4.identical,
+        v4.errors,
+        v4.slowest,
+    );
+    assert_eq!(v4.cases, mixed.len() * 9);
+    assert!(v4.identical * 20 < v4.cases);
     assert_eq!(all.cases, small.len() * 8);
     // The header, tables and end frame are all covered by CRCs; only payload bits can be
     // harmless, and only a few of them (the coder's flush).
@@ -375,6 +420,17 @@ fn write_fuzz_seeds() {
         rt.extend_from_slice(t);
         write("round_trip", name, &rt);
     }
+    // Text between NULs: a version-4 archive with regions.
+    let mut mixed = vec![0u8; 300];
+    mixed.extend(text(1500, 5));
+    mixed.extend(vec![0u8; 300]);
+    let regions = lmzip::regions::Regions {
+        lens: vec![0, 300, 1500, 300],
+    };
+    let mut a = Vec::new();
+    pipeline::compress_regions(&m, &mixed, &regions, &CompressOptions::default(), &mut a).unwrap();
+    write("parse", "regions.lmz", &a);
+    cat.extend_from_slice(&a);
     write("parse", "concatenated.lmz", &cat);
     // The corruption target prepends the header itself: its seed is the valid tail.
     let opts = lmzip::testing::fuzz_options();

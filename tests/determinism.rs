@@ -24,6 +24,7 @@ fn opts(rows_per_call: usize) -> CompressOptions {
         window: 12,
         keep: 9,
         rows_per_call,
+        regions: false,
         ..CompressOptions::default()
     }
 }
@@ -235,6 +236,7 @@ the dog sat on the mat. the cat sat on the mat. \xff\x00 the cat sat on the mat.
             window,
             keep,
             window_policy: policy,
+            regions: false,
             ..CompressOptions::default()
         };
         let mut a = Vec::new();
@@ -354,6 +356,7 @@ fn gemma_cases() -> Vec<GemmaCase> {
                 } else {
                     lmzip::format::WINDOW_SHIFT
                 },
+                regions: false,
                 ..CompressOptions::default()
             };
             opts.predictor.active_log2 = k;
@@ -558,6 +561,7 @@ which repeats: the quick brown fox jumps over the lazy dog.\n"
         streams: 2,
         window: 24,
         keep: 18,
+        regions: false,
         ..CompressOptions::default()
     };
     let mut active = CompressOptions {
@@ -566,6 +570,7 @@ which repeats: the quick brown fox jumps over the lazy dog.\n"
         window: 30,
         keep: 15,
         window_policy: lmzip::format::WINDOW_REPREFILL,
+        regions: false,
         ..CompressOptions::default()
     };
     active.predictor.active_log2 = 12;

@@ -64,6 +64,9 @@ struct Golden {
     gemma: bool,
     /// The active head's K (0: off).
     active_log2: u8,
+    /// Binary regions to the classical coder (version 4); off for the goldens of the
+    /// model's path, which must stay version 3.
+    regions: bool,
 }
 
 /// The settings of most goldens (the library's defaults before version 3).
@@ -82,7 +85,22 @@ fn g(name: &'static str, original: &[u8], block_tokens: u32, streams: u16, backe
         checksum: ChecksumKind::Xxh64,
         gemma: false,
         active_log2: 0,
+        regions: false,
     }
+}
+
+/// Version 4's golden: binary (a spreadsheet-like table of small integers and NULs), text,
+/// binary. The text goes through the model, the rest through LZMA2.
+fn mixed_bin() -> Vec<u8> {
+    let mut v: Vec<u8> = (0..600u32)
+        .map(|i| [0, 0, 1, (i * 7 % 13) as u8][(i % 4) as usize])
+        .collect();
+    for _ in 0..9 {
+        v.extend_from_slice(ENGLISH);
+        v.extend_from_slice(b"The rabbit hole went straight on like a tunnel for some way.\n");
+    }
+    v.extend((0..300u32).map(|i| (i * 31 % 7) as u8));
+    v
 }
 
 /// The real Gemma 3 270M for a backend, loaded once per test process (None without it,
@@ -220,6 +238,13 @@ fn goldens() -> Vec<Golden> {
             gemma: true,
             ..g("gemma-long.txt", &gemma_long_text(), 4096, 16, 2)
         },
+        // Version 4: binary, text, binary regions, found by the encoder with the
+        // defaults; the classical stream is raw LZMA2.
+        Golden {
+            window: DEFAULT_WINDOW,
+            regions: true,
+            ..g("mixed.bin", &mixed_bin(), 4096, 16, 1)
+        },
         // The SHA-256 content checksum, in an archive of frames.
         Golden {
             checksum: ChecksumKind::Sha256,
@@ -257,6 +282,7 @@ fn compress_golden(g: &Golden, model: &Model) -> Vec<u8> {
         keep,
         window_policy,
         checksum: g.checksum,
+        regions: g.regions,
         ..CompressOptions::default()
     };
     let mut opts = opts;
@@ -475,6 +501,26 @@ fn error_cases() -> Vec<(&'static str, &'static str, Expect)> {
             "group of 65535 blocks (> streams), nothing after",
             |k| matches!(k, ErrorKind::LimitExceeded { field, .. } if field.contains("group")),
         ),
+        (
+            "regions-table-checksum.lmz",
+            "version 4: a bit of the region table flipped",
+            |k| matches!(k, ErrorKind::ChecksumMismatch { what } if *what == "region table"),
+        ),
+        (
+            "regions-classic-truncated.lmz",
+            "version 4: cut in the middle of the classical stream",
+            |k| matches!(k, ErrorKind::Truncated { what } if *what == "classical stream"),
+        ),
+        (
+            "regions-classic-corrupt.lmz",
+            "version 4: a bit of the classical stream flipped",
+            |k| matches!(k, ErrorKind::ChecksumMismatch { what } if what.starts_with("classical")),
+        ),
+        (
+            "regions-text-length.lmz",
+            "version 4: a text region one byte longer than the text, table CRC valid",
+            |k| matches!(k, ErrorKind::LengthMismatch { what, .. } if *what == "text regions"),
+        ),
     ]
 }
 
@@ -552,7 +598,16 @@ fn v2_error_cases() -> Vec<(&'static str, Expect)> {
 
 /// Builds the damaged archive `name` from a valid real-model archive of frames (`valid`),
 /// a valid one-block archive (`single`) and one made with another model (`foreign`).
-fn make_error_case(name: &str, valid: &[u8], single: &[u8], foreign: &[u8]) -> Vec<u8> {
+fn make_error_case(
+    name: &str,
+    valid: &[u8],
+    single: &[u8],
+    foreign: &[u8],
+    mixed: &[u8],
+) -> Vec<u8> {
+    if name.starts_with("regions-") {
+        return make_regions_case(name, mixed);
+    }
     let p = parse(valid);
     let hl = p.header_bytes.len();
     let with_header = |h: Vec<u8>| {
@@ -662,6 +717,30 @@ fn make_error_case(name: &str, valid: &[u8], single: &[u8], foreign: &[u8]) -> V
         }
         other => panic!("no recipe for {other}"),
     }
+}
+
+/// Builds the damaged version-4 archive `name` from the valid one `mixed`.
+fn make_regions_case(name: &str, mixed: &[u8]) -> Vec<u8> {
+    let mut r = mixed;
+    let h = Header::read_from(&mut r).unwrap().unwrap();
+    let section = format::RegionSection::read_from(&mut r).unwrap();
+    let at = h.encoded_len();
+    let payload_at = mixed.len() - r.len();
+    let mut v = mixed.to_vec();
+    match name {
+        "regions-table-checksum.lmz" => v[at + 1] ^= 0x01,
+        "regions-classic-truncated.lmz" => v.truncate(payload_at + section.coded_len as usize / 2),
+        "regions-classic-corrupt.lmz" => v[payload_at + section.coded_len as usize / 2] ^= 0x10,
+        "regions-text-length.lmz" => {
+            let mut forged = section.clone();
+            forged.lens[2] += 1;
+            let mut t = Vec::new();
+            forged.write_to(&mut t).unwrap();
+            v.splice(at..payload_at, t);
+        }
+        other => panic!("no recipe for {other}"),
+    }
+    v
 }
 
 #[test]
@@ -862,7 +941,7 @@ fn regenerate() {
     let synthetic = lmzip::testing::synthetic_model().unwrap();
     let foreign = compress(&synthetic, base_text, 4, 2);
     for (name, what, expect) in error_cases() {
-        let bytes = make_error_case(name, &valid, &single, &foreign);
+        let bytes = make_error_case(name, &valid, &single, &foreign, &archives["mixed.bin"]);
         let err = decompress(m1, &bytes).expect_err(name);
         assert!(expect(err.kind()), "{name} ({what}): {:?}", err.kind());
         std::fs::write(ed.join(name), bytes).unwrap();

@@ -1,4 +1,4 @@
-//! Header and frame parsing on arbitrary bytes: never a panic, never an allocation beyond
+//! Header, region section and frame parsing on arbitrary bytes: never a panic, never an allocation beyond
 //! the documented limits (libFuzzer's -malloc_limit_mb catches the latter).
 #![no_main]
 
@@ -12,11 +12,27 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(h.encoded_len(), data.len() - r.len());
         // A valid header of the version this build writes must write back to the bytes it
         // was read from (every value has one encoding). Version 2 is only read.
-        if h.version == format::VERSION {
+        if h.version >= format::VERSION {
             let mut again = Vec::new();
             h.write_to(&mut again)
                 .expect("a header that reads must write");
             assert_eq!(&again[..], &data[..h.encoded_len()]);
+        }
+        // Version 4's region section: it too writes back to its own bytes.
+        if h.version >= format::VERSION_REGIONS {
+            let before = r;
+            let Ok(section) = format::RegionSection::read_from(&mut r) else {
+                return;
+            };
+            let mut again = Vec::new();
+            section
+                .write_to(&mut again)
+                .expect("a section that reads must write");
+            assert_eq!(&again[..], &before[..before.len() - r.len()]);
+            let Ok(payload) = section.read_payload(&mut r) else {
+                return;
+            };
+            assert_eq!(payload.len(), section.coded_len as usize);
         }
         let mut tally = format::ArchiveTally::new();
         let mut frames = format::Frames::new(&h);

@@ -142,6 +142,11 @@ pub struct EncodeArgs {
     /// coded as LF when every line ends so, and restored on decompression).
     #[arg(long)]
     pub no_transform: bool,
+    /// Send every byte through the language model. By default binary regions (NULs,
+    /// control bytes, invalid UTF-8, long runs of one byte) go to a classical coder (LZMA2)
+    /// with no model run, and an archive is never larger than coding it all that way.
+    #[arg(long)]
+    pub no_regions: bool,
 }
 
 /// `--checksum` values.
@@ -184,6 +189,7 @@ impl Default for EncodeArgs {
             active_log2: None,
             checksum: ChecksumArg::Xxh64,
             no_transform: false,
+            no_regions: false,
         }
     }
 }
@@ -224,6 +230,7 @@ impl EncodeArgs {
                 ChecksumArg::Sha256 => lmzip::ChecksumKind::Sha256,
             },
             transform: !self.no_transform,
+            regions: !self.no_regions,
             ..lmzip::CompressOptions::for_model(model)
         }
     }

@@ -79,6 +79,13 @@ fn write_archive(s: &mut String, n: usize, a: &ArchiveInfo) -> std::fmt::Result 
         "    content      {} bytes{as_coded}, {} tokens, {} blocks in {} groups, {sum} {value}",
         a.content_bytes, a.symbols, a.blocks, a.groups
     )?;
+    if a.binary_regions > 0 {
+        writeln!(
+            s,
+            "    regions      {} binary ({} bytes) coded classically (LZMA2) in {} bytes",
+            a.binary_regions, a.classic_bytes, a.classic_coded_bytes
+        )?;
+    }
     writeln!(
         s,
         "    archive      {} bytes ({} of framing), {:.4} bits per byte",
@@ -107,15 +114,24 @@ pub fn ablation(r: &BenchResult) -> String {
 /// The header line of [`table`].
 pub fn table_header() -> String {
     format!(
-        "{:<28} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
-        "file", "bytes", "lmz", "bpb", "c KB/s", "c tok/s", "d KB/s", "d tok/s", "RSS MiB"
+        "{:<28} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}\n",
+        "file",
+        "bytes",
+        "lmz",
+        "bpb",
+        "c KB/s",
+        "c tok/s",
+        "d KB/s",
+        "d tok/s",
+        "RSS MiB",
+        "classic"
     )
 }
 
 /// One result's line of [`table`].
 pub fn table_row(r: &BenchResult) -> String {
     format!(
-        "{:<28} {:>9} {:>9} {:>7.4} {:>9.3} {:>9.1} {:>9.3} {:>9.1} {:>8.0}\n",
+        "{:<28} {:>9} {:>9} {:>7.4} {:>9.3} {:>9.1} {:>9.3} {:>9.1} {:>8.0} {:>7.1}%\n",
         r.file,
         r.bytes,
         r.compressed_bytes,
@@ -124,7 +140,8 @@ pub fn table_row(r: &BenchResult) -> String {
         r.compress_tokens_per_s,
         r.decompress_kb_per_s,
         r.decompress_tokens_per_s,
-        r.peak_rss_mib
+        r.peak_rss_mib,
+        r.classic_share * 100.0
     )
 }
 

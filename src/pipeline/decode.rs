@@ -9,11 +9,14 @@ use super::options::{DecodeOptions, Progress, Stats};
 use super::predictor_run::{alphabet, initial_active, PredictorRun};
 use super::speculate::{GuessRates, Speculation, Src, MAX_GUESSES, SPECULATE_STREAMS};
 use super::window::{cache_capacity, Window};
+use crate::classic;
 use crate::coder::BlockDecoder;
 use crate::coder::Cdf;
 use crate::engine::Context;
 use crate::engine::{backend_name, Row};
-use crate::format::{self, ArchiveTally, BlockEntry, ChecksumKind, ContentHasher, Frame, Header};
+use crate::format::{
+    self, ArchiveTally, BlockEntry, ChecksumKind, ContentHasher, Frame, Header, RegionSection,
+};
 use crate::model::identity::{describe_recorded, hex};
 use crate::model::Model;
 use crate::predict::PredictorSettings;
@@ -126,6 +129,11 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
             limit: opts.memory_limit,
         }));
     }
+    let mut regions = if header.version >= format::VERSION_REGIONS {
+        read_regions(input, need, opts.memory_limit)?
+    } else {
+        Interleave::none()
+    };
     let mut dec = ArchiveDecoder::new(model, header, &settings, opts.speculate);
     let mut tally = ArchiveTally::new();
     let mut content = ContentHasher::new(header.checksum);
@@ -137,6 +145,14 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
         match frames.next_frame(input)? {
             Frame::End(trailer) => {
                 tally.check(&trailer)?;
+                // Binary regions after the last text (each checked by the classical
+                // stream's CRC-32) are written after the content checksum holds.
+                let mut tail = Vec::new();
+                regions.finish(&mut tail)?;
+                content.update(&tail);
+                stats.original_bytes += tail.len() as u64;
+                stats.classic_bytes += tail.len() as u64;
+                held.extend_from_slice(&tail);
                 if content.finish() != trailer.checksum {
                     return Err(Error::new(ErrorKind::ChecksumMismatch {
                         what: match header.checksum {
@@ -151,25 +167,154 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
             Frame::Group { entries, payloads } => {
                 tally.add_group(&entries);
                 // Progress counts bytes as coded, as the archives' content lengths do.
-                let restored = stats.restored_bytes;
+                let restored = stats.restored_bytes + stats.classic_bytes;
                 let mut coded_progress = |done: u64| progress(done.saturating_sub(restored));
                 let outputs = dec.decode_group(&entries, &payloads, stats, &mut coded_progress)?;
                 let sink = Sink {
                     transform: header.transform,
+                    regions: &mut regions,
                     content: &mut content,
                     held: &mut held,
                 };
                 write_blocks(&entries, &outputs, sink, out, stats)?;
-                progress(stats.original_bytes - stats.restored_bytes);
+                progress(stats.original_bytes - stats.restored_bytes - stats.classic_bytes);
             }
         }
     }
 }
 
-/// Where checked blocks go: the transform is undone, the original feeds the content
-/// checksum, then it is written or held.
+/// Reads a version-4 archive's region section and classical stream, and decodes and
+/// checks the stream: the binary regions are ready before the first text block.
+/// `model_need` is the memory the model's side takes; the classical side adds its
+/// dictionary and stream, and the sum must stay within `limit`.
+fn read_regions<R: Read>(input: &mut R, model_need: u64, limit: u64) -> Result<Interleave> {
+    let section = RegionSection::read_from(input)?;
+    let binary_len = section.binary_len();
+    let need = model_need + (1u64 << section.dict_log2) + binary_len + section.coded_len as u64;
+    if need > limit {
+        return Err(Error::new(ErrorKind::LimitExceeded {
+            field: "decoder memory (bytes)",
+            value: need,
+            limit,
+        }));
+    }
+    let payload = section.read_payload(input)?;
+    let binary = classic::decode(
+        section.dict_log2,
+        &payload,
+        binary_len as usize,
+        "classical stream",
+    )?;
+    if crc32fast::hash(&binary) != section.crc32 {
+        return Err(Error::new(ErrorKind::ChecksumMismatch {
+            what: "classical stream (crc32)",
+        }));
+    }
+    Ok(Interleave {
+        lens: section.lens,
+        binary,
+        region: 0,
+        left: 0,
+        taken: 0,
+        started: false,
+    })
+}
+
+/// Puts decoded text back between the binary regions, in the order the region section
+/// gives. Without regions (versions 2 and 3) text passes through.
+struct Interleave {
+    lens: Vec<u32>,
+    binary: Vec<u8>,
+    /// The current region and the bytes left in it.
+    region: usize,
+    left: u64,
+    /// Bytes of `binary` written so far.
+    taken: usize,
+    started: bool,
+}
+
+impl Interleave {
+    fn none() -> Self {
+        Interleave {
+            lens: Vec::new(),
+            binary: Vec::new(),
+            region: 0,
+            left: 0,
+            taken: 0,
+            started: false,
+        }
+    }
+
+    /// Moves to the next text region with bytes left, writing the binary regions passed
+    /// on the way; false when no region is left.
+    fn next_text(&mut self, out: &mut Vec<u8>) -> bool {
+        if !self.started {
+            self.started = true;
+            self.region = 0;
+            self.left = self.lens.first().map_or(0, |&l| l as u64);
+        }
+        while self.left == 0 {
+            if self.region + 1 >= self.lens.len() {
+                return false;
+            }
+            self.region += 1;
+            let len = self.lens[self.region] as usize;
+            if self.region % 2 == 1 {
+                // The section's lengths add up to the decoded stream's length (checked
+                // when it was decoded), so this range exists.
+                out.extend_from_slice(&self.binary[self.taken..self.taken + len]);
+                self.taken += len;
+            } else {
+                self.left = len as u64;
+            }
+        }
+        true
+    }
+
+    /// Writes `text` (the next decoded text bytes) to `out`, with the binary regions it
+    /// comes between.
+    fn text(&mut self, mut text: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if self.lens.is_empty() {
+            out.extend_from_slice(text);
+            return Ok(());
+        }
+        while !text.is_empty() {
+            if !self.next_text(out) {
+                return Err(Error::new(ErrorKind::LengthMismatch {
+                    what: "text regions",
+                    expected: 0,
+                    actual: text.len() as u64,
+                }));
+            }
+            let n = (self.left as usize).min(text.len());
+            out.extend_from_slice(&text[..n]);
+            text = &text[n..];
+            self.left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the binary regions after the last text; every text region must be complete.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.lens.is_empty() {
+            return Ok(());
+        }
+        if self.next_text(out) {
+            return Err(Error::new(ErrorKind::LengthMismatch {
+                what: "text regions",
+                expected: self.left,
+                actual: 0,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Where checked blocks go: the transform is undone, the binary regions are put back
+/// around the text, the original feeds the content checksum, then it is written or held.
 struct Sink<'a> {
     transform: Transform,
+    regions: &'a mut Interleave,
     content: &'a mut ContentHasher,
     held: &'a mut Vec<u8>,
 }
@@ -184,6 +329,7 @@ fn write_blocks<W: Write>(
     out: &mut W,
     stats: &mut Stats,
 ) -> Result<()> {
+    let mut text = Vec::new();
     let mut original = Vec::new();
     for (e, o) in entries.iter().zip(outputs) {
         if o.len() != e.original_len as usize {
@@ -198,8 +344,10 @@ fn write_blocks<W: Write>(
                 what: "block (crc32)",
             }));
         }
+        text.clear();
+        sink.transform.undo_into(o, &mut text);
         original.clear();
-        sink.transform.undo_into(o, &mut original);
+        sink.regions.text(&text, &mut original)?;
         sink.content.update(&original);
         if e.crc32.is_some() {
             out.write_all(&original)?;
@@ -207,7 +355,8 @@ fn write_blocks<W: Write>(
             sink.held.extend_from_slice(&original);
         }
         stats.original_bytes += original.len() as u64;
-        stats.restored_bytes += (original.len() - o.len()) as u64;
+        stats.restored_bytes += (text.len() - o.len()) as u64;
+        stats.classic_bytes += (original.len() - text.len()) as u64;
         stats.blocks += 1;
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! checksums, and returns the facts; the command renders them (`lmzip info`).
 
 use super::io::Counting;
-use crate::format::{self, ArchiveTally, Checksum, Frame, Header};
+use crate::format::{self, ArchiveTally, Checksum, Frame, Header, RegionSection};
 use crate::predict::PredictorSettings;
 use crate::transform::Transform;
 use crate::{coder, Error, Result};
@@ -13,7 +13,7 @@ use std::io::Read;
 /// One archive's description: its header's fields, and what its frames hold.
 #[derive(Debug)]
 pub struct ArchiveInfo {
-    /// Format version (2 or 3).
+    /// Format version (2, 3, or 4 with binary regions).
     pub version: u16,
     /// The leading bytes of the model identity (its GGUF file's or folder manifest's
     /// SHA-256) that the archive records: all 32 in version 2, the first 6 in version 3.
@@ -51,6 +51,11 @@ pub struct ArchiveInfo {
     /// framing).
     pub archive_bytes: u64,
     pub payload_bytes: u64,
+    /// Version 4: binary regions, their bytes (included in `content_bytes`) and their
+    /// classical stream's bytes (included in `payload_bytes`).
+    pub binary_regions: u64,
+    pub classic_bytes: u64,
+    pub classic_coded_bytes: u64,
 }
 
 impl ArchiveInfo {
@@ -78,6 +83,9 @@ impl ArchiveInfo {
             content_checksum: Checksum::of(h.checksum, b""),
             archive_bytes: 0,
             payload_bytes: 0,
+            binary_regions: 0,
+            classic_bytes: 0,
+            classic_coded_bytes: 0,
         }
     }
 
@@ -107,6 +115,14 @@ pub fn describe<R: Read>(r: &mut R) -> Result<Vec<ArchiveInfo>> {
             break;
         };
         let mut info = ArchiveInfo::from_header(&h);
+        if h.version >= format::VERSION_REGIONS {
+            let section = RegionSection::read_from(&mut r)?;
+            // Read, not decoded: its length is all a description needs.
+            section.read_payload(&mut r)?;
+            info.binary_regions = section.lens.len() as u64 / 2;
+            info.classic_bytes = section.binary_len();
+            info.classic_coded_bytes = section.coded_len as u64;
+        }
         let mut tally = ArchiveTally::new();
         let mut frames = format::Frames::new(&h);
         loop {
@@ -120,7 +136,8 @@ pub fn describe<R: Read>(r: &mut R) -> Result<Vec<ArchiveInfo>> {
                 }
                 Frame::End(t) => {
                     tally.check(&t)?;
-                    info.content_bytes = tally.coded_bytes();
+                    info.content_bytes = tally.coded_bytes() + info.classic_bytes;
+                    info.payload_bytes += info.classic_coded_bytes;
                     info.content_checksum = t.checksum;
                     info.archive_bytes = r.count() - start;
                     break;

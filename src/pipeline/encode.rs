@@ -8,15 +8,17 @@ use super::io::Counting;
 use super::options::{CompressOptions, Progress, Stats};
 use super::predictor_run::{alphabet, code_of, initial_active, PredictorRun};
 use super::window::{cache_capacity, layout, Slide, Window};
+use crate::classic;
 use crate::coder::BlockEncoder;
 use crate::coder::Cdf;
 use crate::engine::Context;
 use crate::engine::Row;
-use crate::format::{self, BlockEntry, Checksum, HashPrefix, Header};
+use crate::format::{self, BlockEntry, Checksum, HashPrefix, Header, RegionSection};
 use crate::model::Model;
 use crate::predict::PredictorSettings;
+use crate::regions::Regions;
 use crate::transform::Transform;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 use std::io::Write;
 use std::time::Instant;
 
@@ -24,10 +26,10 @@ use std::time::Instant;
 /// outputs, the code length each predictor variant in `variants` would give
 /// (`Stats::variant_bits`): one forward pass serves an ablation table.
 ///
-/// The input is first transformed when that pays and `opts.transform` allows it (CRLF
-/// line ends as LF); blocks hold the transformed bytes and the content checksum covers
-/// the original. An archive of one block is written without frames: its header records
-/// the block, so it is written once the block is coded.
+/// With `opts.regions`, the input's binary regions go to the classical coder (`regions`,
+/// `classic`), and the archive is never larger than coding every byte classically: that
+/// archive is made too and the smaller kept. A short input the region finder split is also
+/// tried whole through the model, which may spell its few odd bytes for less.
 pub(crate) fn compress_measure<W: Write>(
     model: &Model,
     data: &[u8],
@@ -37,12 +39,113 @@ pub(crate) fn compress_measure<W: Write>(
     progress: Progress,
 ) -> Result<Stats> {
     opts.check()?;
+    // Region lengths are 32-bit in the format: a larger input is coded as text.
+    let regions_apply = opts.regions && !data.is_empty() && data.len() <= u32::MAX as usize;
+    let regions = if regions_apply {
+        Regions::find(data)
+    } else {
+        Regions::all_text(data.len())
+    };
+    let mut archive = Vec::new();
+    let mut stats = encode_archive(
+        model,
+        data,
+        &regions,
+        opts,
+        variants,
+        &mut archive,
+        progress,
+    )?;
+    if regions_apply {
+        let mut candidates = vec![Regions::all_binary(data.len())];
+        if regions.has_binary() && data.len() <= TRY_WHOLE_TEXT {
+            candidates.push(Regions::all_text(data.len()));
+        }
+        for c in candidates.into_iter().filter(|c| *c != regions) {
+            let mut other = Vec::new();
+            let s = encode_archive(model, data, &c, opts, variants, &mut other, &mut |_| {})?;
+            if other.len() < archive.len() {
+                let (model_seconds, predict_seconds) = (stats.model_seconds, stats.predict_seconds);
+                archive = other;
+                stats = s;
+                stats.model_seconds += model_seconds;
+                stats.predict_seconds += predict_seconds;
+            }
+        }
+    }
+    out.write_all(&archive)?;
+    progress(data.len() as u64);
+    stats.archive_bytes = archive.len() as u64;
+    Ok(stats)
+}
+
+/// Compresses `data` cut into exactly `regions` (which must describe it), with no other
+/// candidate: for tests and fuzzers that need a given layout.
+#[doc(hidden)]
+pub fn compress_regions<W: Write>(
+    model: &Model,
+    data: &[u8],
+    regions: &Regions,
+    opts: &CompressOptions,
+    out: &mut W,
+) -> Result<Stats> {
+    opts.check()?;
+    if regions.lens.iter().sum::<u64>() != data.len() as u64 {
+        return Err(Error::new(ErrorKind::InvalidOption(
+            "the regions do not add up to the input".into(),
+        )));
+    }
+    let mut archive = Vec::new();
+    let stats = encode_archive(model, data, regions, opts, &[], &mut archive, &mut |_| {})?;
+    out.write_all(&archive)?;
+    Ok(stats)
+}
+
+/// Inputs up to this many bytes that the region finder split are also tried whole
+/// through the model (a few seconds at most).
+const TRY_WHOLE_TEXT: usize = 4096;
+
+/// One archive of `data` cut into `regions`: text regions through the model, binary ones
+/// through the classical coder.
+///
+/// The text is first transformed when that pays and `opts.transform` allows it (CRLF
+/// line ends as LF); blocks hold the transformed bytes and the content checksum covers
+/// the original. An archive of one block is written without frames: its header records
+/// the block, so it is written once the block is coded.
+fn encode_archive(
+    model: &Model,
+    data: &[u8],
+    regions: &Regions,
+    opts: &CompressOptions,
+    variants: &[PredictorSettings],
+    out: &mut Vec<u8>,
+    progress: Progress,
+) -> Result<Stats> {
+    let (text, binary) = regions.split(data);
+    let section = if regions.has_binary() {
+        let c = classic::encode(&binary)?;
+        let lens = regions
+            .lens
+            .iter()
+            .map(|&l| u32::try_from(l).map_err(|_| Error::internal("region over 4 GiB")))
+            .collect::<Result<Vec<u32>>>()?;
+        let s = RegionSection {
+            lens,
+            method: classic::METHOD_LZMA2,
+            dict_log2: c.dict_log2,
+            coded_len: c.bytes.len() as u32,
+            crc32: crc32fast::hash(&binary),
+        };
+        Some((s, c.bytes))
+    } else {
+        None
+    };
     let transform = if opts.transform {
-        Transform::choose(data)
+        Transform::choose(&text)
     } else {
         Transform::None
     };
-    let coded = transform.apply(data);
+    let coded = transform.apply(&text);
     let symbols = tokenize_checked(model, &coded)?;
     let lens = layout(symbols.len(), opts.block_tokens as usize);
     let mut blocks: Vec<&[u32]> = Vec::with_capacity(lens.len());
@@ -53,12 +156,25 @@ pub(crate) fn compress_measure<W: Write>(
     }
     let streams = (opts.streams as usize).min(blocks.len()).max(1);
     let mut header = header_for(model, opts, streams as u16, transform);
+    if section.is_some() {
+        header.version = format::VERSION_REGIONS;
+    }
     let checksum = Checksum::of(opts.checksum, data);
     let mut written = Counting::new(out);
+    // The header, then the region section and the classical payload when there are any.
+    let write_head = |header: &Header, w: &mut Counting<Vec<u8>>| -> Result<()> {
+        header.write_to(w)?;
+        if let Some((s, payload)) = &section {
+            s.write_to(w)?;
+            w.write_all(payload)?;
+        }
+        Ok(())
+    };
 
     let vocab = model.tokenizer.vocab_size();
     let mut stats = Stats {
         original_bytes: data.len() as u64,
+        classic_bytes: binary.len() as u64,
         escapes: symbols.iter().filter(|&&s| s as usize >= vocab).count() as u64,
         ..Stats::default()
     };
@@ -71,11 +187,11 @@ pub(crate) fn compress_measure<W: Write>(
         // The content checksum covers the only block.
         entries[0].crc32 = None;
         header.single = Some(entries[0]);
-        header.write_to(&mut written)?;
+        write_head(&header, &mut written)?;
         format::write_single_payload(&mut written, &header, &payloads[0])?;
         stats.blocks = 1;
     } else {
-        header.write_to(&mut written)?;
+        write_head(&header, &mut written)?;
         for group in blocks.chunks(streams) {
             let payloads =
                 enc.encode_group(group, &mut stats, &mut |bytes| progress(done_bytes + bytes))?;
@@ -88,7 +204,6 @@ pub(crate) fn compress_measure<W: Write>(
         }
     }
     format::write_end(&mut written, &header, &checksum)?;
-    progress(data.len() as u64);
     stats.symbols = symbols.len() as u64;
     stats.archive_bytes = written.count();
     stats.ideal_bits = enc.runs[0].bits();

@@ -34,6 +34,11 @@ pub struct CompressOptions {
     /// line ends coded as LF: see [`Transform::choose`](crate::Transform::choose)). It is
     /// recorded in the header; the decoder undoes it.
     pub transform: bool,
+    /// Send the input's binary regions (control bytes, NULs, invalid UTF-8, long runs of
+    /// one byte) to the classical coder with no model run, and keep the archive no larger
+    /// than coding it all classically (see [`crate::regions`]). Off: every byte goes
+    /// through the model.
+    pub regions: bool,
 }
 
 impl Default for CompressOptions {
@@ -48,6 +53,7 @@ impl Default for CompressOptions {
             predictor: PredictorSettings::default(),
             checksum: ChecksumKind::Xxh64,
             transform: true,
+            regions: true,
         }
     }
 }
@@ -117,6 +123,9 @@ pub struct Stats {
     /// Decoding: bytes the transform put back (CRs before LFs), included in
     /// `original_bytes`; the rest is the content as coded.
     pub restored_bytes: u64,
+    /// Original bytes in binary regions, coded by the classical coder (the rest went
+    /// through the model).
+    pub classic_bytes: u64,
     pub archive_bytes: u64,
     pub symbols: u64,
     pub blocks: u64,
