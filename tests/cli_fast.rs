@@ -25,6 +25,10 @@ impl Env {
         self.dir.path().join(name)
     }
 
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+
     fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, bytes).unwrap();
@@ -329,6 +333,32 @@ fn verbose_reports_ratio_and_speed() {
         .assert()
         .success()
         .stderr(contains("(stdin): compressed 75"));
+}
+
+/// `--verify` decodes the new archive before keeping it: same archive as without, text
+/// and binary alike.
+#[test]
+fn verify_option() {
+    let e = env();
+    let mut bin = vec![0u8; 3000];
+    bin.extend_from_slice(TEXT);
+    e.write("in.txt", TEXT);
+    e.write("in.bin", &bin);
+    for name in ["in.txt", "in.bin"] {
+        e.cmd().args(["-o", "plain.lmz", name]).assert().success();
+        e.cmd()
+            .args(["--verify", "-o", "verified.lmz", name])
+            .assert()
+            .success();
+        assert_eq!(e.read("plain.lmz"), e.read("verified.lmz"), "{name}");
+        e.cmd()
+            .args(["-d", "-c", "verified.lmz"])
+            .assert()
+            .success()
+            .stdout(e.read(name));
+        std::fs::remove_file(e.path("plain.lmz")).unwrap();
+        std::fs::remove_file(e.path("verified.lmz")).unwrap();
+    }
 }
 
 #[test]
@@ -874,4 +904,46 @@ fn hub_names_without_network() {
         contains("not (completely) in the Hugging Face cache").and(contains("HF_HUB_OFFLINE")),
     );
     assert!(!home.exists(), "nothing written to the cache");
+}
+
+/// `tar -I lmzip` works both ways (tar runs the command as a filter: no arguments to
+/// compress, `-d` to decompress), and the tar's headers and padding go to the classical
+/// coder: the archive is a version-4 one with binary regions.
+#[test]
+fn tar_uses_lmzip_as_its_compressor() {
+    let e = env();
+    std::fs::create_dir(e.path("d")).unwrap();
+    e.write("d/a.txt", TEXT);
+    e.write("d/b.txt", &TEXT.repeat(20));
+    let bin = assert_cmd::cargo::cargo_bin("lmzip");
+    let filter = format!("{} --model {}", bin.display(), e.model.display());
+    let tar = |args: &[&str]| {
+        let status = std::process::Command::new("tar")
+            .current_dir(e.dir.path())
+            .env_remove("LMZIP_MODEL")
+            .arg("-I")
+            .arg(&filter)
+            .args(args)
+            .status()
+            .expect("tar runs");
+        assert!(status.success(), "tar {args:?}");
+    };
+    tar(&["-cf", "d.tar.lmz", "d"]);
+    std::fs::create_dir(e.path("x")).unwrap();
+    tar(&["-xf", "d.tar.lmz", "-C", "x"]);
+    assert_eq!(e.read("x/d/a.txt"), TEXT);
+    assert_eq!(e.read("x/d/b.txt"), TEXT.repeat(20));
+    let info = e
+        .cmd()
+        .args(["info", "d.tar.lmz"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let info = String::from_utf8(info).unwrap();
+    assert!(
+        info.contains("format version 4") && info.contains("coded classically"),
+        "{info}"
+    );
 }

@@ -262,6 +262,11 @@ pub struct CodecArgs {
     /// Remove each input file after its output is complete and verified.
     #[arg(long = "rm")]
     pub rm: bool,
+    /// Compressing: decode each new archive and compare it with the input before it is
+    /// kept (as long again as decompressing). Without it the encoder still checks its own
+    /// tokenization, and every archive carries a checksum of the original.
+    #[arg(long)]
+    pub verify: bool,
     /// Print nothing but errors.
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,

@@ -60,7 +60,7 @@ fn write_archive(s: &mut String, n: usize, a: &ArchiveInfo) -> std::fmt::Result 
         slide_name(a.window_policy)
     )?;
     let pred = match &a.predictor {
-        Ok(p) => format!("{p:?}"),
+        Ok(p) => predictor_fields(p),
         Err(e) => format!("unreadable: {e}"),
     };
     writeln!(s, "    predictor    {pred}")?;
@@ -93,6 +93,48 @@ fn write_archive(s: &mut String, n: usize, a: &ArchiveInfo) -> std::fmt::Result 
         a.framing_bytes(),
         a.bits_per_byte()
     )
+}
+
+/// Predictor settings as a person reads them: the components, then each one's sizes and
+/// rates, one component per line.
+fn predictor_fields(p: &lmzip::PredictorSettings) -> String {
+    let mut lines = vec![p.label()];
+    if p.ngram {
+        lines.push(format!(
+            "token n-gram: orders 1-{}, 2^{} buckets each",
+            p.ngram_order, p.ngram_bits
+        ));
+    }
+    if p.matcher {
+        lines.push(format!(
+            "match model: from {} tokens, 2^{} entries",
+            p.match_min, p.match_bits
+        ));
+    }
+    if p.bias {
+        lines.push(format!("adaptive bias: rate {}", p.bias_rate));
+    }
+    if p.ngram || p.matcher {
+        let kind = match (p.mixer_ctx, p.mixer_shared) {
+            (false, _) => "one global weight set",
+            (true, true) => "per-context offsets on shared weights",
+            (true, false) => "independent weights per context",
+        };
+        lines.push(format!("mixer: {kind}, rate {}", p.mixer_rate));
+    }
+    if p.sse {
+        lines.push(format!("APM: rate {}", p.sse_rate));
+    }
+    if p.active_log2 > 0 {
+        lines.push(format!(
+            "active head: the first 2^{} ids and every symbol seen, an escape for the rest",
+            p.active_log2
+        ));
+    }
+    if p.mask_control {
+        lines.push("control tokens never predicted".to_string());
+    }
+    lines.join("\n                 ")
 }
 
 /// The ablation rows of one result.
