@@ -111,8 +111,8 @@ impl Regions {
         let mut runs = refine(&runs, &odd);
         // Short binary beside text first (a stray control byte in prose stays in the
         // text), then short text beside binary.
-        merge(&mut runs, |r, _, n| r.0 && r.1 < MIN_BINARY && n > 1);
-        merge(&mut runs, |r, _, n| !r.0 && r.1 < MIN_TEXT && n > 1);
+        absorb(&mut runs, true, MIN_BINARY);
+        absorb(&mut runs, false, MIN_TEXT);
         let mut lens = Vec::with_capacity(runs.len() + 1);
         if runs.first().is_some_and(|r| r.0) {
             lens.push(0);
@@ -186,23 +186,19 @@ fn refine(runs: &[(bool, usize)], odd: &[bool]) -> Vec<(bool, usize)> {
     out
 }
 
-/// Repeatedly flips the shortest run for which `flip(run, index, count)` holds and joins
-/// it with its neighbours, until none is left. Shortest first, so a long region is never
-/// swallowed because a short neighbour flipped into it.
-fn merge(runs: &mut Vec<(bool, usize)>, flip: impl Fn(&(bool, usize), usize, usize) -> bool) {
-    loop {
-        let n = runs.len();
-        let pick = (0..n)
-            .filter(|&i| flip(&runs[i], i, n))
-            .min_by_key(|&i| runs[i].1);
-        let Some(i) = pick else { return };
-        runs[i].0 = !runs[i].0;
-        let mut joined: Vec<(bool, usize)> = Vec::with_capacity(n);
-        for &r in runs.iter() {
-            push_run(&mut joined, r.0, r.1);
-        }
-        *runs = joined;
+/// Turns every run of kind `kind` shorter than `min` into the other kind, when it has a
+/// run beside it, and joins equal neighbours. One pass is enough, in any order: a flipped
+/// run joins runs of the other kind, so the remaining runs of `kind` keep their lengths.
+fn absorb(runs: &mut Vec<(bool, usize)>, kind: bool, min: usize) {
+    if runs.len() < 2 {
+        return;
     }
+    let mut joined = Vec::with_capacity(runs.len());
+    for &(k, len) in runs.iter() {
+        let flip = k == kind && len < min;
+        push_run(&mut joined, k != flip, len);
+    }
+    *runs = joined;
 }
 
 #[cfg(test)]

@@ -122,13 +122,7 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
 ) -> Result<()> {
     let settings = check_header(model, header)?;
     let need = decode_memory(model, header, &settings);
-    if need > opts.memory_limit {
-        return Err(Error::new(ErrorKind::LimitExceeded {
-            field: "decoder memory (bytes)",
-            value: need,
-            limit: opts.memory_limit,
-        }));
-    }
+    within_memory(need, opts.memory_limit)?;
     let mut regions = if header.version >= format::VERSION_REGIONS {
         read_regions(input, need, opts.memory_limit)?
     } else {
@@ -183,6 +177,18 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
     }
 }
 
+/// Refuses, before allocating, an archive whose decoding would need more than `limit`.
+fn within_memory(need: u64, limit: u64) -> Result<()> {
+    if need > limit {
+        return Err(Error::new(ErrorKind::LimitExceeded {
+            field: "decoder memory (bytes)",
+            value: need,
+            limit,
+        }));
+    }
+    Ok(())
+}
+
 /// Reads a version-4 archive's region section and classical stream, and decodes and
 /// checks the stream: the binary regions are ready before the first text block.
 /// `model_need` is the memory the model's side takes; the classical side adds its
@@ -191,13 +197,7 @@ fn read_regions<R: Read>(input: &mut R, model_need: u64, limit: u64) -> Result<I
     let section = RegionSection::read_from(input)?;
     let binary_len = section.binary_len();
     let need = model_need + (1u64 << section.dict_log2) + binary_len + section.coded_len as u64;
-    if need > limit {
-        return Err(Error::new(ErrorKind::LimitExceeded {
-            field: "decoder memory (bytes)",
-            value: need,
-            limit,
-        }));
-    }
+    within_memory(need, limit)?;
     let payload = section.read_payload(input)?;
     let binary = classic::decode(
         section.dict_log2,
@@ -210,14 +210,7 @@ fn read_regions<R: Read>(input: &mut R, model_need: u64, limit: u64) -> Result<I
             what: "classical stream (crc32)",
         }));
     }
-    Ok(Interleave {
-        lens: section.lens,
-        binary,
-        region: 0,
-        left: 0,
-        taken: 0,
-        started: false,
-    })
+    Ok(Interleave::new(section.lens, binary))
 }
 
 /// Puts decoded text back between the binary regions, in the order the region section
@@ -230,29 +223,27 @@ struct Interleave {
     left: u64,
     /// Bytes of `binary` written so far.
     taken: usize,
-    started: bool,
 }
 
 impl Interleave {
-    fn none() -> Self {
+    fn new(lens: Vec<u32>, binary: Vec<u8>) -> Self {
+        let left = lens.first().map_or(0, |&l| l as u64);
         Interleave {
-            lens: Vec::new(),
-            binary: Vec::new(),
+            lens,
+            binary,
             region: 0,
-            left: 0,
+            left,
             taken: 0,
-            started: false,
         }
+    }
+
+    fn none() -> Self {
+        Self::new(Vec::new(), Vec::new())
     }
 
     /// Moves to the next text region with bytes left, writing the binary regions passed
     /// on the way; false when no region is left.
     fn next_text(&mut self, out: &mut Vec<u8>) -> bool {
-        if !self.started {
-            self.started = true;
-            self.region = 0;
-            self.left = self.lens.first().map_or(0, |&l| l as u64);
-        }
         while self.left == 0 {
             if self.region + 1 >= self.lens.len() {
                 return false;
