@@ -733,6 +733,85 @@ fn bench_with_json() {
         .stdout(contains("\"bytes\":75").or(contains("\"original_bytes\":75")));
 }
 
+/// `lmzip bench DIR`: the folder's files (hidden ones skipped) in name order, a total row
+/// named after the folder, peers beside lmzip (crates and an external command, every round
+/// trip checked), as a table, CSV, Markdown and JSON.
+#[test]
+fn bench_folder_with_peers_and_totals() {
+    let e = env();
+    std::fs::create_dir(e.dir.path().join("corp")).unwrap();
+    e.write("corp/b.txt", TEXT);
+    e.write("corp/a.txt", &TEXT[..40]);
+    e.write("corp/.hidden", b"not measured");
+    let peers = [
+        "--vs",
+        "xz,zstd,brotli",
+        "--vs-cmd",
+        "copy",
+        "cat {in} > {out}",
+        "cat {in} > {out}",
+    ];
+    let out = e
+        .cmd()
+        .args(["bench", "corp", "--csv"])
+        .args(peers)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    // Header, 2 files × 5 compressors, 5 totals.
+    assert_eq!(lines.len(), 16, "{csv}");
+    assert!(lines[1].starts_with("a.txt,40,lmzip,"), "{csv}");
+    assert!(lines[10].starts_with("b.txt,75,copy,75,8.000000,"), "{csv}");
+    assert!(lines[11].starts_with("total (Corp),115,lmzip,"), "{csv}");
+    assert!(lines.iter().skip(1).all(|l| l.ends_with(",true")), "{csv}");
+    e.cmd()
+        .args(["bench", "corp", "--markdown"])
+        .args(peers)
+        .assert()
+        .success()
+        .stdout(
+            contains("| **total (Corp)** | 115 |")
+                .and(contains("| xz -9e |"))
+                .and(contains("| copy | 115 | 8.0000 |"))
+                .and(contains("Made by `")),
+        );
+    e.cmd()
+        .args(["bench", "corp", "--vs", "zstd"])
+        .assert()
+        .success()
+        .stdout(contains("total (Corp)").and(contains("zstd -19")));
+    e.cmd()
+        .args(["bench", "corp", "--json"])
+        .assert()
+        .success()
+        .stdout(contains(
+            "\"file\":\"total (Corp)\",\"files\":2,\"bytes\":115",
+        ));
+    e.cmd()
+        .args(["bench", "corp", "--vs", "gzip"])
+        .assert()
+        .failure()
+        .stderr(contains("unknown compressor 'gzip'"));
+    e.cmd()
+        .args([
+            "bench",
+            "corp",
+            "--vs-cmd",
+            "lossy",
+            "head -c 3 {in} > {out}",
+            "cat {in} > {out}",
+        ])
+        .assert()
+        .failure()
+        .stderr(contains("round trip differs"));
+}
+
 #[test]
 #[cfg(unix)]
 fn interrupt_removes_partial_output_and_exits_130() {

@@ -281,15 +281,31 @@ pub struct CodecArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Files to measure.
-    #[arg(value_name = "FILE", required = true)]
+    /// Files or folders to measure (a folder: its files, sorted by name, with a total row
+    /// named after the folder).
+    #[arg(value_name = "FILE|DIR", required = true)]
     pub files: Vec<PathBuf>,
     /// Only the first N bytes of each file.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// One JSON object per file on standard output.
-    #[arg(long)]
+    /// One JSON object per file on standard output, then one for the total.
+    #[arg(long, conflicts_with_all = ["csv", "markdown"])]
     pub json: bool,
+    /// CSV on standard output: one row per file and compressor, totals last.
+    #[arg(long, conflicts_with = "markdown")]
+    pub csv: bool,
+    /// Markdown tables (sizes, then speeds) and the command that made them.
+    #[arg(long)]
+    pub markdown: bool,
+    /// Also measure classical compressors on the same files: xz (-9e), zstd (-19),
+    /// brotli (-q 11), comma-separated.
+    #[arg(long, value_name = "LIST")]
+    pub vs: Option<String>,
+    /// Also measure an external compressor: NAME, then a compress and a decompress
+    /// command run by `sh -c`, with {in} and {out} replaced by file paths (repeatable).
+    /// Example: --vs-cmd 'gzip -9' 'gzip -9 -c {in} > {out}' 'gzip -d -c {in} > {out}'
+    #[arg(long, num_args = 3, value_names = ["NAME", "COMPRESS", "DECOMPRESS"], action = clap::ArgAction::Append)]
+    pub vs_cmd: Vec<String>,
     /// Also measure each predictor component on and off (one model pass serves all).
     #[arg(long)]
     pub ablation: bool,

@@ -6,6 +6,7 @@
 //! kept unless `--rm` is given.
 
 mod args;
+mod peers;
 mod progress;
 mod render;
 
@@ -509,12 +510,73 @@ fn write_registered<T>(
     Ok(result)
 }
 
+/// The files a bench argument stands for: a file itself, or a folder's files (not its
+/// subfolders, nor hidden files), sorted by name.
+fn bench_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files = Vec::new();
+            for e in std::fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()))? {
+                let path = e?.path();
+                let hidden = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                if path.is_file() && !hidden {
+                    files.push(path);
+                }
+            }
+            files.sort();
+            if files.is_empty() {
+                bail!("{}: no files to measure", p.display());
+            }
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The name of the total row: the corpus folder's, when one folder was given.
+fn corpus_name(paths: &[PathBuf]) -> String {
+    match paths {
+        [p] if p.is_dir() => {
+            let name = p
+                .canonicalize()
+                .ok()
+                .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| p.display().to_string());
+            let mut c = name.chars();
+            match c.next() {
+                Some(f) => format!("total ({}{})", f.to_uppercase(), c.as_str()),
+                None => "total".into(),
+            }
+        }
+        _ => "total".into(),
+    }
+}
+
 fn bench(a: BenchArgs) -> Result<ExitCode> {
     setup_threads(&a.model)?;
+    let inputs = bench_inputs(&a.files)?;
+    let mut peers = match &a.vs {
+        Some(list) => peers::Peer::parse_list(list)?,
+        None => Vec::new(),
+    };
+    for c in a.vs_cmd.chunks(3) {
+        if let [name, compress, decompress] = c {
+            peers.push(peers::Peer::Command {
+                name: name.clone(),
+                compress: compress.clone(),
+                decompress: decompress.clone(),
+            });
+        }
+    }
     let model = load_model(&a.model, a.encode.backend)?;
     let opts = a.encode.options(&model);
-    let mut results = Vec::new();
-    for f in &a.files {
+    let mut rows = Vec::new();
+    for (i, f) in inputs.iter().enumerate() {
         let mut data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
         if let Some(l) = a.limit {
             data.truncate(l);
@@ -523,18 +585,42 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let r = lmzip::bench::bench_bytes(&model, &name, &data, &opts, a.ablation)?;
+        let lmzip = lmzip::bench::bench_bytes(&model, &name, &data, &opts, a.ablation)?;
+        let peers = peers
+            .iter()
+            .map(|p| p.measure(&data))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("measuring {}", f.display()))?;
+        // Progress only: the results go to standard output once, at the end.
+        eprintln!(
+            "lmzip bench: {name} ({} of {}): {} -> {} bytes, {:.4} bits/byte",
+            i + 1,
+            inputs.len(),
+            lmzip.bytes,
+            lmzip.compressed_bytes,
+            lmzip.bits_per_byte
+        );
+        let row = render::BenchRow { lmzip, peers };
         if a.json {
-            println!("{}", serde_json::to_string(&r)?);
-        } else {
-            eprint!("{}", render::table_row(&r));
+            println!("{}", serde_json::to_string(&row)?);
         }
-        results.push(r);
+        rows.push(row);
     }
-    if !a.json {
+    let total = render::BenchTotal::of(&corpus_name(&a.files), &rows);
+    if a.json {
+        println!("{}", serde_json::to_string(&total)?);
+    } else if a.csv {
+        print!("{}", render::bench_csv(&rows, &total));
+    } else if a.markdown {
+        let command: Vec<String> = std::env::args().collect();
         print!(
             "{}",
-            render::bench_summary(&results, &opts, a.encode.backend)
+            render::bench_markdown(&rows, &total, &command.join(" "))
+        );
+    } else {
+        print!(
+            "{}",
+            render::bench_summary(&rows, &total, &opts, a.encode.backend)
         );
     }
     Ok(ExitCode::SUCCESS)

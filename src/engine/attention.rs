@@ -14,6 +14,7 @@
 //! accumulation carries over from one chunk to the next in position order). The AVX2 build
 //! uses the same per-lane operations (tested bit for bit against the portable loops).
 
+#[cfg(target_arch = "x86_64")]
 use super::half;
 use super::kv_cache::KvBuf;
 use crate::math::{dot, exp_f32, max_f32, sum_lanes};
@@ -240,6 +241,7 @@ fn attend_body<const AVX2: bool>(
 
 /// Query heads per score tile: 2 × 4 accumulators, 4 keys and a query fit AVX2's 16
 /// registers (three heads spill).
+#[cfg(target_arch = "x86_64")]
 const SCORE_HEADS: usize = 2;
 
 /// Scores of all `group` query heads of one key/value head over `n` cached keys from

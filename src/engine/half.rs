@@ -78,6 +78,14 @@ pub fn store(src: &[f32], dst: &mut [u16]) {
             return;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if super::kernels::simd_enabled() {
+            // SAFETY: NEON and FP are part of the aarch64 baseline.
+            unsafe { neon::store(src, dst) };
+            return;
+        }
+    }
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f32_to_f16(s);
     }
@@ -94,8 +102,79 @@ pub fn load(src: &[u16], dst: &mut [f32]) {
             return;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if super::kernels::simd_enabled() {
+            // SAFETY: NEON and FP are part of the aarch64 baseline.
+            unsafe { neon::load(src, dst) };
+            return;
+        }
+    }
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f16_to_f32(s);
+    }
+}
+
+/// aarch64 conversions by `fcvtn` and `fcvtl` (base ARMv8-A FP/SIMD; the half-precision
+/// intrinsics of `std::arch` need an unstable type, so these are two instructions of inline
+/// assembly). `fcvtn` rounds by FPCR's mode, which Linux leaves at round-to-nearest-even
+/// with no flush-to-zero and no default NaN: then it gives [`f32_to_f16`]'s bits after the
+/// same clamp (a NaN keeps its sign and top payload bits, quieted), as the tests check.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{f16_to_f32, f32_to_f16, F16_MAX};
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    /// # Safety
+    /// None beyond the baseline: NEON and FP are always present on aarch64.
+    pub unsafe fn store(src: &[f32], dst: &mut [u16]) {
+        let n8 = src.len() / 8 * 8;
+        let (hi, lo) = (vdupq_n_f32(F16_MAX), vdupq_n_f32(-F16_MAX));
+        for i in (0..n8).step_by(8) {
+            let p = src.as_ptr().add(i);
+            // `fmin`/`fmax` return NaN when either operand is NaN, so NaN passes through.
+            let a = vmaxq_f32(lo, vminq_f32(hi, vld1q_f32(p)));
+            let b = vmaxq_f32(lo, vminq_f32(hi, vld1q_f32(p.add(4))));
+            let h: uint16x8_t;
+            asm!(
+                "fcvtn {h:v}.4h, {a:v}.4s",
+                "fcvtn2 {h:v}.8h, {b:v}.4s",
+                a = in(vreg) a,
+                b = in(vreg) b,
+                h = out(vreg) h,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+            vst1q_u16(dst.as_mut_ptr().add(i), h);
+        }
+        for i in n8..src.len() {
+            dst[i] = f32_to_f16(src[i]);
+        }
+    }
+
+    /// `fcvtl` is exact (every half is an f32), so this equals [`f16_to_f32`].
+    ///
+    /// # Safety
+    /// None beyond the baseline.
+    pub unsafe fn load(src: &[u16], dst: &mut [f32]) {
+        let n8 = src.len() / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            let h = vld1q_u16(src.as_ptr().add(i));
+            let (a, b): (float32x4_t, float32x4_t);
+            asm!(
+                "fcvtl {a:v}.4s, {h:v}.4h",
+                "fcvtl2 {b:v}.4s, {h:v}.8h",
+                h = in(vreg) h,
+                a = out(vreg) a,
+                b = out(vreg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+            vst1q_f32(dst.as_mut_ptr().add(i), a);
+            vst1q_f32(dst.as_mut_ptr().add(i + 4), b);
+        }
+        for i in n8..src.len() {
+            dst[i] = f16_to_f32(src[i]);
+        }
     }
 }
 
@@ -207,15 +286,11 @@ mod tests {
         assert_eq!(f32_to_f16(f32::MIN_POSITIVE / 2.0), 0);
     }
 
-    /// The F16C path gives the portable rule's bits. Sampled here (every exponent, sign,
+    /// The SIMD path (F16C, or NEON's `fcvtn`) gives the portable rule's bits. Sampled here (every exponent, sign,
     /// and the low mantissa bits around each rounding boundary); the exhaustive check over
-    /// all 2^32 inputs is `cargo test --release -- --ignored f16c_exhaustive`.
-    #[cfg(target_arch = "x86_64")]
+    /// all 2^32 inputs is `cargo test --release -- --ignored simd_store_exhaustive`.
     #[test]
-    fn f16c_matches_portable_sampled() {
-        if !has_f16c() {
-            return;
-        }
+    fn simd_store_matches_portable_sampled() {
         let mut bits = Vec::new();
         let mut seed = 0x1234_5678_9abc_def0u64;
         for sign in [0u32, 1] {
@@ -231,30 +306,39 @@ mod tests {
                 }
             }
         }
-        check_f16c(&bits);
+        check_simd_store(&bits);
     }
 
-    #[cfg(target_arch = "x86_64")]
     #[test]
     #[ignore = "4 billion conversions: run on demand"]
-    fn f16c_exhaustive() {
-        if !has_f16c() {
-            return;
-        }
+    fn simd_store_exhaustive() {
         let chunk = 1u64 << 24;
         let mut start = 0u64;
         while start < 1 << 32 {
             let bits: Vec<u32> = (start..start + chunk).map(|b| b as u32).collect();
-            check_f16c(&bits);
+            check_simd_store(&bits);
             start += chunk;
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn check_f16c(bits: &[u32]) {
+    /// Checks the SIMD store against [`f32_to_f16`] (nothing to check on a machine whose
+    /// store is the portable loop).
+    fn check_simd_store(bits: &[u32]) {
         let x: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
         let mut got = vec![0u16; x.len()];
-        unsafe { store_f16c(&x, &mut got) };
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !has_f16c() {
+                return;
+            }
+            unsafe { store_f16c(&x, &mut got) };
+        }
+        #[cfg(target_arch = "aarch64")]
+        unsafe {
+            neon::store(&x, &mut got)
+        };
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        return;
         for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
             let want = f32_to_f16(v);
             assert_eq!(g, want, "input {:#010x}", bits[i]);

@@ -20,10 +20,10 @@
 //! the result does not depend on SIMD width, tiling, threads or how many rows a call has.
 //! Threads split output columns, never a reduction.
 //!
-//! Implementations: [`tile_scalar`] (portable, also used under `LMZIP_NO_SIMD=1`) and an
-//! AVX2 one (`vpmaddubsw`/`vpmaddwd`). Both are tested against a plain reference that reads
-//! the raw GGUF bytes directly. AVX-512/VNNI and NEON variants are not written (the scalar
-//! path runs there).
+//! Implementations: [`tile_scalar`] (portable, also used under `LMZIP_NO_SIMD=1`), an AVX2
+//! one (`vpmaddubsw`/`vpmaddwd`) and a NEON one on aarch64 (`smull`/`addp`/`sadalp`, in
+//! `int8_neon.rs`). All are tested against a plain reference that reads the raw GGUF bytes
+//! directly. AVX-512/VNNI and the aarch64 `dotprod` (`sdot`) variants are not written.
 
 pub use super::half::f16_to_f32;
 use crate::{Error, ErrorKind, Result};
@@ -697,6 +697,12 @@ unsafe fn task_dispatch(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32) {
             return avx2::task(a, w, g0, g1, y);
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if super::kernels::simd_enabled() {
+            return neon::task(a, w, g0, g1, y);
+        }
+    }
     tile_scalar(a, w, g0, g1, y)
 }
 
@@ -733,6 +739,10 @@ pub unsafe fn tile_scalar(a: &QAct, w: &QMat, g0: usize, g1: usize, y: *mut f32)
         }
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+#[path = "int8_neon.rs"]
+pub mod neon;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
@@ -1160,6 +1170,8 @@ mod tests {
             if simd {
                 #[cfg(target_arch = "x86_64")]
                 avx2::task(a, w, 0, w.groups, p);
+                #[cfg(target_arch = "aarch64")]
+                neon::task(a, w, 0, w.groups, p);
             } else {
                 tile_scalar(a, w, 0, w.groups, p);
             }
@@ -1170,13 +1182,18 @@ mod tests {
     #[test]
     fn kernels_match_reference_bit_for_bit() {
         let mut r = Lcg(5);
-        let avx = cfg!(target_arch = "x86_64") && {
+        // The SIMD tile this machine has: AVX2 + F16C, or NEON (aarch64's baseline).
+        let simd = {
             #[cfg(target_arch = "x86_64")]
             {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("f16c")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            {
+                true
+            }
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
             {
                 false
             }
@@ -1219,11 +1236,11 @@ mod tests {
                         want,
                         "scalar {kind:?} {rows}x{n_out}x{k}"
                     );
-                    if avx {
+                    if simd {
                         assert_eq!(
                             bits(&run(&a, &w, true)),
                             want,
-                            "avx2 {kind:?} {rows}x{n_out}x{k}"
+                            "simd {kind:?} {rows}x{n_out}x{k}"
                         );
                     }
                     // Through the threaded entry point, and row by row (batch invariance).

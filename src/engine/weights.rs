@@ -9,6 +9,9 @@ use candle_core::Device;
 
 /// A weight as its source holds it: GGUF blocks (any ggml type) or a dense tensor (from
 /// safetensors; converted to f32 exactly, as F16 and BF16 widen without rounding).
+// candle's QTensor is larger on some targets (aarch64); a few dozen of these live only
+// while a model loads, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Weight {
     Quant(candle_core::quantized::QTensor),
     Dense(candle_core::Tensor),
