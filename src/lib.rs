@@ -70,8 +70,8 @@ pub use format::{Checksum, ChecksumKind, WINDOW_REPREFILL, WINDOW_SHIFT};
 pub use model::Model;
 pub use pipeline::{
     compress, compress_to_vec, decompress, decompress_to_vec, decompress_with, describe,
-    peek_backend, ArchiveInfo, CompressOptions, DecodeOptions, Decoder, Encoder, Progress, Stats,
-    DEFAULT_MEMORY_LIMIT,
+    peek_backend, peek_header, ArchiveInfo, CompressOptions, DecodeOptions, Decoder, Encoder,
+    Progress, Stats, DEFAULT_MEMORY_LIMIT,
 };
 pub use predict::PredictorSettings;
 pub use transform::Transform;

@@ -394,3 +394,70 @@ fn known_models_by_name() {
         "{e}"
     );
 }
+
+/// Levels pick the model (`-1` SmolLM2, the default level and `--best` Gemma 3) with no
+/// `--model` and no `LMZIP_MODEL`, and `lmzip -d` finds the model an archive names in the
+/// models folder by itself.
+#[test]
+fn levels_pick_the_model_and_decoding_finds_it() {
+    let in_models = |k: &lmzip::model::known::KnownModel| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(k.file)
+            .is_file()
+    };
+    let (smol, gemma) = (
+        lmzip::model::known::SMOLLM2_135M,
+        lmzip::model::known::GEMMA3_270M,
+    );
+    if !in_models(&smol) || !in_models(&gemma) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: models/fetch.sh installs both models"
+        );
+        eprintln!("skipping: both known models must be in models/");
+        return;
+    }
+    let plain = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lmzip"));
+        c.env_remove("LMZIP_MODEL");
+        c
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = b"Levels choose the model; the archive names it.\n";
+    for (flags, model) in [
+        (&["-1"][..], &smol),
+        (&["-3", "--window", "64"][..], &smol),
+        (&[][..], &gemma),
+        (&["--best"][..], &gemma),
+    ] {
+        let mut c = plain();
+        c.args(flags).arg("-c");
+        let out = run_stdin(c, text);
+        assert!(out.status.success(), "{flags:?}: {}", stderr(&out));
+        let archive = dir.path().join("a.lmz");
+        std::fs::write(&archive, &out.stdout).unwrap();
+        let info = plain().arg("info").arg(&archive).output().unwrap();
+        let info = String::from_utf8_lossy(&info.stdout);
+        assert!(info.contains(model.file), "{flags:?}: {info}");
+        let back = plain().args(["-d", "-c"]).arg(&archive).output().unwrap();
+        assert!(back.status.success(), "{flags:?}: {}", stderr(&back));
+        assert_eq!(back.stdout, text, "{flags:?}");
+    }
+    // A model named on the command line still wins over the one the archive names.
+    let mut c = plain();
+    c.args(["-1", "-c"]);
+    let archive = dir.path().join("s.lmz");
+    std::fs::write(&archive, run_stdin(c, text).stdout).unwrap();
+    let wrong = plain()
+        .args(["--model", "gemma3-270m", "-d", "-c"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        stderr(&wrong).contains("--model smollm2-135m"),
+        "{}",
+        stderr(&wrong)
+    );
+}

@@ -69,7 +69,8 @@ pub struct ModelArgs {
     /// Model: a GGUF file, a Hugging Face model folder (config.json, tokenizer.json,
     /// *.safetensors), or hf:ORG/NAME[@REVISION][:FILE] from the Hugging Face hub cache
     /// (fetched only when named so), or a known model's name (gemma3-270m, smollm2-135m:
-    /// its file in the models folder). Default: $LMZIP_MODEL, then the models folder.
+    /// its file in the models folder). Default: $LMZIP_MODEL, else from the models folder
+    /// the level's model (compressing) or the model the archive names (decompressing).
     #[arg(long, value_name = "MODEL", global = true)]
     pub model: Option<PathBuf>,
     /// Where the model runs: auto, cpu, cuda or cuda:N. Archives need exact arithmetic and
@@ -84,55 +85,69 @@ pub struct ModelArgs {
 /// Options that shape the archive (recorded in its header).
 #[derive(Args, Debug, Clone)]
 pub struct EncodeArgs {
-    /// Target tokens per block: the input is cut into equal blocks of at most N tokens.
-    /// Fewer, longer blocks compress better; more blocks decode faster (one stream each).
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
-    pub block_tokens: u32,
+    /// Compression level, 1 (fastest) to 9 (smallest), default 6; `-1` … `-9` say the same.
+    /// A level picks the model (1–3: SmolLM2-135M, 4–9: Gemma 3 270M, unless --model or
+    /// LMZIP_MODEL names one), the window and the block size (see the README's table);
+    /// the expert options below override its choices.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9), overrides_with = "level")]
+    pub level: Option<u8>,
+    /// Level 1.
+    #[arg(long, conflicts_with_all = ["level", "best"])]
+    pub fast: bool,
+    /// Level 9.
+    #[arg(long, conflicts_with = "level")]
+    pub best: bool,
+    /// Target tokens per block (default: the level's): the input is cut into equal blocks
+    /// of at most N tokens. Fewer, longer blocks compress better; more blocks decode faster
+    /// (one stream each).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=1_048_576), help_heading = "Expert options")]
+    pub block_tokens: Option<u32>,
     /// Maximum blocks coded side by side (one batch row each).
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Expert options")]
     pub streams: u16,
-    /// Context window of the model, in tokens. Memory: about 47 KB per token per stream.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=32768))]
-    pub window: u32,
+    /// Context window of the model, in tokens (default: the level's). Memory: about 47 KB
+    /// per token per stream.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=32768), help_heading = "Expert options")]
+    pub window: Option<u32>,
     /// Tokens kept when the window slides (default: 7/8 of the window with `--slide shift`,
     /// half with `--slide reprefill`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = "Expert options")]
     pub slide_keep: Option<u32>,
     /// How a full window slides: `reprefill` re-runs the kept tokens from position 0;
     /// `shift` keeps their cached state and positions (no model work).
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = SlideKind::Shift)]
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = SlideKind::Shift, help_heading = "Expert options")]
     pub slide: SlideKind,
     /// Numeric backend for new archives: 3 = int8-exact with a 16-bit KV cache (default),
     /// 2 = int8-exact with an f32 KV cache (0–0.3% smaller, decodes ~10% slower), 1 =
     /// f32-fixed-order (2–3× slower).
     /// Decompression always uses the archive's own.
-    #[arg(long, value_name = "ID", default_value_t = lmzip::DEFAULT_BACKEND, value_parser = clap::value_parser!(u16).range(1..=3))]
+    #[arg(long, value_name = "ID", default_value_t = lmzip::DEFAULT_BACKEND, value_parser = clap::value_parser!(u16).range(1..=3), help_heading = "Expert options")]
     pub backend: u16,
     /// Predictor: the language model alone (no n-gram, match, bias or SSE).
-    #[arg(long)]
+    #[arg(long, help_heading = "Expert options")]
     pub llm_only: bool,
     /// Predictor: no token n-gram model.
-    #[arg(long)]
+    #[arg(long, help_heading = "Expert options")]
     pub no_ngram: bool,
     /// Predictor: no match model.
-    #[arg(long)]
+    #[arg(long, help_heading = "Expert options")]
     pub no_match: bool,
     /// Predictor: no adaptive logit bias.
-    #[arg(long)]
+    #[arg(long, help_heading = "Expert options")]
     pub no_bias: bool,
     /// Predictor: no APM/SSE calibration stage.
-    #[arg(long)]
+    #[arg(long, help_heading = "Expert options")]
     pub no_sse: bool,
     /// Predictor: how the mixer's weights are chosen. `shared`: per-context offsets on one
     /// jointly trained set (default); `context`: independent weights per context;
     /// `global`: one set for every context.
-    #[arg(long, value_enum, value_name = "KIND", default_value_t = MixerKind::Shared)]
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = MixerKind::Shared, help_heading = "Expert options")]
     pub mixer: MixerKind,
     /// Predictor: the active head. Each step's distribution covers the symbols seen so far
     /// plus the first 2^K vocabulary ids, and an escape for the rest: the output layer then
     /// costs what the text uses. 0 turns it off (every symbol every step). Default: 14 for
     /// models with a vocabulary over 131,072 ids (Gemma 3), else 0.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=24))]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=24), help_heading = "Expert options")]
     pub active_log2: Option<u8>,
     /// The checksum over the whole original: `xxh64` (its low 32 bits, 4 bytes, as zstd)
     /// or `sha256` (32 bytes).
@@ -174,9 +189,12 @@ pub enum MixerKind {
 impl Default for EncodeArgs {
     fn default() -> Self {
         EncodeArgs {
-            block_tokens: 4096,
+            level: None,
+            fast: false,
+            best: false,
+            block_tokens: None,
             streams: 16,
-            window: 1024,
+            window: None,
             slide_keep: None,
             slide: SlideKind::Shift,
             backend: lmzip::DEFAULT_BACKEND,
@@ -194,10 +212,116 @@ impl Default for EncodeArgs {
     }
 }
 
+/// What a compression level chooses. The model is a known model's name, used unless the
+/// user names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    pub model: &'static str,
+    pub window: u32,
+    pub block_tokens: u32,
+}
+
+/// Levels 1 … 9 (index 0 is level 1). Faster levels take the smaller model and a shorter
+/// window (attention's cost grows with it) and shorter blocks (more streams side by side
+/// when decoding); higher ones a longer window and longer blocks. Level 6 is the default:
+/// Gemma 3 270M, window 1024, blocks of 4,096 tokens. Measured in the README.
+pub const LEVELS: [Level; 9] = [
+    Level {
+        model: "smollm2-135m",
+        window: 256,
+        block_tokens: 1024,
+    },
+    Level {
+        model: "smollm2-135m",
+        window: 512,
+        block_tokens: 2048,
+    },
+    Level {
+        model: "smollm2-135m",
+        window: 1024,
+        block_tokens: 4096,
+    },
+    Level {
+        model: "gemma3-270m",
+        window: 256,
+        block_tokens: 2048,
+    },
+    Level {
+        model: "gemma3-270m",
+        window: 512,
+        block_tokens: 4096,
+    },
+    Level {
+        model: "gemma3-270m",
+        window: 1024,
+        block_tokens: 4096,
+    },
+    Level {
+        model: "gemma3-270m",
+        window: 1024,
+        block_tokens: 8192,
+    },
+    Level {
+        model: "gemma3-270m",
+        window: 2048,
+        block_tokens: 8192,
+    },
+    Level {
+        model: "gemma3-270m",
+        window: 2048,
+        block_tokens: 16384,
+    },
+];
+
+/// The level used when none is given.
+pub const DEFAULT_LEVEL: u8 = 6;
+
+/// gzip's `-1` … `-9`: each standalone `-N` (before a `--`) becomes `--level=N`, so that
+/// clap, which has no digit flags with shared meaning, sees one option.
+pub fn expand_level_flags(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut options = true;
+    for a in args {
+        if a == "--" {
+            options = false;
+        }
+        let level = a
+            .to_str()
+            .filter(|s| options && s.len() == 2 && s.starts_with('-'))
+            .and_then(|s| s[1..].parse::<u8>().ok())
+            .filter(|n| (1..=9).contains(n));
+        match level {
+            Some(n) => out.push(format!("--level={n}").into()),
+            None => out.push(a),
+        }
+    }
+    out
+}
+
 impl EncodeArgs {
+    /// The chosen level (1 … 9).
+    pub fn level_number(&self) -> u8 {
+        if self.fast {
+            1
+        } else if self.best {
+            9
+        } else {
+            self.level.unwrap_or(DEFAULT_LEVEL)
+        }
+    }
+
+    /// The chosen level's settings.
+    pub fn level(&self) -> Level {
+        LEVELS[usize::from(self.level_number().clamp(1, 9)) - 1]
+    }
+
     /// The library options these flags ask for with `model` (whose own defaults fill in
     /// what the flags leave open).
     pub fn options(&self, model: &lmzip::Model) -> lmzip::CompressOptions {
+        let level = self.level();
+        let window = self.window.unwrap_or(level.window);
         let mut p = if self.llm_only {
             lmzip::PredictorSettings::llm_only()
         } else {
@@ -213,12 +337,12 @@ impl EncodeArgs {
             .active_log2
             .unwrap_or_else(|| model.default_active_log2());
         lmzip::CompressOptions {
-            block_tokens: self.block_tokens,
+            block_tokens: self.block_tokens.unwrap_or(level.block_tokens),
             streams: self.streams,
-            window: self.window,
+            window,
             keep: self.slide_keep.unwrap_or(match self.slide {
-                SlideKind::Shift => self.window - self.window / 8,
-                SlideKind::Reprefill => self.window / 2,
+                SlideKind::Shift => window - window / 8,
+                SlideKind::Reprefill => window / 2,
             }),
             window_policy: match self.slide {
                 SlideKind::Reprefill => lmzip::WINDOW_REPREFILL,
@@ -330,6 +454,58 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn levels_parse_gzip_style() {
+        let parse = |v: &[&str]| {
+            let args = expand_level_flags(v.iter().map(std::ffi::OsString::from));
+            Cli::try_parse_from(args)
+        };
+        assert_eq!(
+            parse(&["lmzip", "a"]).unwrap().codec.encode.level_number(),
+            6
+        );
+        assert_eq!(
+            parse(&["lmzip", "-9", "a"])
+                .unwrap()
+                .codec
+                .encode
+                .level_number(),
+            9
+        );
+        assert_eq!(
+            parse(&["lmzip", "--fast", "a"])
+                .unwrap()
+                .codec
+                .encode
+                .level_number(),
+            1
+        );
+        assert_eq!(
+            parse(&["lmzip", "--best", "a"])
+                .unwrap()
+                .codec
+                .encode
+                .level_number(),
+            9
+        );
+        let c = parse(&["lmzip", "compress", "-2", "--window", "300", "a"]).unwrap();
+        let Some(Command::Compress(e)) = c.command else {
+            panic!("not compress")
+        };
+        assert_eq!(e.encode.level(), LEVELS[1]);
+        assert_eq!(e.encode.window, Some(300));
+        assert!(parse(&["lmzip", "--fast", "--best", "a"]).is_err());
+        assert!(
+            parse(&["lmzip", "-1", "-9", "a"]).is_ok_and(|c| c.codec.encode.level_number() == 9)
+        );
+        // `-0`, `-10` and anything after `--` are not levels.
+        assert!(parse(&["lmzip", "-0", "a"]).is_err());
+        let c = parse(&["lmzip", "--", "-4"]).unwrap();
+        assert_eq!(c.codec.files, vec![PathBuf::from("-4")]);
+        assert_eq!(c.codec.encode.level_number(), 6);
+        assert_eq!(LEVELS[usize::from(DEFAULT_LEVEL) - 1].window, 1024);
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod progress;
 mod render;
 
 use anyhow::{anyhow, bail, Context, Result};
-use args::{BenchArgs, Cli, CodecArgs, Command, InfoArgs, ModelArgs};
+use args::{BenchArgs, Cli, CodecArgs, Command, EncodeArgs, InfoArgs, ModelArgs};
 use clap::{CommandFactory, FromArgMatches};
 use lmzip::{model, Model, Stats};
 use std::fs::File;
@@ -53,7 +53,7 @@ fn install_interrupt_handler() {
 
 /// Entry point for `main`.
 pub fn run() -> Result<ExitCode> {
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command().get_matches_from(args::expand_level_flags(std::env::args_os()));
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
@@ -136,27 +136,39 @@ fn setup_threads(m: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_model(m: &ModelArgs, backend: u16) -> Result<Model> {
-    let path = model::resolve(m.model.as_deref())?;
-    Ok(Model::load_with(&path, backend)?)
+/// The model new archives are made with: `--model`, else `LMZIP_MODEL`, else the level's
+/// known model (the default model, found as before, at the default level's).
+fn compress_model_path(m: &ModelArgs, e: &EncodeArgs) -> Result<PathBuf> {
+    let env_named = std::env::var_os("LMZIP_MODEL").is_some_and(|p| !p.is_empty());
+    let default = model::known::KNOWN_MODELS[0].name;
+    Ok(match &m.model {
+        None if !env_named && e.level().model != default => model::resolve_known(e.level().model)?,
+        explicit => model::resolve(explicit.as_deref())?,
+    })
 }
 
 /// Loads the model on first use only: `lmzip -f x` with a bad argument fails fast, and a
 /// run whose every file is skipped never pays for loading.
-struct LazyModel<'a> {
-    args: &'a ModelArgs,
-    model: Option<Model>,
+struct LazyModel {
+    /// The loaded model and the file it came from.
+    model: Option<(Model, PathBuf)>,
 }
 
-impl LazyModel<'_> {
-    /// The model, loaded for `backend` (reloaded if the last file needed another).
-    fn get(&mut self, backend: u16) -> Result<&Model> {
-        if self.model.as_ref().is_none_or(|m| m.backend() != backend) {
+impl LazyModel {
+    /// The model at `path`, loaded for `backend` (reloaded if the last file needed another
+    /// model or backend).
+    fn get(&mut self, path: &Path, backend: u16) -> Result<&Model> {
+        let stale = self
+            .model
+            .as_ref()
+            .is_none_or(|(m, p)| m.backend() != backend || p != path);
+        if stale {
             self.model = None;
-            self.model = Some(load_model(self.args, backend)?);
+            self.model = Some((Model::load_with(path, backend)?, path.to_path_buf()));
         }
         self.model
             .as_ref()
+            .map(|(m, _)| m)
             .ok_or_else(|| anyhow!("model not loaded"))
     }
 }
@@ -182,10 +194,7 @@ fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
             "standard input (-) can be named only once",
         ));
     }
-    let mut lazy = LazyModel {
-        args: &a.model,
-        model: None,
-    };
+    let mut lazy = LazyModel { model: None };
     let mut failed = 0usize;
     for input in &inputs {
         if let Err(e) = process_one(mode, &a, input, &mut lazy) {
@@ -304,7 +313,16 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
             None => lmzip::DEFAULT_BACKEND,
         },
     };
-    let model = lazy.get(backend)?;
+    // New archives: the named model or the level's; an archive: the model it names, when
+    // that is a known model in a models folder and none was named (see resolve_for_archive).
+    let path = match mode {
+        Mode::Compress => compress_model_path(&a.model, &a.encode)?,
+        _ => {
+            let recorded = lmzip::peek_header(&data).map(|h| h.model.bytes().to_vec());
+            model::resolve_for_archive(a.model.model.as_deref(), &recorded.unwrap_or_default())?
+        }
+    };
+    let model = lazy.get(&path, backend)?;
     let start = Instant::now();
     let total = match mode {
         Mode::Compress => Some(data.len() as u64),
@@ -573,7 +591,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             });
         }
     }
-    let model = load_model(&a.model, a.encode.backend)?;
+    let model = Model::load_with(&compress_model_path(&a.model, &a.encode)?, a.encode.backend)?;
     let opts = a.encode.options(&model);
     let mut rows = Vec::new();
     for (i, f) in inputs.iter().enumerate() {
@@ -593,12 +611,18 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             .with_context(|| format!("measuring {}", f.display()))?;
         // Progress only: the results go to standard output once, at the end.
         eprintln!(
-            "lmzip bench: {name} ({} of {}): {} -> {} bytes, {:.4} bits/byte",
+            "lmzip bench: {name} ({} of {}): {} -> {} bytes, {:.4} bits/byte; {:.0}/{:.0} \
+             tokens/s, {:.2}/{:.2} KB/s compressing/decompressing; peak {:.0} MiB",
             i + 1,
             inputs.len(),
             lmzip.bytes,
             lmzip.compressed_bytes,
-            lmzip.bits_per_byte
+            lmzip.bits_per_byte,
+            lmzip.compress_tokens_per_s,
+            lmzip.decompress_tokens_per_s,
+            lmzip.compress_kb_per_s,
+            lmzip.decompress_kb_per_s,
+            lmzip.peak_rss_mib
         );
         let row = render::BenchRow { lmzip, peers };
         if a.json {

@@ -80,6 +80,41 @@ pub fn resolve(explicit: Option<&Path>) -> Result<PathBuf> {
     ))))
 }
 
+/// The file of the known model called `name` (`gemma3-270m`, `smollm2-135m`) in a models
+/// folder: what a compression level names, looked up without taking `name` as a path.
+pub fn resolve_known(name: &str) -> Result<PathBuf> {
+    match known::by_name(name) {
+        Some(k) => find_known(k, &model_dirs()),
+        None => Err(Error::new(ErrorKind::Model(format!(
+            "no known model is called {name} (known: {})",
+            known::names()
+        )))),
+    }
+}
+
+/// The model to decode an archive with, whose header records `recorded` (the first bytes
+/// of the model's identity): a model the user named (`explicit`, else `LMZIP_MODEL`) as
+/// [`resolve`] takes it; otherwise the known model whose sha256 begins so, when its file is
+/// in a models folder (so `lmzip -d` needs no `--model` for an archive made with
+/// `--model smollm2-135m` or a level that uses it); otherwise [`resolve`]'s default, whose
+/// mismatch the decoder then reports by name.
+pub fn resolve_for_archive(explicit: Option<&Path>, recorded: &[u8]) -> Result<PathBuf> {
+    let named =
+        explicit.is_some() || std::env::var_os("LMZIP_MODEL").is_some_and(|p| !p.is_empty());
+    if !named && !recorded.is_empty() {
+        let h = identity::hex(recorded);
+        if let Some(k) = known::KNOWN_MODELS
+            .iter()
+            .find(|k| k.sha256.starts_with(&h))
+        {
+            if let Ok(p) = find_known(k, &model_dirs()) {
+                return Ok(p);
+            }
+        }
+    }
+    resolve(explicit)
+}
+
 /// A model the user named: a known model's short name (when no such path exists) becomes
 /// its file in `dirs`; anything else is taken as it is.
 fn resolve_named(p: PathBuf, dirs: &[PathBuf]) -> Result<PathBuf> {

@@ -88,10 +88,13 @@ pub(crate) fn check_header(model: &Model, h: &Header) -> Result<PredictorSetting
 /// The numeric backend the first archive in `data` needs (to load the model for it), or
 /// `None` when `data` does not start with a readable header.
 pub fn peek_backend(data: &[u8]) -> Option<u16> {
-    Header::read_from(&mut &data[..])
-        .ok()
-        .flatten()
-        .map(|h| h.backend)
+    peek_header(data).map(|h| h.backend)
+}
+
+/// The first archive's header in `data`, if it reads (nothing is checked beyond it): what
+/// a caller needs to pick the model and backend before decoding.
+pub fn peek_header(data: &[u8]) -> Option<Header> {
+    Header::read_from(&mut &data[..]).ok().flatten()
 }
 
 /// The most memory decoding an archive with this header can take beyond the model: caches

@@ -20,7 +20,7 @@ mod predictor_run;
 mod speculate;
 mod window;
 
-pub use decode::peek_backend;
+pub use decode::{peek_backend, peek_header};
 pub use describe::{describe, ArchiveInfo};
 pub use io::{Decoder, Encoder};
 pub use options::{CompressOptions, DecodeOptions, Progress, Stats, DEFAULT_MEMORY_LIMIT};
