@@ -395,11 +395,11 @@ fn known_models_by_name() {
     );
 }
 
-/// Levels pick the model (`-1` SmolLM2, the default level and `--best` Gemma 3) with no
-/// `--model` and no `LMZIP_MODEL`, and `lmzip -d` finds the model an archive names in the
-/// models folder by itself.
+/// `lmzip -d` finds the known model an archive names in the models folder when no
+/// `--model` and no `LMZIP_MODEL` is given (SmolLM2 at level 1, Gemma 3 at the default
+/// level and `--best`); a model named on the command line still wins.
 #[test]
-fn levels_pick_the_model_and_decoding_finds_it() {
+fn decoding_finds_the_known_model_an_archive_names() {
     let in_models = |k: &lmzip::model::known::KnownModel| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models")
@@ -424,10 +424,9 @@ fn levels_pick_the_model_and_decoding_finds_it() {
         c
     };
     let dir = tempfile::tempdir().unwrap();
-    let text = b"Levels choose the model; the archive names it.\n";
+    let text = b"The archive names its model; lmzip finds it.\n";
     for (flags, model) in [
-        (&["-1"][..], &smol),
-        (&["-3", "--window", "64"][..], &smol),
+        (&["--model", "smollm2-135m", "-1"][..], &smol),
         (&[][..], &gemma),
         (&["--best"][..], &gemma),
     ] {
@@ -444,9 +443,8 @@ fn levels_pick_the_model_and_decoding_finds_it() {
         assert!(back.status.success(), "{flags:?}: {}", stderr(&back));
         assert_eq!(back.stdout, text, "{flags:?}");
     }
-    // A model named on the command line still wins over the one the archive names.
     let mut c = plain();
-    c.args(["-1", "-c"]);
+    c.args(["--model", "smollm2-135m", "-c"]);
     let archive = dir.path().join("s.lmz");
     std::fs::write(&archive, run_stdin(c, text).stdout).unwrap();
     let wrong = plain()

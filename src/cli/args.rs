@@ -70,7 +70,7 @@ pub struct ModelArgs {
     /// *.safetensors), or hf:ORG/NAME[@REVISION][:FILE] from the Hugging Face hub cache
     /// (fetched only when named so), or a known model's name (gemma3-270m, smollm2-135m:
     /// its file in the models folder). Default: $LMZIP_MODEL, else from the models folder
-    /// the level's model (compressing) or the model the archive names (decompressing).
+    /// the default model (compressing) or the model the archive names (decompressing).
     #[arg(long, value_name = "MODEL", global = true)]
     pub model: Option<PathBuf>,
     /// Where the model runs: auto, cpu, cuda or cuda:N. Archives need exact arithmetic and
@@ -85,9 +85,8 @@ pub struct ModelArgs {
 /// Options that shape the archive (recorded in its header).
 #[derive(Args, Debug, Clone)]
 pub struct EncodeArgs {
-    /// Compression level, 1 (fastest) to 9 (smallest), default 6; `-1` … `-9` say the same.
-    /// A level picks the model (1–3: SmolLM2-135M, 4–9: Gemma 3 270M, unless --model or
-    /// LMZIP_MODEL names one), the window and the block size (see the README's table);
+    /// Compression level, 1 (fastest to decompress) to 9 (smallest), default 6; `-1` … `-9`
+    /// say the same. A level picks the window and the block size (see the README's table);
     /// the expert options below override its choices.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9), overrides_with = "level")]
     pub level: Option<u8>,
@@ -212,62 +211,52 @@ impl Default for EncodeArgs {
     }
 }
 
-/// What a compression level chooses. The model is a known model's name, used unless the
-/// user names one.
+/// What a compression level chooses: the window and the block size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Level {
-    pub model: &'static str,
     pub window: u32,
     pub block_tokens: u32,
 }
 
-/// Levels 1 … 9 (index 0 is level 1). Faster levels take the smaller model and a shorter
-/// window (attention's cost grows with it) and shorter blocks (more streams side by side
-/// when decoding); higher ones a longer window and longer blocks. Level 6 is the default:
-/// Gemma 3 270M, window 1024, blocks of 4,096 tokens. Measured in the README.
+/// Levels 1 … 9 (index 0 is level 1), chosen from measurements (README, "Levels"): shorter
+/// blocks decode faster (more of them run side by side as streams) and a longer window
+/// codes smaller; compression speed barely moves. Level 6 is the default: window 1024,
+/// blocks of 4,096 tokens. (SmolLM2-135M was measured as a fast level and was no faster
+/// than Gemma 3 at a short window, only larger: it stays a `--model` choice.)
 pub const LEVELS: [Level; 9] = [
     Level {
-        model: "smollm2-135m",
+        window: 256,
+        block_tokens: 512,
+    },
+    Level {
         window: 256,
         block_tokens: 1024,
     },
     Level {
-        model: "smollm2-135m",
-        window: 512,
-        block_tokens: 2048,
-    },
-    Level {
-        model: "smollm2-135m",
-        window: 1024,
-        block_tokens: 4096,
-    },
-    Level {
-        model: "gemma3-270m",
         window: 256,
         block_tokens: 2048,
     },
     Level {
-        model: "gemma3-270m",
+        window: 512,
+        block_tokens: 2048,
+    },
+    Level {
         window: 512,
         block_tokens: 4096,
     },
     Level {
-        model: "gemma3-270m",
         window: 1024,
         block_tokens: 4096,
     },
     Level {
-        model: "gemma3-270m",
         window: 1024,
         block_tokens: 8192,
     },
     Level {
-        model: "gemma3-270m",
         window: 2048,
         block_tokens: 8192,
     },
     Level {
-        model: "gemma3-270m",
         window: 2048,
         block_tokens: 16384,
     },

@@ -11,7 +11,7 @@ mod progress;
 mod render;
 
 use anyhow::{anyhow, bail, Context, Result};
-use args::{BenchArgs, Cli, CodecArgs, Command, EncodeArgs, InfoArgs, ModelArgs};
+use args::{BenchArgs, Cli, CodecArgs, Command, InfoArgs, ModelArgs};
 use clap::{CommandFactory, FromArgMatches};
 use lmzip::{model, Model, Stats};
 use std::fs::File;
@@ -136,15 +136,9 @@ fn setup_threads(m: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
-/// The model new archives are made with: `--model`, else `LMZIP_MODEL`, else the level's
-/// known model (the default model, found as before, at the default level's).
-fn compress_model_path(m: &ModelArgs, e: &EncodeArgs) -> Result<PathBuf> {
-    let env_named = std::env::var_os("LMZIP_MODEL").is_some_and(|p| !p.is_empty());
-    let default = model::known::KNOWN_MODELS[0].name;
-    Ok(match &m.model {
-        None if !env_named && e.level().model != default => model::resolve_known(e.level().model)?,
-        explicit => model::resolve(explicit.as_deref())?,
-    })
+/// The model new archives are made with: `--model`, else `LMZIP_MODEL`, else the default.
+fn compress_model_path(m: &ModelArgs) -> Result<PathBuf> {
+    Ok(model::resolve(m.model.as_deref())?)
 }
 
 /// Loads the model on first use only: `lmzip -f x` with a bad argument fails fast, and a
@@ -313,10 +307,10 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
             None => lmzip::DEFAULT_BACKEND,
         },
     };
-    // New archives: the named model or the level's; an archive: the model it names, when
+    // New archives: the named model or the default; an archive: the model it names, when
     // that is a known model in a models folder and none was named (see resolve_for_archive).
     let path = match mode {
-        Mode::Compress => compress_model_path(&a.model, &a.encode)?,
+        Mode::Compress => compress_model_path(&a.model)?,
         _ => {
             let recorded = lmzip::peek_header(&data).map(|h| h.model.bytes().to_vec());
             model::resolve_for_archive(a.model.model.as_deref(), &recorded.unwrap_or_default())?
@@ -591,7 +585,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             });
         }
     }
-    let model = Model::load_with(&compress_model_path(&a.model, &a.encode)?, a.encode.backend)?;
+    let model = Model::load_with(&compress_model_path(&a.model)?, a.encode.backend)?;
     let opts = a.encode.options(&model);
     let mut rows = Vec::new();
     for (i, f) in inputs.iter().enumerate() {

@@ -80,23 +80,11 @@ pub fn resolve(explicit: Option<&Path>) -> Result<PathBuf> {
     ))))
 }
 
-/// The file of the known model called `name` (`gemma3-270m`, `smollm2-135m`) in a models
-/// folder: what a compression level names, looked up without taking `name` as a path.
-pub fn resolve_known(name: &str) -> Result<PathBuf> {
-    match known::by_name(name) {
-        Some(k) => find_known(k, &model_dirs()),
-        None => Err(Error::new(ErrorKind::Model(format!(
-            "no known model is called {name} (known: {})",
-            known::names()
-        )))),
-    }
-}
-
 /// The model to decode an archive with, whose header records `recorded` (the first bytes
 /// of the model's identity): a model the user named (`explicit`, else `LMZIP_MODEL`) as
 /// [`resolve`] takes it; otherwise the known model whose sha256 begins so, when its file is
 /// in a models folder (so `lmzip -d` needs no `--model` for an archive made with
-/// `--model smollm2-135m` or a level that uses it); otherwise [`resolve`]'s default, whose
+/// `--model smollm2-135m`); otherwise [`resolve`]'s default, whose
 /// mismatch the decoder then reports by name.
 pub fn resolve_for_archive(explicit: Option<&Path>, recorded: &[u8]) -> Result<PathBuf> {
     let named =
