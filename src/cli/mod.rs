@@ -136,11 +136,6 @@ fn setup_threads(m: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
-/// The model new archives are made with: `--model`, else `LMZIP_MODEL`, else the default.
-fn compress_model_path(m: &ModelArgs) -> Result<PathBuf> {
-    Ok(model::resolve(m.model.as_deref())?)
-}
-
 /// Loads the model on first use only: `lmzip -f x` with a bad argument fails fast, and a
 /// run whose every file is skipped never pays for loading.
 struct LazyModel {
@@ -310,7 +305,7 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
     // New archives: the named model or the default; an archive: the model it names, when
     // that is a known model in a models folder and none was named (see resolve_for_archive).
     let path = match mode {
-        Mode::Compress => compress_model_path(&a.model)?,
+        Mode::Compress => model::resolve(a.model.model.as_deref())?,
         _ => {
             let recorded = lmzip::peek_header(&data).map(|h| h.model.bytes().to_vec());
             model::resolve_for_archive(a.model.model.as_deref(), &recorded.unwrap_or_default())?
@@ -585,7 +580,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             });
         }
     }
-    let model = Model::load_with(&compress_model_path(&a.model)?, a.encode.backend)?;
+    let model = Model::load_with(&model::resolve(a.model.model.as_deref())?, a.encode.backend)?;
     let opts = a.encode.options(&model);
     let mut rows = Vec::new();
     for (i, f) in inputs.iter().enumerate() {

@@ -121,7 +121,7 @@ pub fn load(src: &[u16], dst: &mut [f32]) {
 /// with no flush-to-zero and no default NaN: then it gives [`f32_to_f16`]'s bits after the
 /// same clamp (a NaN keeps its sign and top payload bits, quieted), as the tests check.
 #[cfg(target_arch = "aarch64")]
-mod neon {
+pub(super) mod neon {
     use super::{f16_to_f32, f32_to_f16, F16_MAX};
     use std::arch::aarch64::*;
     use std::arch::asm;
@@ -152,6 +152,24 @@ mod neon {
         }
     }
 
+    /// Eight halves widened to f32 by `fcvtl`/`fcvtl2` (lanes 0–3, 4–7): exact whatever
+    /// FPCR says (half subnormals become f32 normals; NaNs stay NaNs). The int8 kernels
+    /// widen their block scales with it too.
+    #[inline(always)]
+    pub(in crate::engine) unsafe fn widen8(h: uint16x8_t) -> [float32x4_t; 2] {
+        let (lo, hi): (float32x4_t, float32x4_t);
+        // SAFETY: register-only conversions.
+        asm!(
+            "fcvtl {lo:v}.4s, {h:v}.4h",
+            "fcvtl2 {hi:v}.4s, {h:v}.8h",
+            h = in(vreg) h,
+            lo = out(vreg) lo,
+            hi = out(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        [lo, hi]
+    }
+
     /// `fcvtl` is exact (every half is an f32), so this equals [`f16_to_f32`].
     ///
     /// # Safety
@@ -159,16 +177,7 @@ mod neon {
     pub unsafe fn load(src: &[u16], dst: &mut [f32]) {
         let n8 = src.len() / 8 * 8;
         for i in (0..n8).step_by(8) {
-            let h = vld1q_u16(src.as_ptr().add(i));
-            let (a, b): (float32x4_t, float32x4_t);
-            asm!(
-                "fcvtl {a:v}.4s, {h:v}.4h",
-                "fcvtl2 {b:v}.4s, {h:v}.8h",
-                h = in(vreg) h,
-                a = out(vreg) a,
-                b = out(vreg) b,
-                options(pure, nomem, nostack, preserves_flags),
-            );
+            let [a, b] = widen8(vld1q_u16(src.as_ptr().add(i)));
             vst1q_f32(dst.as_mut_ptr().add(i), a);
             vst1q_f32(dst.as_mut_ptr().add(i + 4), b);
         }

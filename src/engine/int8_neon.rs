@@ -13,14 +13,13 @@
 //! i32 accumulator: exactly Σ w·x over the column's 4 bytes. Every block's i32 sum is below
 //! 2^24 in magnitude (see the bounds in [`super::avx2`]), so `scvtf` converts it exactly,
 //! and the scale products are separate `fmul`/`fadd` (never fused), as in the definition.
-//! Half scales are widened by `fcvtl`, which is exact (every half is an f32).
+//! Half scales are widened by `fcvtl` (`half::neon::widen8`), which is exact.
 
 // The tiles index several per-row and per-half arrays with the same counters.
 #![allow(clippy::needless_range_loop)]
 
 use super::*;
 use std::arch::aarch64::*;
-use std::arch::asm;
 
 /// # Safety
 /// `y` as for [`super::tile_scalar`]. (NEON is part of the aarch64 target's baseline.)
@@ -84,19 +83,7 @@ unsafe fn tile<const R: usize>(a: &QAct, w: &QMat, g: usize, r0: usize, y: *mut 
 #[inline(always)]
 unsafe fn load_scales8<const HALF: bool>(p: *const u8) -> F8 {
     if HALF {
-        let h = vld1q_u16(p as *const u16);
-        let (lo, hi): (float32x4_t, float32x4_t);
-        // SAFETY: register-only conversions; FCVTL of a half is exact whatever FPCR says
-        // (half subnormals become f32 normals; NaNs stay NaNs).
-        asm!(
-            "fcvtl {lo:v}.4s, {h:v}.4h",
-            "fcvtl2 {hi:v}.4s, {h:v}.8h",
-            h = in(vreg) h,
-            lo = out(vreg) lo,
-            hi = out(vreg) hi,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-        [lo, hi]
+        crate::engine::half::neon::widen8(vld1q_u16(p as *const u16))
     } else {
         let p = p as *const f32;
         [vld1q_f32(p), vld1q_f32(p.add(4))]
