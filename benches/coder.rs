@@ -1,6 +1,6 @@
 //! Criterion benchmarks for the per-symbol work outside the model: the predictor ensemble
-//! (predict + update over a 49,408-symbol alphabet), building the 24-bit CDF, and range
-//! coding with it.
+//! (predict + update over a 49,408-symbol alphabet, with and without the continuous cache
+//! of 16,384 keys), building the 24-bit CDF, and range coding with it.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use lmzip::coder::{BlockDecoder, BlockEncoder, Cdf};
@@ -35,19 +35,37 @@ fn bench(c: &mut Criterion) {
     let text: Vec<u32> = (0..4096u32)
         .map(|i| (i % 37) * 131 + (i / 512) % 3)
         .collect();
+    // Hidden states of Gemma 3 270M's width, one per phrase position (the cache's keys).
+    let hidden: Vec<Vec<f32>> = (0..37u64)
+        .map(|k| fake_logits(k + 2)[..640].to_vec())
+        .collect();
+    let cached = PredictorSettings {
+        cache_log2: lmzip::DEFAULT_CACHE_LOG2,
+        active_log2: 14,
+        ..PredictorSettings::default()
+    };
     for (name, settings) in [
         ("llm only", PredictorSettings::llm_only()),
         ("default ensemble", PredictorSettings::default()),
+        ("default ensemble + continuous cache", cached),
     ] {
-        let mut e = Ensemble::new(&settings, VOCAB, SYMBOLS, &(0..17).collect::<Vec<u32>>());
+        let mut e = Ensemble::new(
+            &settings,
+            VOCAB,
+            SYMBOLS,
+            &(0..17).collect::<Vec<u32>>(),
+            640,
+        );
         e.begin_group(&[1 << 20]);
         let mut sc = Scratch::default();
         let mut i = 0usize;
         c.bench_function(&format!("{name}: predict + update (49,408 symbols)"), |b| {
             b.iter(|| {
+                let h = &hidden[i % hidden.len()];
                 e.predict(
                     0,
                     black_box(&logits),
+                    Some(h),
                     lmzip::predict::Alphabet::Full,
                     &mut sc,
                 );

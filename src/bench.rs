@@ -70,13 +70,22 @@ pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
             ..llm.clone()
         },
     ];
-    for f in 0..5 {
+    if base.cache_log2 > 0 {
+        v.push(PredictorSettings {
+            active_log2: base.active_log2,
+            cache_log2: base.cache_log2,
+            cache_theta: base.cache_theta,
+            ..llm.clone()
+        });
+    }
+    for f in 0..6 {
         let mut s = base.clone();
         match f {
             0 => s.bias = false,
             1 => s.ngram = false,
             2 => s.matcher = false,
             3 => s.sse = false,
+            4 => s.cache_log2 = 0,
             _ => s.mixer_ctx = false,
         }
         if s != *base {

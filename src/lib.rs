@@ -73,5 +73,5 @@ pub use pipeline::{
     peek_backend, peek_header, ArchiveInfo, CompressOptions, DecodeOptions, Decoder, Encoder,
     Progress, Stats, DEFAULT_MEMORY_LIMIT,
 };
-pub use predict::PredictorSettings;
+pub use predict::{PredictorSettings, DEFAULT_CACHE_LOG2};
 pub use transform::Transform;

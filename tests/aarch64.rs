@@ -189,7 +189,8 @@ fn aarch64_writes_the_same_llama_archives() {
 }
 
 /// The synthetic Gemma 3 model (Q8_0, Q5_0, Q4_K, Q6_K and F32 tensors; sliding-window and
-/// global layers) on backends 3, 2 and 1, both window policies and the active head.
+/// global layers) on backends 3, 2 and 1, both window policies and the active head with
+/// the continuous cache.
 #[test]
 fn aarch64_writes_the_same_gemma_archives() {
     let Some(arm) = arm() else {
@@ -201,7 +202,8 @@ fn aarch64_writes_the_same_gemma_archives() {
     let input = dir.path().join("text");
     std::fs::write(&input, awkward_text()).unwrap();
     let shift = "--block-tokens 4096 --window 16 --slide-keep 12 --slide shift";
-    let active = "--block-tokens 300 --streams 2 --window 16 --slide-keep 13 --active-log2 3";
+    let active =
+        "--block-tokens 300 --streams 2 --window 16 --slide-keep 13 --active-log2 3 --cache-log2 8";
     let reprefill = "--block-tokens 100 --streams 3 --window 16 --slide-keep 8 --slide reprefill";
     for (backend, flags, portable) in [
         ("3", shift, true),

@@ -309,7 +309,7 @@ struct GemmaCase {
 /// (shift); 1 a long block in a window that never slides, so the encoder's calls of 256
 /// rows compact the sliding-window caches at other points than the decoder's single rows;
 /// 2 three short blocks side by side with re-prefill; 3 and 4 the active head (2^3 ids
-/// plus the ones seen) with each policy.
+/// plus the ones seen) and the continuous cache (256 keys, so it wraps) with each policy.
 fn gemma_cases() -> Vec<GemmaCase> {
     // (what, block tokens, streams, window, keep, re-prefill, active head log2)
     let table: [(&'static str, u32, u16, u32, u32, bool, u8); 5] = [
@@ -360,10 +360,13 @@ fn gemma_cases() -> Vec<GemmaCase> {
                 ..CompressOptions::default()
             };
             opts.predictor.active_log2 = k;
+            // With the active head, the continuous cache too, small enough to wrap around.
+            let cache = if k > 0 { 8 } else { 0 };
+            opts.predictor.cache_log2 = cache;
             let slide = if reprefill { "reprefill" } else { "shift" };
             let flags = format!(
                 "--block-tokens {block} --streams {streams} --window {window} \
-                 --slide-keep {keep} --slide {slide} --active-log2 {k}"
+                 --slide-keep {keep} --slide {slide} --active-log2 {k} --cache-log2 {cache}"
             );
             GemmaCase {
                 what,
@@ -575,6 +578,7 @@ which repeats: the quick brown fox jumps over the lazy dog.\n"
         ..CompressOptions::default()
     };
     active.predictor.active_log2 = 12;
+    active.predictor.cache_log2 = 8;
     let m = Model::load(&path).unwrap();
     assert_eq!(m.net.arch(), "gemma3");
     for (what, o) in [("shift", &shift), ("active head, re-prefill", &active)] {

@@ -64,6 +64,8 @@ struct Golden {
     gemma: bool,
     /// The active head's K (0: off).
     active_log2: u8,
+    /// The continuous cache's K (0: off; settings version 4).
+    cache_log2: u8,
     /// Binary regions to the classical coder (version 4); off for the goldens of the
     /// model's path, which must stay version 3.
     regions: bool,
@@ -85,6 +87,7 @@ fn g(name: &'static str, original: &[u8], block_tokens: u32, streams: u16, backe
         checksum: ChecksumKind::Xxh64,
         gemma: false,
         active_log2: 0,
+        cache_log2: 0,
         regions: false,
     }
 }
@@ -231,6 +234,15 @@ fn goldens() -> Vec<Golden> {
                 3,
             )
         },
+        // Gemma with the continuous cache (settings version 4): 256 keys, so the ring
+        // wraps, over two blocks side by side, each learning from the other's keys.
+        Golden {
+            window: DEFAULT_WINDOW,
+            gemma: true,
+            active_log2: 14,
+            cache_log2: 8,
+            ..g("gemma-cache.txt", &gemma_long_text(), 200, 16, 3)
+        },
         // Gemma over more than its sliding-window layers' 512 positions in one block,
         // backend 2, the full head.
         Golden {
@@ -287,6 +299,7 @@ fn compress_golden(g: &Golden, model: &Model) -> Vec<u8> {
     };
     let mut opts = opts;
     opts.predictor.active_log2 = g.active_log2;
+    opts.predictor.cache_log2 = g.cache_log2;
     let mut a = Vec::new();
     pipeline::compress(model, &g.original, &opts, &mut a, &mut |_| {}).expect("compresses");
     a

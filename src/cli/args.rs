@@ -148,6 +148,12 @@ pub struct EncodeArgs {
     /// models with a vocabulary over 131,072 ids (Gemma 3), else 0.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=24), help_heading = "Expert options")]
     pub active_log2: Option<u8>,
+    /// Predictor: the continuous cache, which predicts what followed the earlier positions
+    /// whose hidden state is most like this one's, over the last 2^K positions of the
+    /// input. 0 turns it off. Default: 14 where the active head is on (it gives the hidden
+    /// states), else off.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=20), help_heading = "Expert options")]
+    pub cache_log2: Option<u8>,
     /// The checksum over the whole original: `xxh64` (its low 32 bits, 4 bytes, as zstd)
     /// or `sha256` (32 bytes).
     #[arg(long, value_enum, value_name = "KIND", default_value_t = ChecksumArg::Xxh64)]
@@ -204,6 +210,7 @@ impl Default for EncodeArgs {
             no_sse: false,
             mixer: MixerKind::Shared,
             active_log2: None,
+            cache_log2: None,
             checksum: ChecksumArg::Xxh64,
             no_transform: false,
             no_regions: false,
@@ -325,6 +332,11 @@ impl EncodeArgs {
         p.active_log2 = self
             .active_log2
             .unwrap_or_else(|| model.default_active_log2());
+        p.cache_log2 = match self.cache_log2 {
+            Some(k) => k,
+            None if p.active_log2 > 0 && !self.llm_only => lmzip::DEFAULT_CACHE_LOG2,
+            None => 0,
+        };
         lmzip::CompressOptions {
             block_tokens: self.block_tokens.unwrap_or(level.block_tokens),
             streams: self.streams,

@@ -133,6 +133,12 @@ fn predictor_fields(p: &lmzip::PredictorSettings) -> String {
             p.active_log2
         ));
     }
+    if p.cache_log2 > 0 {
+        lines.push(format!(
+            "continuous cache: the hidden states of the last 2^{} positions, sharpness {}",
+            p.cache_log2, p.cache_theta
+        ));
+    }
     if p.mask_control {
         lines.push("control tokens never predicted".to_string());
     }

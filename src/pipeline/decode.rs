@@ -6,7 +6,7 @@
 //! coded them in, so the predictors learn the same things in the same order.
 
 use super::options::{DecodeOptions, Progress, Stats};
-use super::predictor_run::{alphabet, initial_active, PredictorRun};
+use super::predictor_run::{alphabet, initial_active, Item, PredictorRun};
 use super::speculate::{GuessRates, Speculation, Src, MAX_GUESSES, SPECULATE_STREAMS};
 use super::window::{cache_capacity, Window};
 use crate::classic;
@@ -109,7 +109,7 @@ pub(crate) fn decode_memory(model: &Model, header: &Header, settings: &Predictor
     let guessed = (SPECULATE_STREAMS.min(streams as usize) * MAX_GUESSES) as u64
         * model.net.vocab() as u64
         * 4; // logits of guessed rows
-    streams * per_stream + guessed + settings.memory_bytes(n as usize) as u64
+    streams * per_stream + guessed + settings.memory_bytes(n as usize, model.net.dim()) as u64
 }
 
 /// Decodes the archive whose `header` was just read from `input`, writing verified blocks
@@ -574,16 +574,21 @@ impl<'m> ArchiveDecoder<'m> {
         if alpha.escape().is_some() {
             let hidden: Vec<f32> = outputs.concat();
             self.state.head(&hidden, &mut self.head);
-            let items: Vec<(usize, &[f32])> = step
+            let items: Vec<Item> = step
                 .items
                 .iter()
+                .zip(&outputs)
                 .enumerate()
-                .map(|(i, &(s, _))| (s, &self.head[i * m..(i + 1) * m]))
+                .map(|(i, (&(s, _), &h))| (s, &self.head[i * m..(i + 1) * m], Some(h)))
                 .collect();
             self.run.predict(&items, alpha);
         } else {
-            let items: Vec<(usize, &[f32])> =
-                step.items.iter().map(|&(s, _)| s).zip(outputs).collect();
+            let items: Vec<Item> = step
+                .items
+                .iter()
+                .zip(outputs)
+                .map(|(&(s, _), o)| (s, o, None))
+                .collect();
             self.run.predict(&items, alpha);
         }
     }

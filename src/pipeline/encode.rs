@@ -6,7 +6,7 @@
 
 use super::io::Counting;
 use super::options::{CompressOptions, Progress, Stats};
-use super::predictor_run::{alphabet, code_of, initial_active, PredictorRun};
+use super::predictor_run::{alphabet, code_of, initial_active, Item, PredictorRun};
 use super::window::{cache_capacity, layout, Slide, Window};
 use crate::classic;
 use crate::coder::BlockEncoder;
@@ -356,7 +356,12 @@ impl<'m> ArchiveEncoder<'m> {
             let news = self.new_symbols(group, p0, &call, &sizes, &hidden);
             stats.model_seconds += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let heads = CallHeads { sizes, head, news };
+            let heads = CallHeads {
+                sizes,
+                head,
+                news,
+                hidden,
+            };
             self.code_steps(group, p0, &call.steps, &heads, &mut encoders)?;
             stats.predict_seconds += t.elapsed().as_secs_f64();
             for b in group {
@@ -494,8 +499,14 @@ impl<'m> ArchiveEncoder<'m> {
         heads: &CallHeads,
         encoders: &mut [BlockEncoder],
     ) -> Result<()> {
-        let CallHeads { sizes, head, news } = heads;
+        let CallHeads {
+            sizes,
+            head,
+            news,
+            hidden,
+        } = heads;
         let width = self.state.active().map_or(0, |h| h.len());
+        let d = self.state.width();
         let vocab = self.model.net.vocab();
         let mut cdf = Cdf::default();
         for (k, items) in steps.iter().enumerate() {
@@ -503,11 +514,15 @@ impl<'m> ArchiveEncoder<'m> {
             let m = sizes[k];
             let alpha = alphabet(&self.state, m);
             let syms: Vec<u32> = items.iter().map(|&(s, _)| group[s][step]).collect();
-            let logits: Vec<(usize, &[f32])> = items
+            let logits: Vec<Item> = items
                 .iter()
                 .map(|&(s, li)| match alpha.escape() {
-                    Some(_) => (s, &head[li * width..li * width + m]),
-                    None => (s, self.state.output(li)),
+                    Some(_) => (
+                        s,
+                        &head[li * width..li * width + m],
+                        Some(&hidden[li * d..(li + 1) * d]),
+                    ),
+                    None => (s, self.state.output(li), None),
                 })
                 .collect();
             for run in &mut self.runs {
@@ -544,4 +559,6 @@ struct CallHeads {
     /// Full-head logits of the rows whose symbol is new to the set: `(row of each
     /// wanted row, logits)`.
     news: (Vec<Option<usize>>, Vec<f32>),
+    /// The hidden states, one row per wanted row.
+    hidden: Vec<f32>,
 }

@@ -209,6 +209,8 @@ mod tests {
                     ..CompressOptions::default()
                 };
                 opts.predictor.active_log2 = log2;
+                // The continuous cache reads the hidden states the active head gives.
+                opts.predictor.cache_log2 = 8;
                 let archive = compress_to_vec(&model, &data, &opts).unwrap();
                 for speculate in [true, false] {
                     let mut out = Vec::new();

@@ -60,10 +60,14 @@ impl Default for CompressOptions {
 
 impl CompressOptions {
     /// The defaults for one model: [`Default`] plus the model's own choices (the active
-    /// head for large vocabularies, [`Model::default_active_log2`](crate::Model::default_active_log2)).
+    /// head for large vocabularies, [`Model::default_active_log2`](crate::Model::default_active_log2),
+    /// and with it the continuous cache, which reads the hidden states the active head gives).
     pub fn for_model(model: &crate::Model) -> Self {
         let mut o = CompressOptions::default();
         o.predictor.active_log2 = model.default_active_log2();
+        if o.predictor.active_log2 > 0 {
+            o.predictor.cache_log2 = crate::predict::DEFAULT_CACHE_LOG2;
+        }
         o
     }
 
@@ -84,6 +88,23 @@ impl CompressOptions {
         }
         if self.streams == 0 || self.streams > format::MAX_STREAMS {
             return bad(&format!("streams must be 1..={}", format::MAX_STREAMS));
+        }
+        let p = &self.predictor;
+        if p.cache_log2 > 0 {
+            let range = crate::predict::CACHE_LOG2;
+            if !range.contains(&p.cache_log2) {
+                return bad(&format!(
+                    "the cache size must be 0 (off) or {}..={}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+            if p.active_log2 == 0 {
+                return bad("the continuous cache needs the active head (its hidden states)");
+            }
+            if p.cache_theta == 0 {
+                return bad("the cache sharpness must be 1..=255");
+            }
         }
         Ok(())
     }

@@ -9,6 +9,9 @@ use crate::model::Model;
 use crate::predict::{Alphabet, Ensemble, PredictorSettings, Scratch};
 use rayon::prelude::*;
 
+/// One row of a step: its stream, logits, and final hidden state (active head only).
+pub(crate) type Item<'a> = (usize, &'a [f32], Option<&'a [f32]>);
+
 /// One predictor variant: the coded one, or one measured alongside (`compress_measure`).
 pub(crate) struct PredictorRun {
     ens: Ensemble,
@@ -50,6 +53,7 @@ impl PredictorRun {
                 tk.vocab_size(),
                 tk.num_symbols(),
                 &model.control_tokens,
+                model.net.dim(),
             ),
             scratch: vec![Scratch::default(); streams],
             cdfs: vec![Cdf::default(); streams],
@@ -63,17 +67,17 @@ impl PredictorRun {
     }
 
     /// The coder's tables for one step, from each stream's logits over `alphabet`:
-    /// `items[i]` = (stream, logits) gives [`PredictorRun::cdf`]`(i)`. The rows run in
-    /// parallel; each reads only shared state, so the result does not depend on the thread
-    /// count.
-    pub(crate) fn predict(&mut self, items: &[(usize, &[f32])], alphabet: Alphabet) {
+    /// `items[i]` = (stream, logits, hidden state where the model gives it) gives
+    /// [`PredictorRun::cdf`]`(i)`. The rows run in parallel; each reads only shared state,
+    /// so the result does not depend on the thread count.
+    pub(crate) fn predict(&mut self, items: &[Item<'_>], alphabet: Alphabet) {
         let ens = &self.ens;
         self.scratch[..items.len()]
             .par_iter_mut()
             .zip(self.cdfs[..items.len()].par_iter_mut())
             .zip(items.par_iter())
-            .for_each(|((sc, cdf), &(s, logits))| {
-                ens.predict(s, logits, alphabet, sc);
+            .for_each(|((sc, cdf), &(s, logits, hidden))| {
+                ens.predict(s, logits, hidden, alphabet, sc);
                 cdf.build_from_weights(sc.weights());
             });
     }

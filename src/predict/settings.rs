@@ -31,15 +31,29 @@ pub struct PredictorSettings {
     /// step covers the symbols coded so far plus the first 2^`active_log2` vocabulary ids
     /// that are not masked, and an escape for the rest (settings version 3).
     pub active_log2: u8,
+    /// The continuous cache ([`super::cache`]): 0 = off; else it keeps the hidden states
+    /// of the last 2^`cache_log2` positions, and `cache_theta` sharpens its similarity
+    /// (settings version 4; needs the active head, whose calls give hidden states).
+    pub cache_log2: u8,
+    pub cache_theta: u8,
 }
 
-/// Settings layout version this build writes with the active head on (version 2, its
-/// layout without the active head's bytes, is written when it is off; both are read).
-pub const SETTINGS_VERSION: u8 = 3;
+/// Settings layout version this build writes with the continuous cache on (version 3 is
+/// written with the active head on and no cache, version 2 with neither; all are read).
+pub const SETTINGS_VERSION: u8 = 4;
 /// Serialized length of version 2.
 const SETTINGS_LEN_V2: usize = 12;
 /// Serialized length of version 3: version 2's fields, the active head's size, a reserved 0.
 const SETTINGS_LEN_V3: usize = 14;
+/// Serialized length of version 4: version 3's fields, the cache's size and sharpness.
+const SETTINGS_LEN_V4: usize = 16;
+/// The continuous cache's size range, as powers of two.
+pub const CACHE_LOG2: std::ops::RangeInclusive<u8> = 8..=20;
+/// The cache size the defaults use where the active head is on: 16,384 positions.
+pub const DEFAULT_CACHE_LOG2: u8 = 14;
+/// The cache's default sharpness θ (measured: 30 beat 15, 20, 50, 100 and 300 on alice29.txt,
+/// the OOD report and enwik6).
+pub const DEFAULT_CACHE_THETA: u8 = 30;
 /// Largest starting set of the active head, as a power of two.
 pub const MAX_ACTIVE_LOG2: u8 = 24;
 /// Most symbols the shared history keeps before it restarts (bounds its memory: 4 bytes
@@ -64,6 +78,8 @@ impl Default for PredictorSettings {
             sse: true,
             sse_rate: 1311,
             active_log2: 0,
+            cache_log2: 0,
+            cache_theta: DEFAULT_CACHE_THETA,
         }
     }
 }
@@ -101,6 +117,9 @@ impl PredictorSettings {
         if self.sse {
             parts.push("sse");
         }
+        if self.cache_log2 > 0 {
+            parts.push("cache");
+        }
         if self.active_log2 > 0 {
             parts.push("active-head");
         }
@@ -117,10 +136,17 @@ impl PredictorSettings {
             | (self.mixer_shared as u8) << 6
     }
 
-    /// Serialized form (docs/FORMAT.md): version, flags, four table sizes, three rates, and
-    /// in version 3 the active head's size and a reserved byte.
+    /// Serialized form (docs/FORMAT.md): version, flags, four table sizes, three rates; in
+    /// version 3 the active head's size and a reserved byte; in version 4 also the
+    /// continuous cache's size and sharpness.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let version = if self.active_log2 == 0 { 2 } else { 3 };
+        let version = if self.cache_log2 > 0 {
+            4
+        } else if self.active_log2 > 0 {
+            3
+        } else {
+            2
+        };
         let mut b = vec![
             version,
             self.flags(),
@@ -132,8 +158,11 @@ impl PredictorSettings {
         b.extend_from_slice(&self.bias_rate.to_le_bytes());
         b.extend_from_slice(&self.mixer_rate.to_le_bytes());
         b.extend_from_slice(&self.sse_rate.to_le_bytes());
-        if version == 3 {
+        if version >= 3 {
             b.extend_from_slice(&[self.active_log2, 0]);
+        }
+        if version == 4 {
+            b.extend_from_slice(&[self.cache_log2, self.cache_theta]);
         }
         b
     }
@@ -146,15 +175,15 @@ impl PredictorSettings {
         };
         let version = match b.first() {
             None => return bad("predictor settings length", 0),
-            Some(&v) if v != 2 && v != 3 => {
+            Some(&v) if !(2..=4).contains(&v) => {
                 return Err(Error::new(ErrorKind::UnsupportedPredictor { version: v }))
             }
             Some(&v) => v,
         };
-        let want = if version == 2 {
-            SETTINGS_LEN_V2
-        } else {
-            SETTINGS_LEN_V3
+        let want = match version {
+            2 => SETTINGS_LEN_V2,
+            3 => SETTINGS_LEN_V3,
+            _ => SETTINGS_LEN_V4,
         };
         if b.len() != want {
             return bad("predictor settings length", b.len() as u64);
@@ -182,12 +211,24 @@ impl PredictorSettings {
             mixer_rate: u16_at(8),
             sse: flags & 32 != 0,
             sse_rate: u16_at(10),
-            active_log2: if version == 3 { b[12] } else { 0 },
+            active_log2: if version >= 3 { b[12] } else { 0 },
+            cache_log2: if version == 4 { b[14] } else { 0 },
+            cache_theta: if version == 4 {
+                b[15]
+            } else {
+                DEFAULT_CACHE_THETA
+            },
         };
-        if version == 3 && !(1..=MAX_ACTIVE_LOG2).contains(&s.active_log2) {
+        if version >= 3 && !(1..=MAX_ACTIVE_LOG2).contains(&s.active_log2) {
             return bad("active head size", s.active_log2 as u64);
         }
-        if version == 3 && b[13] != 0 {
+        if version == 4 && !CACHE_LOG2.contains(&s.cache_log2) {
+            return bad("cache size", s.cache_log2 as u64);
+        }
+        if version == 4 && s.cache_theta == 0 {
+            return bad("cache sharpness", 0);
+        }
+        if version >= 3 && b[13] != 0 {
             return Err(Error::new(ErrorKind::ReservedBitsSet {
                 field: "predictor settings byte 13",
                 value: b[13] as u64,
@@ -208,9 +249,13 @@ impl PredictorSettings {
         Ok(s)
     }
 
-    /// Memory the predictor state takes at most, in bytes (documented limit).
-    pub fn memory_bytes(&self, num_symbols: usize) -> usize {
+    /// Memory the predictor state takes at most, in bytes (documented limit), for a model
+    /// whose hidden states have `width` components.
+    pub fn memory_bytes(&self, num_symbols: usize, width: usize) -> usize {
         let mut m = num_symbols * 4 * 2; // bias + allowed mask, roughly
+        if self.cache_log2 > 0 {
+            m += (width + 8) << self.cache_log2;
+        }
         if self.ngram {
             m += self.ngram_order as usize
                 * (1usize << self.ngram_bits)
@@ -241,6 +286,23 @@ mod tests {
         ] {
             assert_eq!(PredictorSettings::from_bytes(&s.to_bytes()).unwrap(), s);
         }
+        let cache = PredictorSettings {
+            cache_log2: 14,
+            cache_theta: 30,
+            ..active.clone()
+        };
+        let c = cache.to_bytes();
+        assert_eq!((c[0], c.len()), (4, 16));
+        assert_eq!(PredictorSettings::from_bytes(&c).unwrap(), cache);
+        for (i, v) in [(14, 7), (14, 21), (15, 0)] {
+            let mut bad = c.clone();
+            bad[i] = v;
+            assert!(
+                PredictorSettings::from_bytes(&bad).is_err(),
+                "byte {i} = {v}"
+            );
+        }
+        assert!(PredictorSettings::from_bytes(&c[..14]).is_err());
         let b = active.to_bytes();
         assert_eq!((b[0], b.len()), (3, 14));
         let mut bad = b.clone();
