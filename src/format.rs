@@ -95,7 +95,7 @@ pub struct Preset {
     pub predictor: &'static [u8],
 }
 
-/// Id of preset 1, the only preset version 3 defines.
+/// Id of preset 1, lmzip's defaults when version 3 was defined.
 pub const PRESET_DEFAULTS: u32 = 1;
 
 /// Preset 1: lmzip's defaults when version 3 was defined. Its meaning never changes: new
@@ -127,19 +127,37 @@ pub const PRESET_2: Preset = Preset {
     ..PRESET_1
 };
 
+/// Id of preset 3: preset 2 with the continuous cache on (Gemma 3's defaults since the
+/// cache). An id added within the field, as predictor settings versions are: a reader
+/// that predates it refuses it by name (*invalid field*, settings preset), as it would
+/// refuse the settings version it stands for.
+pub const PRESET_CACHE: u32 = 3;
+
+/// Preset 3: preset 1 but for the predictor settings, which are version 4: the active head
+/// at K = 14 and the continuous cache of 2^14 keys with sharpness 30.
+pub const PRESET_3: Preset = Preset {
+    predictor: &[
+        4, 0x7f, 4, 18, 3, 20, 0x00, 0x08, 0x1f, 0x05, 0x1f, 0x05, 14, 0, 14, 30,
+    ],
+    ..PRESET_1
+};
+
 fn preset(id: u32) -> Option<&'static Preset> {
     match id {
         PRESET_DEFAULTS => Some(&PRESET_1),
         PRESET_ACTIVE_HEAD => Some(&PRESET_2),
+        PRESET_CACHE => Some(&PRESET_3),
         _ => None,
     }
 }
 
-/// The preset a header is written with: 2 exactly when its predictor settings are
-/// preset 2's, else 1.
+/// The preset a header is written with: 2 or 3 exactly when its predictor settings are
+/// that preset's, else 1.
 fn preset_for(predictor: &[u8]) -> (u32, &'static Preset) {
     if predictor == PRESET_2.predictor {
         (PRESET_ACTIVE_HEAD, &PRESET_2)
+    } else if predictor == PRESET_3.predictor {
+        (PRESET_CACHE, &PRESET_3)
     } else {
         (PRESET_DEFAULTS, &PRESET_1)
     }
@@ -829,7 +847,7 @@ impl Header {
             checksum,
             single,
         };
-        // One encoding per header: preset 2 exactly when the predictor settings are its.
+        // One encoding per header: preset 2 or 3 exactly when the predictor settings are its.
         if preset_for(&h.predictor).0 != preset_id {
             return Err(invalid("settings preset", preset_id as u64));
         }

@@ -491,8 +491,8 @@ fn error_cases() -> Vec<(&'static str, &'static str, Expect)> {
         ),
         (
             "unknown-preset.lmz",
-            "settings preset 3, header CRC valid",
-            |k| matches!(k, ErrorKind::InvalidField { field, value: 3 } if field.contains("preset")),
+            "settings preset 4, header CRC valid",
+            |k| matches!(k, ErrorKind::InvalidField { field, value: 4 } if field.contains("preset")),
         ),
         (
             "limit-predictor-settings.lmz",
@@ -697,7 +697,7 @@ fn make_error_case(
         "unknown-transform.lmz" => with_header(p.header_patched(5, &[p.header_bytes[5] | 0x30])),
         "unknown-preset.lmz" => {
             assert_eq!(p.header_bytes[p.preset_at()], 1);
-            with_header(p.header_patched(p.preset_at(), &[3]))
+            with_header(p.header_patched(p.preset_at(), &[4]))
         }
         "limit-predictor-settings.lmz" => {
             // The header as far as the preset, then a delta map naming only the predictor

@@ -343,7 +343,7 @@ fn field_checks_behind_a_valid_crc() {
     assert!(k(raw(3 << 4, &[49408, 0, 1, 4], &[])).contains("transform"));
     // Settings: unknown preset, an empty delta map, a delta equal to the preset, unknown
     // delta bits (refused before the CRC: their length is unknown).
-    assert!(k(raw(0, &[49408, 0, 3, 4], &[])).contains("preset"));
+    assert!(k(raw(0, &[49408, 0, 4, 4], &[])).contains("preset"));
     assert!(k(raw(d, &[49408, 0, 1, 0, 4], &[])).contains("delta map"));
     assert!(k(raw(d, &[49408, 0, 1, 1, 3, 4], &[])).contains("equal to the preset"));
     assert!(k(raw(d, &[49408, 0, 1, 0x80, 1, 4], &[])).starts_with("ReservedBitsSet"));
@@ -492,6 +492,32 @@ fn preset_2_is_the_active_head_default() {
     // The same settings as preset 1 plus a predictor delta: a second encoding, refused.
     let (with_delta, without) = (default_header_bytes_with_predictor(&h), b);
     assert!(with_delta.len() > without.len());
+    let e = Header::read_from(&mut &with_delta[..]).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::InvalidField { .. }), "{e:?}");
+}
+
+/// Preset 3 is the library's default for large vocabularies since the continuous cache
+/// (Gemma 3: `CompressOptions::for_model`), with the same one-encoding rule.
+#[test]
+fn preset_3_is_the_cache_default() {
+    let mut o = crate::pipeline::CompressOptions::default();
+    o.predictor.active_log2 = 14;
+    o.predictor.cache_log2 = crate::predict::DEFAULT_CACHE_LOG2;
+    assert_eq!(o.predictor.to_bytes(), PRESET_3.predictor);
+    let h = Header {
+        predictor: PRESET_3.predictor.to_vec(),
+        ..default_header()
+    };
+    let mut b = Vec::new();
+    h.write_to(&mut b).unwrap();
+    assert_eq!(b.len(), {
+        let mut p1 = Vec::new();
+        default_header().write_to(&mut p1).unwrap();
+        p1.len()
+    });
+    let back = Header::read_from(&mut &b[..]).unwrap().unwrap();
+    assert_eq!(back.predictor, PRESET_3.predictor);
+    let with_delta = default_header_bytes_with_predictor(&h);
     let e = Header::read_from(&mut &with_delta[..]).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::InvalidField { .. }), "{e:?}");
 }

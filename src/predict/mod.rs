@@ -1,15 +1,17 @@
 //! Predictors behind one trait, mixed and calibrated into each symbol's weight.
 //!
 //! The language model, a token n-gram model, a match model and an adaptive bias are mixed
-//! by a learned, context-selected mixer and calibrated by an APM stage.
+//! by a learned, context-selected mixer, calibrated by an APM stage, and blended with the
+//! continuous cache, which reads the model's hidden states.
 //!
 //! Data flow for one position of one stream (`Ensemble::predict`):
 //!   each [`Predictor`] contributes: the bias shifts the logits, the n-gram orders 1..N and
 //!   the match model add sparse distributions as mixer inputs
 //!   logits + bias → softmax (own exp, fixed lane order)
 //!   mixer: weights chosen by (match length × LLM confidence, input slot) → linear mixture
-//!   APM on "the next symbol is the top candidate" → final weights (the coder builds its CDF
-//!   from them)
+//!   APM on "the next symbol is the top candidate"
+//!   continuous cache: (1 − λ)·that + λ·(what followed the most similar hidden states) →
+//!   final weights (the coder builds its CDF from them)
 //! After the symbol is known, `Ensemble::update` trains the mixer and the APM, and every
 //! predictor learns the symbol. Streams predict in parallel from the same state and then
 //! update one after another in stream order, in both directions, so the decoder's state
@@ -160,6 +162,8 @@ pub struct Scratch {
     cache: cache::Prediction,
     /// The cache stage's bucket and λ, when it ran.
     blend: Option<(usize, f32)>,
+    /// `key` is this prediction's (the cache learns it with the symbol).
+    keyed: bool,
 }
 
 impl Scratch {
@@ -355,7 +359,6 @@ impl Ensemble {
             m.contribute(&at, &mut inputs);
         }
         let match_len = inputs.match_len;
-
         // Masked symbols go to −∞ after the bias: (l + b) + m, as one expression would.
         match alphabet {
             Alphabet::Full => {
@@ -376,8 +379,10 @@ impl Ensemble {
             self.calibrate(sc, alphabet, ctx);
         }
         sc.blend = None;
+        sc.keyed = false;
         if let (Some(c), Some(h)) = (&self.cache, hidden) {
             sc.key.quantize(h);
+            sc.keyed = true;
             if c.predict(&sc.key, &mut sc.cache) {
                 self.blend_cache(sc, alphabet);
             }
@@ -682,7 +687,7 @@ impl Ensemble {
         for m in self.models.iter_mut() {
             m.learn(&at, sym, &llm);
         }
-        if let Some(c) = &mut self.cache {
+        if let (Some(c), true) = (&mut self.cache, sc.keyed) {
             c.insert(&sc.key, sym);
         }
     }
