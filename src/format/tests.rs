@@ -474,52 +474,36 @@ fn preset_1_is_the_library_default() {
     assert_eq!((coder::PRECISION, coder::WORD_BITS), (24, 32));
 }
 
-/// Preset 2 is the library's default with the active head at the default for large
-/// vocabularies (Gemma 3), and a header takes it exactly when its predictor is preset 2's.
+/// Presets 2 and 3 are the library's defaults for large vocabularies (Gemma 3): the active
+/// head, then with the continuous cache (`CompressOptions::for_model`). A header takes one
+/// exactly when its predictor settings are that preset's, costs no more than preset 1's,
+/// and the same settings as preset 1 plus a predictor delta (a second encoding) are refused.
 #[test]
-fn preset_2_is_the_active_head_default() {
-    let mut o = crate::pipeline::CompressOptions::default();
-    o.predictor.active_log2 = 14;
-    assert_eq!(o.predictor.to_bytes(), PRESET_2.predictor);
-    let h = Header {
-        predictor: PRESET_2.predictor.to_vec(),
-        ..default_header()
-    };
-    let mut b = Vec::new();
-    h.write_to(&mut b).unwrap();
-    let back = Header::read_from(&mut &b[..]).unwrap().unwrap();
-    assert_eq!(back.predictor, PRESET_2.predictor);
-    // The same settings as preset 1 plus a predictor delta: a second encoding, refused.
-    let (with_delta, without) = (default_header_bytes_with_predictor(&h), b);
-    assert!(with_delta.len() > without.len());
-    let e = Header::read_from(&mut &with_delta[..]).unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::InvalidField { .. }), "{e:?}");
-}
-
-/// Preset 3 is the library's default for large vocabularies since the continuous cache
-/// (Gemma 3: `CompressOptions::for_model`), with the same one-encoding rule.
-#[test]
-fn preset_3_is_the_cache_default() {
-    let mut o = crate::pipeline::CompressOptions::default();
-    o.predictor.active_log2 = 14;
-    o.predictor.cache_log2 = crate::predict::DEFAULT_CACHE_LOG2;
-    assert_eq!(o.predictor.to_bytes(), PRESET_3.predictor);
-    let h = Header {
-        predictor: PRESET_3.predictor.to_vec(),
-        ..default_header()
-    };
-    let mut b = Vec::new();
-    h.write_to(&mut b).unwrap();
-    assert_eq!(b.len(), {
+fn presets_2_and_3_are_the_large_vocabulary_defaults() {
+    for (cache_log2, preset) in [
+        (0, &PRESET_2),
+        (crate::predict::DEFAULT_CACHE_LOG2, &PRESET_3),
+    ] {
+        let mut o = crate::pipeline::CompressOptions::default();
+        o.predictor.active_log2 = 14;
+        o.predictor.cache_log2 = cache_log2;
+        assert_eq!(o.predictor.to_bytes(), preset.predictor);
+        let h = Header {
+            predictor: preset.predictor.to_vec(),
+            ..default_header()
+        };
+        let mut b = Vec::new();
+        h.write_to(&mut b).unwrap();
         let mut p1 = Vec::new();
         default_header().write_to(&mut p1).unwrap();
-        p1.len()
-    });
-    let back = Header::read_from(&mut &b[..]).unwrap().unwrap();
-    assert_eq!(back.predictor, PRESET_3.predictor);
-    let with_delta = default_header_bytes_with_predictor(&h);
-    let e = Header::read_from(&mut &with_delta[..]).unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::InvalidField { .. }), "{e:?}");
+        assert_eq!(b.len(), p1.len());
+        let back = Header::read_from(&mut &b[..]).unwrap().unwrap();
+        assert_eq!(back.predictor, preset.predictor);
+        let with_delta = default_header_bytes_with_predictor(&h);
+        assert!(with_delta.len() > b.len());
+        let e = Header::read_from(&mut &with_delta[..]).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::InvalidField { .. }), "{e:?}");
+    }
 }
 
 /// `h`'s version-3 bytes written against preset 1, its predictor as a delta.
