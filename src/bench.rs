@@ -3,14 +3,17 @@
 //! This measures; the command renders (see the CLI).
 
 use crate::model::Model;
-use crate::pipeline::{compress_measure, decompress, CompressOptions, Stats};
+use crate::pipeline::{
+    compress_measure, decompress, run_fingerprint, write_replacing, CompressOptions, Stats,
+};
 use crate::predict::PredictorSettings;
-use crate::{Error, Result};
-use serde::Serialize;
+use crate::{Checkpoint, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::time::Instant;
 
 /// One file's measurements.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchResult {
     pub file: String,
     pub bytes: u64,
@@ -102,22 +105,40 @@ pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
 }
 
 /// Compresses and decompresses `data` in memory and checks the result byte for byte.
+///
+/// With `resume` (a folder of its own for this file), compression saves its progress there
+/// and takes up what an interrupted run left ([`compress_kept`]): the figures are those of
+/// an uninterrupted run, its seconds the sum of every run's.
 pub fn bench_bytes(
     model: &Model,
     name: &str,
     data: &[u8],
     opts: &CompressOptions,
     ablation: bool,
+    resume: Option<&Path>,
 ) -> Result<BenchResult> {
-    let mut archive = Vec::new();
     let variants = if ablation {
         ablation_variants(&opts.predictor)
     } else {
         Vec::new()
     };
-    let t0 = Instant::now();
-    let cs: Stats = compress_measure(model, data, opts, &variants, &mut archive, &mut |_| {})?;
-    let ct = t0.elapsed().as_secs_f64();
+    let (archive, cs, ct) = match resume {
+        Some(dir) => compress_kept(model, data, opts, &variants, dir)?,
+        None => {
+            let mut archive = Vec::new();
+            let t0 = Instant::now();
+            let cs = compress_measure(
+                model,
+                data,
+                opts,
+                &variants,
+                &mut archive,
+                &mut |_| {},
+                None,
+            )?;
+            (archive, cs, t0.elapsed().as_secs_f64())
+        }
+    };
     let mut restored = Vec::with_capacity(data.len());
     let t1 = Instant::now();
     let ds = decompress(model, &mut archive.as_slice(), &mut restored, &mut |_| {})?;
@@ -172,6 +193,70 @@ pub fn bench_bytes(
         decode_guessed: ds.guessed,
         decode_guessed_right: ds.guessed_right,
     })
+}
+
+/// A finished compression kept for the decoding half of a resumable bench.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    /// The run it belongs to (input, model, options, variants, lmzip build), in hex.
+    run: String,
+    /// XXH64 of the kept archive.
+    archive_xxh64: u64,
+    stats: Stats,
+    seconds: f64,
+}
+
+/// The compressing half of a resumable bench, in `dir`: an archive this same run finished
+/// earlier (`compressed.lmz`, its figures in `compressed.json`) is taken as it is;
+/// otherwise compression resumes from `compress.ckpt` and saves there after each group,
+/// and its archive and figures are kept for decoding. Returns the archive, its stats and
+/// the compression's wall-clock seconds over every run.
+fn compress_kept(
+    model: &Model,
+    data: &[u8],
+    opts: &CompressOptions,
+    variants: &[PredictorSettings],
+    dir: &Path,
+) -> Result<(Vec<u8>, Stats, f64)> {
+    let run: String = run_fingerprint(model, opts, variants, data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (json, lmz) = (dir.join("compressed.json"), dir.join("compressed.lmz"));
+    if let (Ok(j), Ok(archive)) = (std::fs::read(&json), std::fs::read(&lmz)) {
+        if let Ok(k) = serde_json::from_slice::<Kept>(&j) {
+            if k.run == run && k.archive_xxh64 == xxhash_rust::xxh64::xxh64(&archive, 0) {
+                return Ok((archive, k.stats, k.seconds));
+            }
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    let checkpoint = Checkpoint::new(dir.join("compress.ckpt"));
+    let mut archive = Vec::new();
+    let t0 = Instant::now();
+    let stats = compress_measure(
+        model,
+        data,
+        opts,
+        variants,
+        &mut archive,
+        &mut |_| {},
+        Some(&checkpoint),
+    )?;
+    let seconds = t0.elapsed().as_secs_f64() + stats.resumed_seconds;
+    let kept = Kept {
+        run,
+        archive_xxh64: xxhash_rust::xxh64::xxh64(&archive, 0),
+        stats: stats.clone(),
+        seconds,
+    };
+    let json_bytes = serde_json::to_vec(&kept).map_err(|e| Error::internal(e.to_string()))?;
+    // The archive first: its figures name it by checksum, so a crash between the two
+    // writes leaves nothing that would be taken up.
+    write_replacing(&lmz, &archive)?;
+    write_replacing(&json, &json_bytes)?;
+    checkpoint.remove()?;
+    Ok((archive, stats, seconds))
 }
 
 /// Peak resident set size (VmHWM) in MiB, from /proc on Linux.

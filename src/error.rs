@@ -57,6 +57,12 @@ pub enum ErrorKind {
     Tokenizer(String),
     /// An error from candle while loading weights.
     Candle(String),
+    /// A resume checkpoint cannot be used (damaged, another run's, another build's): says
+    /// which file and what to do.
+    Checkpoint(String),
+    /// A resumable run stopped after saving `groups_done` groups, as asked
+    /// ([`Checkpoint::stop_after`](crate::Checkpoint::stop_after), for tests).
+    Paused { groups_done: u64 },
     /// Any I/O error.
     Io(std::io::Error),
     /// An internal invariant failed (a bug): reported, never papered over.
@@ -191,6 +197,11 @@ impl fmt::Display for Error {
             ),
             Tokenizer(m) => write!(f, "tokenizer: {m}"),
             Candle(m) => write!(f, "candle: {m}"),
+            Checkpoint(m) => write!(f, "checkpoint {m}"),
+            Paused { groups_done } => write!(
+                f,
+                "stopped after {groups_done} groups, as asked; the checkpoint resumes it"
+            ),
             Io(e) => write!(f, "{e}"),
             Internal(m) => write!(f, "internal error (please report): {m}"),
         }

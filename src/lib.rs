@@ -69,9 +69,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use format::{Checksum, ChecksumKind, WINDOW_REPREFILL, WINDOW_SHIFT};
 pub use model::Model;
 pub use pipeline::{
-    compress, compress_to_vec, decompress, decompress_to_vec, decompress_with, describe,
-    peek_backend, peek_header, ArchiveInfo, CompressOptions, DecodeOptions, Decoder, Encoder,
-    Progress, Stats, DEFAULT_MEMORY_LIMIT,
+    compress, compress_resumable, compress_to_vec, decompress, decompress_to_vec, decompress_with,
+    describe, peek_backend, peek_header, ArchiveInfo, Checkpoint, CompressOptions, DecodeOptions,
+    Decoder, Encoder, Progress, Stats, DEFAULT_MEMORY_LIMIT,
 };
 pub use predict::{PredictorSettings, DEFAULT_CACHE_LOG2};
 pub use transform::Transform;

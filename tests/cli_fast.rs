@@ -1026,3 +1026,215 @@ fn tar_uses_lmzip_as_its_compressor() {
         "{info}"
     );
 }
+
+/// Sends `signal` to `child` once `ready` holds, and waits for its exit status.
+#[cfg(unix)]
+fn interrupt_when(
+    child: std::process::Child,
+    signal: &str,
+    ready: impl Fn() -> bool,
+) -> std::process::Output {
+    let mut child = child;
+    let t0 = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "the awaited file never appeared"
+        );
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("finished before the signal ({s}); make the input bigger");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    child.wait_with_output().unwrap()
+}
+
+/// `--resume`: a compression stopped at a group boundary, or interrupted by a signal,
+/// leaves its checkpoint (never an archive) and the same command continues it to the
+/// archive an uninterrupted run writes, byte for byte; the checkpoint then goes. A
+/// checkpoint of another input is refused; --resume needs an output file.
+#[test]
+#[cfg(unix)]
+fn resume_continues_an_interrupted_compression() {
+    let e = env();
+    let text: Vec<u8> = TEXT.iter().copied().cycle().take(20_000).collect();
+    e.write("in.txt", &text);
+    let knobs = ["--block-tokens", "64", "--streams", "2"];
+    let whole = e
+        .cmd()
+        .args(["-c", "in.txt"])
+        .args(knobs)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    e.cmd()
+        .args(["--resume", "in.txt"])
+        .args(knobs)
+        .env("LMZIP_TEST_STOP_AFTER_GROUPS", "2")
+        .assert()
+        .code(1)
+        .stderr(contains("progress kept in in.txt.lmz.resume"));
+    assert_eq!(e.names(), ["in.txt", "in.txt.lmz.resume"]);
+    // The checkpoint is not an archive.
+    e.cmd()
+        .args(["-t", "in.txt.lmz.resume"])
+        .assert()
+        .code(1)
+        .stderr(contains("not an lmzip archive"));
+    e.cmd()
+        .args(["--resume", "-v", "in.txt"])
+        .args(knobs)
+        .assert()
+        .success()
+        .stderr(contains("resumed after 2 groups"));
+    assert_eq!(e.names(), ["in.txt", "in.txt.lmz"]);
+    assert!(e.read("in.txt.lmz") == whole, "resumed archive differs");
+
+    // Another input under the same name meets the old checkpoint: refused, kept.
+    std::fs::remove_file(e.path("in.txt.lmz")).unwrap();
+    e.cmd()
+        .args(["--resume", "in.txt"])
+        .args(knobs)
+        .env("LMZIP_TEST_STOP_AFTER_GROUPS", "1")
+        .assert()
+        .code(1);
+    e.write("in.txt", &text[1..]);
+    e.cmd()
+        .args(["--resume", "in.txt"])
+        .args(knobs)
+        .assert()
+        .code(1)
+        .stderr(contains("belongs to another run").and(contains("delete it to start over")));
+    assert_eq!(e.names(), ["in.txt", "in.txt.lmz.resume"]);
+    std::fs::remove_file(e.path("in.txt.lmz.resume")).unwrap();
+
+    // A real interruption: Ctrl-C once the first checkpoint exists. Through the model
+    // (no regions), in groups of 16 blocks of 256 symbols: about 18 groups, seconds.
+    let big: Vec<u8> = TEXT.iter().copied().cycle().take(100_000).collect();
+    e.write("big.txt", &big);
+    let knobs = ["--no-regions", "--block-tokens", "256"];
+    let whole = e
+        .cmd()
+        .args(["-c", "big.txt"])
+        .args(knobs)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_lmzip"))
+        .current_dir(e.dir.path())
+        .arg("--model")
+        .arg(&e.model)
+        .args(["--resume", "big.txt"])
+        .args(knobs)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = interrupt_when(child, "INT", || e.path("big.txt.lmz.resume").exists());
+    assert_eq!(out.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("progress kept in big.txt.lmz.resume"));
+    assert!(!e.path("big.txt.lmz").exists());
+    e.cmd()
+        .args(["--resume", "-v", "big.txt"])
+        .args(knobs)
+        .assert()
+        .success()
+        .stderr(contains("resumed after"));
+    assert!(e.read("big.txt.lmz") == whole, "resumed archive differs");
+    assert!(!e.path("big.txt.lmz.resume").exists());
+
+    for bad in [
+        &["--resume", "-c", "in.txt"][..],
+        &["-d", "--resume", "x.lmz"],
+    ] {
+        e.cmd()
+            .args(bad)
+            .assert()
+            .code(2)
+            .stderr(contains("--resume"));
+    }
+}
+
+/// `lmzip bench --resume DIR`: interrupted while compressing a file, then while decoding
+/// it, the same command finishes with the figures an uninterrupted run prints (sizes and
+/// bits per byte); finished files are not measured again.
+#[test]
+#[cfg(unix)]
+fn bench_resume_survives_interruptions() {
+    let e = env();
+    std::fs::create_dir(e.path("corp")).unwrap();
+    e.write("corp/a.txt", TEXT);
+    let big: Vec<u8> = TEXT.iter().copied().cycle().take(100_000).collect();
+    e.write("corp/b.txt", &big);
+    let knobs = ["--no-regions", "--block-tokens", "256"];
+    let sizes = |json: &[u8]| -> Vec<(String, u64)> {
+        String::from_utf8_lossy(json)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["file"].as_str().unwrap().to_string(),
+                    v["compressed_bytes"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let whole = e
+        .cmd()
+        .args(["bench", "--json", "corp"])
+        .args(knobs)
+        .output()
+        .unwrap();
+    assert!(whole.status.success());
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lmzip"))
+            .current_dir(e.dir.path())
+            .arg("--model")
+            .arg(&e.model)
+            .args(["bench", "--json", "--resume", "state", "corp"])
+            .args(knobs)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let found = |name: &str| {
+        std::fs::read_dir(e.path("state"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| d.path().join(name).exists())
+    };
+    let out = interrupt_when(spawn(), "INT", || found("compress.ckpt"));
+    assert_eq!(out.status.code(), Some(130));
+    let out = interrupt_when(spawn(), "TERM", || found("compressed.json"));
+    assert_eq!(out.status.code(), Some(130));
+    let out = spawn().wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a.txt (1 of 2): measured by an earlier run")
+    );
+    assert_eq!(sizes(&out.stdout), sizes(&whole.stdout));
+    // Done: only the kept rows remain, and a rerun prints them again without measuring.
+    assert_eq!(names_in(&e.path("state")), ["rows.jsonl"]);
+    let again = e
+        .cmd()
+        .args(["bench", "--json", "--resume", "state", "corp"])
+        .args(knobs)
+        .output()
+        .unwrap();
+    assert_eq!(sizes(&again.stdout), sizes(&whole.stdout));
+}

@@ -392,6 +392,12 @@ pub struct CodecArgs {
     /// tokenization, and every archive carries a checksum of the original.
     #[arg(long)]
     pub verify: bool,
+    /// Compressing a long file: save progress after each group of blocks to OUT.resume
+    /// beside the output, and continue from it where an earlier run of the same input,
+    /// model and options was interrupted. The archive is the same as an uninterrupted
+    /// run's; the checkpoint is removed once it is complete.
+    #[arg(long)]
+    pub resume: bool,
     /// Print nothing but errors.
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,
@@ -434,6 +440,11 @@ pub struct BenchArgs {
     /// Also measure each predictor component on and off (one model pass serves all).
     #[arg(long)]
     pub ablation: bool,
+    /// Keep progress in DIR (made if missing): each finished file's figures, and the file
+    /// in progress's compression checkpoint. After an interruption, the same command
+    /// continues where it stopped and prints what an uninterrupted run prints.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]

@@ -33,8 +33,12 @@ enum Mode {
 /// Temporary outputs in progress, removed if the run is interrupted.
 static IN_PROGRESS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
+/// The checkpoint of the `--resume` run in progress, kept if the run is interrupted.
+static CHECKPOINT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
 /// On Ctrl-C, SIGTERM or SIGHUP: remove partial outputs, then exit 130 as shells expect.
-/// (A temporary file is otherwise removed when dropped, which a signal would skip.)
+/// (A temporary file is otherwise removed when dropped, which a signal would skip.) A
+/// `--resume` checkpoint stays: it holds the progress up to its last group.
 fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {
         if let Ok(list) = IN_PROGRESS.lock() {
@@ -47,6 +51,18 @@ fn install_interrupt_handler() {
             eprint!("\r\x1b[K");
         }
         eprintln!("lmzip: interrupted; partial output removed");
+        if let Some(c) = CHECKPOINT.lock().ok().and_then(|c| c.clone()) {
+            // A save cut short leaves its temporary file; the checkpoint itself is whole.
+            let mut tmp = c.clone().into_os_string();
+            tmp.push(".tmp");
+            let _ = std::fs::remove_file(tmp);
+            if c.exists() {
+                eprintln!(
+                    "lmzip: progress kept in {}: run the same command again to continue",
+                    c.display()
+                );
+            }
+        }
         std::process::exit(130);
     });
 }
@@ -181,6 +197,22 @@ fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
         return Err(usage(
             clap::error::ErrorKind::ArgumentConflict,
             "standard input (-) can be named only once",
+        ));
+    }
+    if a.resume && mode != Mode::Compress {
+        return Err(usage(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--resume applies to compression",
+        ));
+    }
+    let to_files = match &a.output {
+        Some(o) => o.as_os_str() != "-",
+        None => !a.stdout && inputs.iter().all(|p| p.as_os_str() != "-"),
+    };
+    if a.resume && !to_files {
+        return Err(usage(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--resume keeps its checkpoint beside an output file: name one with -o",
         ));
     }
     let mut lazy = LazyModel { model: None };
@@ -322,21 +354,57 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
         total,
         display_name(input, is_stdin),
     );
+    let checkpoint = match (&dest, a.resume) {
+        (Dest::File(out), true) => {
+            let mut c = out.clone().into_os_string();
+            c.push(".resume");
+            let mut c = lmzip::Checkpoint::new(c);
+            // Tests stand in for an interruption at a group boundary this way.
+            if let Some(n) = std::env::var("LMZIP_TEST_STOP_AFTER_GROUPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                c = c.stop_after(n);
+            }
+            Some(c)
+        }
+        _ => None,
+    };
+    if let (Some(c), Ok(mut slot)) = (&checkpoint, CHECKPOINT.lock()) {
+        *slot = Some(c.path().to_path_buf());
+    }
+    let ck = checkpoint.as_ref();
     let result = match &dest {
         Dest::File(out) => write_atomically(out, a.force, input, is_stdin, |w| {
-            run_mode(mode, model, a, &data, w, &bar)
+            run_mode(mode, model, a, &data, w, &bar, ck)
         }),
         Dest::Stdout => {
             let stdout = io::stdout();
             let mut lock = stdout.lock();
-            run_mode(mode, model, a, &data, &mut lock, &bar)
+            run_mode(mode, model, a, &data, &mut lock, &bar, ck)
                 .and_then(|s| lock.flush().map(|_| s).map_err(Into::into))
         }
-        Dest::Nowhere => run_mode(mode, model, a, &data, &mut io::sink(), &bar),
+        Dest::Nowhere => run_mode(mode, model, a, &data, &mut io::sink(), &bar, ck),
     };
+    if let Ok(mut slot) = CHECKPOINT.lock() {
+        *slot = None;
+    }
     // The bar goes before any message about this file, success or not.
     bar.finish();
-    let stats = result?;
+    let stats = match (result, &checkpoint) {
+        (Ok(s), Some(c)) => {
+            // The archive is in place: its checkpoint has served.
+            c.remove()?;
+            s
+        }
+        (Err(e), Some(c)) if c.path().exists() => {
+            return Err(e.context(format!(
+                "progress kept in {}: run the same command again to continue",
+                c.path().display()
+            )))
+        }
+        (r, _) => r?,
+    };
     let secs = start.elapsed().as_secs_f64();
     if a.rm && !is_stdin && !matches!(dest, Dest::Stdout | Dest::Nowhere) {
         std::fs::remove_file(input).context("output written, but removing the input failed")?;
@@ -370,6 +438,15 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
                 String::new()
             }
         );
+        if stats.resumed_groups > 0 {
+            eprintln!(
+                "{}: resumed after {} groups of blocks ({:.1} s in earlier runs; speed counts \
+                 this run only)",
+                display_name(input, is_stdin),
+                stats.resumed_groups,
+                stats.resumed_seconds
+            );
+        }
     }
     Ok(())
 }
@@ -381,18 +458,23 @@ fn run_mode<W: Write>(
     data: &[u8],
     w: &mut W,
     bar: &progress::Progress,
+    checkpoint: Option<&lmzip::Checkpoint>,
 ) -> Result<Stats> {
     let mut report = |done: u64| bar.set(done);
+    let opts = a.encode.options(model);
+    let mut compress = |mut w: &mut dyn Write| match checkpoint {
+        Some(c) => lmzip::compress_resumable(model, data, &opts, &mut w, &mut report, c),
+        None => lmzip::compress(model, data, &opts, &mut w, &mut report),
+    };
     Ok(match mode {
         Mode::Compress if a.verify => {
             let mut archive = Vec::new();
-            let opts = a.encode.options(model);
-            let s = lmzip::compress(model, data, &opts, &mut archive, &mut report)?;
+            let s = compress(&mut archive)?;
             verify(model, &archive, data)?;
             w.write_all(&archive)?;
             s
         }
-        Mode::Compress => lmzip::compress(model, data, &a.encode.options(model), w, &mut report)?,
+        Mode::Compress => compress(w)?,
         Mode::Decompress | Mode::Test => {
             let mut s = lmzip::decompress(model, &mut &data[..], w, &mut report)?;
             s.archive_bytes = data.len() as u64;
@@ -582,6 +664,10 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     }
     let model = Model::load_with(&model::resolve(a.model.model.as_deref())?, a.encode.backend)?;
     let opts = a.encode.options(&model);
+    let mut kept = match &a.resume {
+        Some(dir) => Some(BenchKept::open(dir)?),
+        None => None,
+    };
     let mut rows = Vec::new();
     for (i, f) in inputs.iter().enumerate() {
         let mut data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -592,7 +678,36 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let lmzip = lmzip::bench::bench_bytes(&model, &name, &data, &opts, a.ablation)?;
+        // What the row's figures depend on; a kept row of anything else is not reused.
+        let key = format!(
+            "{name}\t{}\t{:016x}\t{opts:?}\t{}\t{peers:?}\t{}",
+            data.len(),
+            xxhash_rust::xxh64::xxh64(&data, 0),
+            a.ablation,
+            a.encode.backend
+        );
+        if let Some(row) = kept.as_mut().and_then(|k| k.rows.remove(&key)) {
+            eprintln!(
+                "lmzip bench: {name} ({} of {}): measured by an earlier run, kept",
+                i + 1,
+                inputs.len()
+            );
+            if a.json {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+            rows.push(row);
+            continue;
+        }
+        // The file's own folder, so an interrupted file's state waits for it whatever
+        // else is measured meanwhile.
+        let current = a.resume.as_ref().map(|d| {
+            d.join(format!(
+                "file-{:016x}",
+                xxhash_rust::xxh64::xxh64(key.as_bytes(), 0)
+            ))
+        });
+        let lmzip =
+            lmzip::bench::bench_bytes(&model, &name, &data, &opts, a.ablation, current.as_deref())?;
         let peers = peers
             .iter()
             .map(|p| p.measure(&data))
@@ -614,6 +729,11 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             lmzip.peak_rss_mib
         );
         let row = render::BenchRow { lmzip, peers };
+        if let (Some(k), Some(dir)) = (&mut kept, &current) {
+            k.add(&key, &row)?;
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
         if a.json {
             println!("{}", serde_json::to_string(&row)?);
         }
@@ -637,6 +757,50 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lmzip bench --resume DIR`: the rows finished so far, one JSON line each in
+/// `DIR/rows.jsonl` (`{"key": …, "row": …}`), appended and synced as each file is done.
+/// A file in progress keeps its own state in `DIR/file-…` ([`lmzip::bench::bench_bytes`]).
+struct BenchKept {
+    file: File,
+    rows: std::collections::HashMap<String, render::BenchRow>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptRow<K, T> {
+    key: K,
+    row: T,
+}
+
+impl BenchKept {
+    fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("rows.jsonl");
+        let mut rows = std::collections::HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines() {
+                // A line cut short by a crash is the one row measured again.
+                if let Ok(k) = serde_json::from_str::<KeptRow<String, render::BenchRow>>(line) {
+                    rows.insert(k.key, k.row);
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(BenchKept { file, rows })
+    }
+
+    fn add(&mut self, key: &str, row: &render::BenchRow) -> Result<()> {
+        let line = serde_json::to_string(&KeptRow { key, row })?;
+        // Starts on a fresh line even after a torn one.
+        writeln!(self.file, "\n{line}")?;
+        self.file.sync_data()?;
+        Ok(())
+    }
 }
 
 fn info(a: InfoArgs) -> Result<ExitCode> {

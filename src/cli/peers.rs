@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 /// One compressor's figures on one file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PeerResult {
     /// The compressor and its level as a user would type it (`xz -9e`).
     pub name: String,

@@ -162,7 +162,7 @@ pub fn ablation(r: &BenchResult) -> String {
 }
 
 /// One file's bench figures: lmzip's, and the classical compressors' beside it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct BenchRow {
     #[serde(flatten)]
     pub lmzip: BenchResult,

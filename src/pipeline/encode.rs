@@ -4,9 +4,9 @@
 //! stream: steps are added to a call until it is full or a stream's window would slide in
 //! the middle of it. The engine's results do not depend on that split.
 
-use super::io::Counting;
 use super::options::{CompressOptions, Progress, Stats};
 use super::predictor_run::{alphabet, code_of, initial_active, Item, PredictorRun};
+use super::resume::{self, Checkpoint, RunState, SnapshotRef};
 use super::window::{cache_capacity, layout, Slide, Window};
 use crate::classic;
 use crate::coder::BlockEncoder;
@@ -37,6 +37,7 @@ pub(crate) fn compress_measure<W: Write>(
     variants: &[PredictorSettings],
     out: &mut W,
     progress: Progress,
+    checkpoint: Option<&Checkpoint>,
 ) -> Result<Stats> {
     opts.check()?;
     // Region lengths are 32-bit in the format: a larger input is coded as text.
@@ -47,6 +48,9 @@ pub(crate) fn compress_measure<W: Write>(
         Regions::all_text(data.len())
     };
     let mut archive = Vec::new();
+    // Only the first candidate is checkpointed: the others are quick (classical coding,
+    // or a short input through the model).
+    let resume = checkpoint.map(|c| (c, resume::fingerprint(model, opts, variants, data)));
     let mut stats = encode_archive(
         model,
         data,
@@ -55,6 +59,7 @@ pub(crate) fn compress_measure<W: Write>(
         variants,
         &mut archive,
         progress,
+        resume.as_ref().map(|(c, f)| (*c, f)),
     )?;
     if regions_apply {
         let mut candidates = vec![Regions::all_binary(data.len())];
@@ -63,13 +68,25 @@ pub(crate) fn compress_measure<W: Write>(
         }
         for c in candidates.into_iter().filter(|c| *c != regions) {
             let mut other = Vec::new();
-            let s = encode_archive(model, data, &c, opts, variants, &mut other, &mut |_| {})?;
+            let s = encode_archive(
+                model,
+                data,
+                &c,
+                opts,
+                variants,
+                &mut other,
+                &mut |_| {},
+                None,
+            )?;
             if other.len() < archive.len() {
-                let (model_seconds, predict_seconds) = (stats.model_seconds, stats.predict_seconds);
+                // The time spent on the first candidate (resumed runs' included) counts.
+                let first = stats;
                 archive = other;
                 stats = s;
-                stats.model_seconds += model_seconds;
-                stats.predict_seconds += predict_seconds;
+                stats.model_seconds += first.model_seconds;
+                stats.predict_seconds += first.predict_seconds;
+                stats.resumed_groups = first.resumed_groups;
+                stats.resumed_seconds = first.resumed_seconds;
             }
         }
     }
@@ -96,7 +113,16 @@ pub fn compress_regions<W: Write>(
         )));
     }
     let mut archive = Vec::new();
-    let stats = encode_archive(model, data, regions, opts, &[], &mut archive, &mut |_| {})?;
+    let stats = encode_archive(
+        model,
+        data,
+        regions,
+        opts,
+        &[],
+        &mut archive,
+        &mut |_| {},
+        None,
+    )?;
     out.write_all(&archive)?;
     Ok(stats)
 }
@@ -112,6 +138,10 @@ const TRY_WHOLE_TEXT: usize = 4096;
 /// line ends as LF); blocks hold the transformed bytes and the content checksum covers
 /// the original. An archive of one block is written without frames: its header records
 /// the block, so it is written once the block is coded.
+///
+/// With `resume`, the state after each group but the last is saved to the checkpoint, and
+/// a run it holds (the fingerprint names it) is continued after its last saved group.
+#[allow(clippy::too_many_arguments)]
 fn encode_archive(
     model: &Model,
     data: &[u8],
@@ -120,7 +150,9 @@ fn encode_archive(
     variants: &[PredictorSettings],
     out: &mut Vec<u8>,
     progress: Progress,
+    resume: Option<(&Checkpoint, &[u8; 32])>,
 ) -> Result<Stats> {
+    let started = Instant::now();
     let (text, binary) = regions.split(data);
     let section = if regions.has_binary() {
         let c = classic::encode(&binary)?;
@@ -160,9 +192,8 @@ fn encode_archive(
         header.version = format::VERSION_REGIONS;
     }
     let checksum = Checksum::of(opts.checksum, data);
-    let mut written = Counting::new(out);
     // The header, then the region section and the classical payload when there are any.
-    let write_head = |header: &Header, w: &mut Counting<Vec<u8>>| -> Result<()> {
+    let write_head = |header: &Header, w: &mut Vec<u8>| -> Result<()> {
         header.write_to(w)?;
         if let Some((s, payload)) = &section {
             s.write_to(w)?;
@@ -187,25 +218,61 @@ fn encode_archive(
         // The content checksum covers the only block.
         entries[0].crc32 = None;
         header.single = Some(entries[0]);
-        write_head(&header, &mut written)?;
-        format::write_single_payload(&mut written, &header, &payloads[0])?;
+        write_head(&header, out)?;
+        format::write_single_payload(out, &header, &payloads[0])?;
         stats.blocks = 1;
     } else {
-        write_head(&header, &mut written)?;
-        for group in blocks.chunks(streams) {
+        let groups: Vec<&[&[u32]]> = blocks.chunks(streams).collect();
+        let (mut first, mut earlier) = (0, 0.0);
+        match resume.map(|(c, f)| c.load(f)).transpose()?.flatten() {
+            Some(snap) => {
+                let done = usize::try_from(snap.groups_done)
+                    .ok()
+                    .filter(|&g| g < groups.len())
+                    .ok_or_else(|| Error::internal("checkpoint beyond the archive's groups"))?;
+                out.clear();
+                out.extend_from_slice(&snap.archive);
+                stats = snap.stats;
+                done_bytes = snap.done_bytes;
+                enc.restore(snap.runs, snap.active)?;
+                (first, earlier) = (done, snap.elapsed);
+                stats.resumed_groups = done as u64;
+                stats.resumed_seconds = earlier;
+                progress(done_bytes);
+            }
+            None => write_head(&header, out)?,
+        }
+        for (g, group) in groups.iter().enumerate().skip(first) {
             let payloads =
                 enc.encode_group(group, &mut stats, &mut |bytes| progress(done_bytes + bytes))?;
             let entries = block_entries(model, &coded, done_bytes, group, &payloads)?;
             let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
-            format::write_group(&mut written, &header, &entries, &refs)?;
+            format::write_group(out, &header, &entries, &refs)?;
             stats.blocks += entries.len() as u64;
             done_bytes += entries.iter().map(|e| e.original_len as u64).sum::<u64>();
             progress(done_bytes);
+            if let Some((c, fingerprint)) = resume.filter(|_| g + 1 < groups.len()) {
+                let snap = SnapshotRef {
+                    fingerprint: *fingerprint,
+                    groups_done: g as u64 + 1,
+                    done_bytes,
+                    elapsed: earlier + started.elapsed().as_secs_f64(),
+                    archive: out,
+                    stats: &stats,
+                    runs: enc.runs.iter().map(|r| r.state()).collect(),
+                    active: enc.state.active().map(|h| h.ids()),
+                };
+                if c.save(&snap)? {
+                    return Err(Error::new(ErrorKind::Paused {
+                        groups_done: g as u64 + 1,
+                    }));
+                }
+            }
         }
     }
-    format::write_end(&mut written, &header, &checksum)?;
+    format::write_end(out, &header, &checksum)?;
     stats.symbols = symbols.len() as u64;
-    stats.archive_bytes = written.count();
+    stats.archive_bytes = out.len() as u64;
     stats.ideal_bits = enc.runs[0].bits();
     stats.variant_bits = enc.runs[1..].iter().map(|r| r.bits()).collect();
     Ok(stats)
@@ -325,6 +392,21 @@ impl<'m> ArchiveEncoder<'m> {
                 .map(|s| PredictorRun::new(model, s, streams))
                 .collect(),
         }
+    }
+
+    /// Takes up a saved run: each predictor run's state and the active head's set (the
+    /// model's caches start each group empty, so nothing else carries over).
+    fn restore(&mut self, runs: Vec<RunState>, active: Option<Vec<u32>>) -> Result<()> {
+        if runs.len() != self.runs.len() || active.is_some() != self.state.active().is_some() {
+            return Err(Error::internal("checkpoint of another encoder layout"));
+        }
+        for (run, saved) in self.runs.iter_mut().zip(runs) {
+            run.restore(saved);
+        }
+        if let Some(ids) = active {
+            self.state = Context::with_active(&self.model.net, ids);
+        }
+        Ok(())
     }
 
     /// Codes one group of blocks side by side; returns each block's payload. `progress`

@@ -9,6 +9,7 @@ use super::options::{CompressOptions, DecodeOptions, Stats};
 use crate::model::Model;
 use crate::Result;
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 /// Counts the bytes written or read through it.
 pub(crate) struct Counting<'a, T> {
@@ -172,4 +173,21 @@ impl<R: Read> Read for Decoder<'_, R> {
             None => Ok(0),
         }
     }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file renamed over it.
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e.into()
+    })
 }

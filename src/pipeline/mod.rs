@@ -17,13 +17,17 @@ mod encode;
 mod io;
 mod options;
 mod predictor_run;
+mod resume;
 mod speculate;
 mod window;
 
 pub use decode::{peek_backend, peek_header};
 pub use describe::{describe, ArchiveInfo};
+pub(crate) use io::write_replacing;
 pub use io::{Decoder, Encoder};
 pub use options::{CompressOptions, DecodeOptions, Progress, Stats, DEFAULT_MEMORY_LIMIT};
+pub(crate) use resume::fingerprint as run_fingerprint;
+pub use resume::Checkpoint;
 
 pub(crate) use encode::compress_measure;
 pub use encode::compress_regions;
@@ -41,7 +45,24 @@ pub fn compress<W: Write>(
     out: &mut W,
     progress: Progress,
 ) -> Result<Stats> {
-    compress_measure(model, data, opts, &[], out, progress)
+    compress_measure(model, data, opts, &[], out, progress, None)
+}
+
+/// [`compress`], saving its progress to `checkpoint` after each group of blocks, and first
+/// resuming from it when it holds a run of the same input, model and options: the archive
+/// is byte for byte the one an uninterrupted run writes. The checkpoint is left in place;
+/// remove it ([`Checkpoint::remove`]) once the archive is safely stored. A checkpoint that
+/// is damaged or belongs to another run is an error ([`crate::ErrorKind::Checkpoint`]),
+/// never overwritten. Archives of one block have nothing to save between groups.
+pub fn compress_resumable<W: Write>(
+    model: &Model,
+    data: &[u8],
+    opts: &CompressOptions,
+    out: &mut W,
+    progress: Progress,
+    checkpoint: &Checkpoint,
+) -> Result<Stats> {
+    compress_measure(model, data, opts, &[], out, progress, Some(checkpoint))
 }
 
 /// Decompresses every archive in `input` (archives back to back included) to `out`, with
@@ -230,5 +251,89 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A compression stopped after any group and resumed (even several times) writes the
+    /// archive an uninterrupted run writes, byte for byte, with the full head and with the
+    /// active head and continuous cache; a checkpoint of another input, or a damaged one,
+    /// is refused rather than overwritten.
+    #[test]
+    fn resumed_runs_write_the_same_archive() {
+        use crate::ErrorKind;
+        let model = crate::testing::synthetic_model_with(BACKEND_INT8_EXACT).unwrap();
+        let mut data = b"the cat sat on the mat; the dog ran home. ".repeat(30);
+        data.extend_from_slice(&[0u8; 600]);
+        data.extend_from_slice("naïve café 🚀, the cat came back.\n".repeat(20).as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lmz.resume");
+        for (active, cache) in [(0u8, 0u8), (3, 8)] {
+            let mut opts = CompressOptions {
+                block_tokens: 40,
+                streams: 3,
+                window: 32,
+                keep: 20,
+                ..CompressOptions::default()
+            };
+            opts.predictor.active_log2 = active;
+            opts.predictor.cache_log2 = cache;
+            let whole = compress_to_vec(&model, &data, &opts).unwrap();
+            let run = |ck: Checkpoint| {
+                let mut out = Vec::new();
+                compress_resumable(&model, &data, &opts, &mut out, &mut |_| {}, &ck)
+                    .map(|s| (s, out))
+            };
+            for stop in [1u64, 4] {
+                let e = run(Checkpoint::new(&path).stop_after(stop)).unwrap_err();
+                assert!(
+                    matches!(e.kind(), ErrorKind::Paused { groups_done } if *groups_done == stop),
+                    "active {active} stop {stop}: {e}"
+                );
+            }
+            let (stats, out) = run(Checkpoint::new(&path)).unwrap();
+            assert_eq!(stats.resumed_groups, 4);
+            assert!(out == whole, "active {active}: resumed archive differs");
+            assert_eq!(decompress_to_vec(&model, &out).unwrap(), data);
+            // The checkpoint is the caller's to remove; a fresh one runs through.
+            Checkpoint::new(&path).remove().unwrap();
+            let (stats, out) = run(Checkpoint::new(&path)).unwrap();
+            assert_eq!((stats.resumed_groups, out == whole), (0, true));
+            Checkpoint::new(&path).remove().unwrap();
+        }
+        // Another input's checkpoint, and a damaged one, are errors that name the file.
+        let opts = CompressOptions {
+            block_tokens: 40,
+            ..CompressOptions::default()
+        };
+        let mut sink = Vec::new();
+        let ck = Checkpoint::new(&path).stop_after(1);
+        assert!(compress_resumable(&model, &data, &opts, &mut sink, &mut |_| {}, &ck).is_err());
+        let other = &data[1..];
+        let e = compress_resumable(
+            &model,
+            other,
+            &opts,
+            &mut sink,
+            &mut |_| {},
+            &Checkpoint::new(&path),
+        )
+        .unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Checkpoint(m) if m.contains("another run")));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = compress_resumable(
+            &model,
+            &data,
+            &opts,
+            &mut sink,
+            &mut |_| {},
+            &Checkpoint::new(&path),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Checkpoint(m) if m.contains("damaged")),
+            "{e}"
+        );
     }
 }

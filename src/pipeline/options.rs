@@ -2,6 +2,7 @@
 //!
 //! [`CompressOptions`] shape the archive; [`DecodeOptions`] only what a decoder accepts and
 //! how fast it goes; [`Stats`] say what a run did.
+use serde::{Deserialize, Serialize};
 
 use super::speculate::speculation_on;
 use crate::format::{self, ChecksumKind};
@@ -138,7 +139,7 @@ impl Default for DecodeOptions {
 }
 
 /// What a run did, for `-v` and `bench`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub original_bytes: u64,
     /// Decoding: bytes the transform put back (CRs before LFs), included in
@@ -164,6 +165,11 @@ pub struct Stats {
     pub ideal_bits: f64,
     /// Same, for each extra predictor variant measured alongside (`compress_measure`).
     pub variant_bits: Vec<f64>,
+    /// A resumed compression ([`crate::compress_resumable`]): the groups of blocks that
+    /// earlier, interrupted runs had finished, and the wall-clock seconds they spent on
+    /// them (0 when nothing was resumed). The other counters include their work.
+    pub resumed_groups: u64,
+    pub resumed_seconds: f64,
 }
 
 /// Progress callback: called with the number of original bytes done so far.

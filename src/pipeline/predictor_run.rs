@@ -116,6 +116,21 @@ impl PredictorRun {
         self.bits
     }
 
+    /// The state a checkpoint keeps: the ensemble and the code length so far.
+    pub(crate) fn state(&self) -> super::resume::RunRef<'_> {
+        super::resume::RunRef {
+            ens: &self.ens,
+            bits: self.bits,
+        }
+    }
+
+    /// Takes up a saved state ([`PredictorRun::state`]); the per-row scratch and tables
+    /// are rebuilt by the next step.
+    pub(crate) fn restore(&mut self, saved: super::resume::RunState) {
+        self.ens = saved.ens;
+        self.bits = saved.bits;
+    }
+
     /// The ensemble, for guesses of the next symbols ([`Ensemble::draft`]).
     pub(crate) fn ensemble(&self) -> &Ensemble {
         &self.ens

@@ -4,10 +4,12 @@
 //! own names, words and markup. One additive term per vocabulary symbol, trained by the
 //! gradient of the code length, shifts probability toward what this document uses. All
 //! arithmetic is plain f32 in a fixed order, so encoder and decoder stay identical.
+use serde::{Deserialize, Serialize};
 
 use super::{Alphabet, At, Inputs, Predictor, Softmax};
 
 /// One bias term per vocabulary symbol, added to the logits before the softmax.
+#[derive(Serialize, Deserialize)]
 pub struct LogitBias {
     b: Vec<f32>,
     rate: f32,

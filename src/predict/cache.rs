@@ -11,6 +11,7 @@
 //!
 //! Exact on both sides: the quantization is f32 in a fixed order, dot products are integer,
 //! the similarities and weights are f32 in key order with our own exp.
+use serde::{Deserialize, Serialize};
 
 use crate::math::exp_f32;
 
@@ -155,6 +156,7 @@ impl Prediction {
 }
 
 /// The keys of the last 2^k positions coded (a ring), and the symbols that followed them.
+#[derive(Serialize, Deserialize)]
 pub struct HiddenCache {
     width: usize,
     cap: usize,

@@ -5,11 +5,13 @@
 //! start, as in the original file. Positions not yet coded hold [`UNKNOWN`]; encoder and
 //! decoder fill them in the same order (step by step, streams in order), so at every moment
 //! both hold the same history.
+use serde::{Deserialize, Serialize};
 
 /// Marks a position whose symbol is not known yet.
 pub const UNKNOWN: u32 = u32::MAX;
 
 /// Coded symbols of every block so far.
+#[derive(Serialize, Deserialize)]
 pub struct History {
     syms: Vec<u32>,
     base: Vec<usize>,

@@ -7,6 +7,7 @@
 //! on a real match; its length (extended backwards up to `MAX_VERIFY`) grows while the
 //! predictions keep coming true and selects the mixer weights, which learn how far to trust
 //! a match of that length.
+use serde::{Deserialize, Serialize};
 
 use super::history::{History, UNKNOWN};
 use super::{At, Input, Inputs, Predictor, Softmax};
@@ -28,7 +29,7 @@ pub fn length_bucket(len: u32) -> usize {
     }
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
 struct State {
     /// Absolute index of the predicted symbol; meaningful when `len > 0`.
     ptr: usize,
@@ -36,6 +37,7 @@ struct State {
 }
 
 /// Hash table of contexts plus each stream's current match.
+#[derive(Serialize, Deserialize)]
 pub struct Matcher {
     min_len: usize,
     bits: u32,

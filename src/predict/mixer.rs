@@ -9,6 +9,7 @@
 //! the slot names the input and its own confidence (e.g. an n-gram order and how often its
 //! context was seen). Gradient steps on the code length, −log p(y), update the looked-up
 //! weights. All arithmetic is f32 in a fixed order with our own exp/ln.
+use serde::{Deserialize, Serialize};
 
 use crate::math::{exp_f32, squash, stretch};
 
@@ -32,6 +33,7 @@ pub fn llm_bucket(p_max: f32) -> usize {
 /// With `shared`, a context's log-weight is a shared per-slot value plus the context's own
 /// offset, and a step moves both: every context learns from every step at once (what one
 /// global weight set does well on small inputs) while the offsets still specialise.
+#[derive(Serialize, Deserialize)]
 pub struct Mixer {
     slots: usize,
     u: Vec<f32>,
@@ -109,6 +111,7 @@ const APM_POINTS: usize = 33;
 
 /// Adaptive probability map for one binary event ("the next symbol is the top candidate"):
 /// maps (context, stretched probability) to a learned probability.
+#[derive(Serialize, Deserialize)]
 pub struct Apm {
     t: Vec<f32>,
     rate: f32,

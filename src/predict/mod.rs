@@ -17,6 +17,7 @@
 //! update one after another in stream order, in both directions, so the decoder's state
 //! always equals the encoder's. Models are shared by all streams: a block learns from every
 //! block coded before it and from its neighbours' earlier positions.
+use serde::{Deserialize, Serialize};
 
 pub mod bias;
 pub mod cache;
@@ -185,6 +186,7 @@ fn weight_of<'w>(weights: &'w mut [f32], alphabet: Alphabet, sym: u32) -> Option
 }
 
 /// The models of the ensemble, each absent when its setting is off.
+#[derive(Serialize, Deserialize)]
 struct Models {
     bias: Option<LogitBias>,
     ngram: Option<NGram>,
@@ -211,6 +213,7 @@ impl Models {
 }
 
 /// All predictor state for one archive.
+#[derive(Serialize, Deserialize)]
 pub struct Ensemble {
     s: PredictorSettings,
     vocab: usize,

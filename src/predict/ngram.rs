@@ -6,6 +6,7 @@
 //! tag) and keeps up to [`SLOTS`] continuations with counts. A new context takes the bucket
 //! over; a new continuation in a full bucket replaces the least counted one. Everything is
 //! integer, so the encoder and decoder hold identical tables.
+use serde::{Deserialize, Serialize};
 
 use super::{At, Input, Inputs, Predictor, Softmax};
 
@@ -14,7 +15,7 @@ pub const SLOTS: usize = 6;
 /// Count at which a bucket's counts are halved (keeps recent statistics weighted).
 const COUNT_LIMIT: u16 = 1023;
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
 struct Bucket {
     tag: u32,
     syms: [u32; SLOTS],
@@ -72,6 +73,7 @@ impl Seen {
 pub const CONFIDENCES: usize = 12;
 
 /// Hashed n-gram tables for orders 1..=`max_order`.
+#[derive(Serialize, Deserialize)]
 pub struct NGram {
     max_order: usize,
     bits: u32,

@@ -10,6 +10,7 @@
 //! means: a model reaching for a symbol outside the set leaves the set's logits low), and
 //! an adaptive rate per context of the first three. All arithmetic is f32 in a fixed
 //! order with our own exp/ln; both directions update identically.
+use serde::{Deserialize, Serialize};
 
 use super::mixer::{llm_bucket, LLM_BUCKETS};
 use crate::math::{ln_f32, squash, stretch};
@@ -46,6 +47,7 @@ pub struct SetView {
 }
 
 /// The escape model's state.
+#[derive(Serialize, Deserialize)]
 pub struct Novelty {
     p: Vec<f32>,
     n: Vec<f32>,

@@ -2,9 +2,10 @@
 
 use super::ngram;
 use crate::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
 
 /// Settings that change the distribution, recorded in the archive header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PredictorSettings {
     /// The model's control tokens are held at the coder's floor count.
     pub mask_control: bool,
