@@ -4,7 +4,8 @@
 
 use crate::model::Model;
 use crate::pipeline::{
-    compress_measure, decompress, run_fingerprint, write_replacing, CompressOptions, Stats,
+    compress_measure, decompress, decompress_resumable, run_fingerprint, write_replacing,
+    CompressOptions, Stats,
 };
 use crate::predict::PredictorSettings;
 use crate::{Checkpoint, Error, Result};
@@ -106,9 +107,10 @@ pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
 
 /// Compresses and decompresses `data` in memory and checks the result byte for byte.
 ///
-/// With `resume` (a folder of its own for this file), compression saves its progress there
-/// and takes up what an interrupted run left ([`compress_kept`]): the figures are those of
-/// an uninterrupted run, its seconds the sum of every run's.
+/// With `resume` (a folder of its own for this file), compression and then decompression
+/// save their progress there after each group of blocks and take up what an interrupted
+/// run left ([`compress_kept`], `decode.ckpt`): the figures are those of an uninterrupted
+/// run, its seconds the sum of every run's.
 pub fn bench_bytes(
     model: &Model,
     name: &str,
@@ -141,8 +143,16 @@ pub fn bench_bytes(
     };
     let mut restored = Vec::with_capacity(data.len());
     let t1 = Instant::now();
-    let ds = decompress(model, &mut archive.as_slice(), &mut restored, &mut |_| {})?;
-    let dt = t1.elapsed().as_secs_f64();
+    let ds = match resume {
+        Some(dir) => {
+            let checkpoint = Checkpoint::new(dir.join("decode.ckpt"));
+            let s = decompress_resumable(model, &archive, &mut restored, &mut |_| {}, &checkpoint)?;
+            checkpoint.remove()?;
+            s
+        }
+        None => decompress(model, &mut archive.as_slice(), &mut restored, &mut |_| {})?,
+    };
+    let dt = t1.elapsed().as_secs_f64() + ds.resumed_seconds;
     let ok = restored == data;
     if !ok {
         return Err(Error::internal(format!(

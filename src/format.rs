@@ -1311,7 +1311,7 @@ fn read_frame_v2<R: Read>(r: &mut R, header: &Header) -> Result<Frame> {
 }
 
 /// Accumulates what the group frames declared, to check a version-2 end frame against.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ArchiveTally {
     blocks: u64,
     total: u64,

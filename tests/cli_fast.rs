@@ -1165,8 +1165,9 @@ fn resume_continues_an_interrupted_compression() {
 }
 
 /// `lmzip bench --resume DIR`: interrupted while compressing a file, then while decoding
-/// it, the same command finishes with the figures an uninterrupted run prints (sizes and
-/// bits per byte); finished files are not measured again.
+/// it (after a decoder checkpoint), the same command finishes with the figures an
+/// uninterrupted run prints (sizes and bits per byte); finished files are not measured
+/// again.
 #[test]
 #[cfg(unix)]
 fn bench_resume_survives_interruptions() {
@@ -1216,7 +1217,7 @@ fn bench_resume_survives_interruptions() {
     };
     let out = interrupt_when(spawn(), "INT", || found("compress.ckpt"));
     assert_eq!(out.status.code(), Some(130));
-    let out = interrupt_when(spawn(), "TERM", || found("compressed.json"));
+    let out = interrupt_when(spawn(), "TERM", || found("decode.ckpt"));
     assert_eq!(out.status.code(), Some(130));
     let out = spawn().wait_with_output().unwrap();
     assert!(

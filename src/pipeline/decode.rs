@@ -5,8 +5,10 @@
 //! see `speculate`). Within a step, streams decode in stream order, the order the encoder
 //! coded them in, so the predictors learn the same things in the same order.
 
+use super::io::Counting;
 use super::options::{DecodeOptions, Progress, Stats};
 use super::predictor_run::{alphabet, initial_active, Item, PredictorRun};
+use super::resume::{DecodeResume, DecodeSnapshot, DecodeSnapshotRef, RunState};
 use super::speculate::{GuessRates, Speculation, Src, MAX_GUESSES, SPECULATE_STREAMS};
 use super::window::{cache_capacity, Window};
 use crate::classic;
@@ -114,6 +116,10 @@ pub(crate) fn decode_memory(model: &Model, header: &Header, settings: &Predictor
 
 /// Decodes the archive whose `header` was just read from `input`, writing verified blocks
 /// to `out`: a block whose length or checksum fails is never written.
+///
+/// With `resume`, the state after each group is saved to its checkpoint, and a run the
+/// checkpoint holds for this archive is taken up after its last saved group.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decode_archive<R: Read, W: Write>(
     model: &Model,
     header: &Header,
@@ -122,12 +128,15 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
     stats: &mut Stats,
     progress: Progress,
     opts: DecodeOptions,
+    resume: Option<DecodeResume>,
 ) -> Result<()> {
+    let started = Instant::now();
     let settings = check_header(model, header)?;
     let need = decode_memory(model, header, &settings);
     within_memory(need, opts.memory_limit)?;
+    let mut input = Counting::new(input);
     let mut regions = if header.version >= format::VERSION_REGIONS {
-        read_regions(input, need, opts.memory_limit)?
+        read_regions(&mut input, need, opts.memory_limit)?
     } else {
         Interleave::none()
     };
@@ -138,8 +147,39 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
     // checksum has held: unverified bytes are never written.
     let mut held = Vec::new();
     let mut frames = format::Frames::new(header);
+    // With a checkpoint: what has been written (it is saved with the state), and groups.
+    let mut copy = Vec::new();
+    let (mut groups_done, mut earlier) = (0u64, 0.0);
+    let mut out = Tee {
+        inner: out,
+        copy: resume.as_ref().map(|_| &mut copy),
+    };
+    let saved: Option<DecodeSnapshot> = match &resume {
+        Some(r) => r.checkpoint.load(&r.fingerprint)?,
+        None => None,
+    };
+    if let (Some(snap), Some(r)) = (saved, &resume) {
+        // Skip the frames already decoded, then take up the state after them.
+        let skip = snap
+            .offset
+            .checked_sub(r.base + input.count())
+            .ok_or_else(|| Error::internal("checkpoint before the archive's frames"))?;
+        let skipped = std::io::copy(&mut (&mut input).take(skip), &mut std::io::sink())?;
+        if skipped != skip {
+            return Err(Error::truncated("group frame"));
+        }
+        out.write_all(&snap.output)?;
+        content.update(&snap.output);
+        *stats = snap.stats;
+        dec.restore(snap.run, snap.active, snap.rates)?;
+        regions.resume_at(snap.regions)?;
+        tally = snap.tally;
+        (groups_done, earlier) = (snap.groups_done, snap.elapsed);
+        stats.resumed_groups = groups_done;
+        stats.resumed_seconds = earlier;
+    }
     loop {
-        match frames.next_frame(input)? {
+        match frames.next_frame(&mut input)? {
             Frame::End(trailer) => {
                 tally.check(&trailer)?;
                 // Binary regions after the last text (each checked by the classical
@@ -173,10 +213,48 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
                     content: &mut content,
                     held: &mut held,
                 };
-                write_blocks(&entries, &outputs, sink, out, stats)?;
+                write_blocks(&entries, &outputs, sink, &mut out, stats)?;
                 progress(stats.original_bytes - stats.restored_bytes - stats.classic_bytes);
+                groups_done += 1;
+                if let Some(r) = &resume {
+                    let snap = DecodeSnapshotRef {
+                        groups_done,
+                        elapsed: earlier + started.elapsed().as_secs_f64(),
+                        offset: r.base + input.count(),
+                        output: out.copy.as_deref().map_or(&[], |c| c.as_slice()),
+                        stats,
+                        run: dec.run.state(),
+                        active: dec.state.active().map(|h| h.ids()),
+                        rates: &dec.rates,
+                        regions: regions.at(),
+                        tally: &tally,
+                    };
+                    r.checkpoint.save(&r.fingerprint, &snap)?;
+                    if r.checkpoint.stops_at(groups_done) {
+                        return Err(Error::new(ErrorKind::Paused { groups_done }));
+                    }
+                }
             }
         }
+    }
+}
+
+/// The output, and with a checkpoint a copy of it (saved with the decoder's state).
+struct Tee<'a, W> {
+    inner: &'a mut W,
+    copy: Option<&'a mut Vec<u8>>,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(c) = &mut self.copy {
+            c.extend_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -216,6 +294,14 @@ fn read_regions<R: Read>(input: &mut R, model_need: u64, limit: u64) -> Result<I
     Ok(Interleave::new(section.lens, binary))
 }
 
+/// An [`Interleave`]'s position: region, bytes left in it, binary bytes taken.
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct InterleaveAt {
+    region: usize,
+    left: u64,
+    taken: usize,
+}
+
 /// Puts decoded text back between the binary regions, in the order the region section
 /// gives. Without regions (versions 2 and 3) text passes through.
 struct Interleave {
@@ -242,6 +328,24 @@ impl Interleave {
 
     fn none() -> Self {
         Self::new(Vec::new(), Vec::new())
+    }
+
+    /// Where it stands, for a checkpoint.
+    fn at(&self) -> InterleaveAt {
+        InterleaveAt {
+            region: self.region,
+            left: self.left,
+            taken: self.taken,
+        }
+    }
+
+    /// Takes up a saved position (`at`) over the same regions.
+    fn resume_at(&mut self, at: InterleaveAt) -> Result<()> {
+        if at.region >= self.lens.len().max(1) || at.taken > self.binary.len() {
+            return Err(Error::internal("checkpoint beyond the archive's regions"));
+        }
+        (self.region, self.left, self.taken) = (at.region, at.left, at.taken);
+        Ok(())
     }
 
     /// Moves to the next text region with bytes left, writing the binary regions passed
@@ -456,6 +560,24 @@ impl<'m> ArchiveDecoder<'m> {
             rates: GuessRates::new(),
             speculate,
         }
+    }
+
+    /// Takes up a saved state: the predictor run, the active head's set, the guess rates.
+    fn restore(
+        &mut self,
+        run: RunState,
+        active: Option<Vec<u32>>,
+        rates: GuessRates,
+    ) -> Result<()> {
+        if active.is_some() != self.state.active().is_some() {
+            return Err(Error::internal("checkpoint of another decoder layout"));
+        }
+        self.run.restore(run);
+        if let Some(ids) = active {
+            self.state = Context::with_active(&self.model.net, ids);
+        }
+        self.rates = rates;
+        Ok(())
     }
 
     /// Decodes one group's blocks side by side; returns their bytes, not yet verified.

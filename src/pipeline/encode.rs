@@ -6,7 +6,7 @@
 
 use super::options::{CompressOptions, Progress, Stats};
 use super::predictor_run::{alphabet, code_of, initial_active, Item, PredictorRun};
-use super::resume::{self, Checkpoint, RunState, SnapshotRef};
+use super::resume::{self, Checkpoint, RunState, Snapshot, SnapshotRef};
 use super::window::{cache_capacity, layout, Slide, Window};
 use crate::classic;
 use crate::coder::BlockEncoder;
@@ -224,7 +224,8 @@ fn encode_archive(
     } else {
         let groups: Vec<&[&[u32]]> = blocks.chunks(streams).collect();
         let (mut first, mut earlier) = (0, 0.0);
-        match resume.map(|(c, f)| c.load(f)).transpose()?.flatten() {
+        let saved: Option<Snapshot> = resume.map(|(c, f)| c.load(f)).transpose()?.flatten();
+        match saved {
             Some(snap) => {
                 let done = usize::try_from(snap.groups_done)
                     .ok()
@@ -253,7 +254,6 @@ fn encode_archive(
             progress(done_bytes);
             if let Some((c, fingerprint)) = resume.filter(|_| g + 1 < groups.len()) {
                 let snap = SnapshotRef {
-                    fingerprint: *fingerprint,
                     groups_done: g as u64 + 1,
                     done_bytes,
                     elapsed: earlier + started.elapsed().as_secs_f64(),
@@ -262,7 +262,8 @@ fn encode_archive(
                     runs: enc.runs.iter().map(|r| r.state()).collect(),
                     active: enc.state.active().map(|h| h.ids()),
                 };
-                if c.save(&snap)? {
+                c.save(fingerprint, &snap)?;
+                if c.stops_at(snap.groups_done) {
                     return Err(Error::new(ErrorKind::Paused {
                         groups_done: g as u64 + 1,
                     }));

@@ -165,9 +165,10 @@ pub struct Stats {
     pub ideal_bits: f64,
     /// Same, for each extra predictor variant measured alongside (`compress_measure`).
     pub variant_bits: Vec<f64>,
-    /// A resumed compression ([`crate::compress_resumable`]): the groups of blocks that
-    /// earlier, interrupted runs had finished, and the wall-clock seconds they spent on
-    /// them (0 when nothing was resumed). The other counters include their work.
+    /// A resumed run ([`crate::compress_resumable`], `lmzip bench --resume`): the groups
+    /// of blocks that earlier, interrupted runs had finished, and the wall-clock seconds
+    /// they spent on them (0 when nothing was resumed). The other counters include their
+    /// work.
     pub resumed_groups: u64,
     pub resumed_seconds: f64,
 }

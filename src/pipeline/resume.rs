@@ -8,15 +8,19 @@
 //! the run it belongs to by a fingerprint of the lmzip build, the model, the options and
 //! the input, so it is never applied to anything else.
 //!
+//! Decoding keeps the same kind of checkpoint for `lmzip bench --resume` (its archive is
+//! in memory): the decoder's predictor state, the archive bytes read and the output so far.
+//!
 //! File layout (all integers little-endian): the magic `LMZRESUM`, a `u32` snapshot
-//! version, the snapshot (postcard: floats keep their bits), then XXH64 of everything
-//! before it. Written to a temporary file, synced and renamed, so a crash while saving
+//! version, the run's 32-byte fingerprint, the snapshot (postcard: floats keep their
+//! bits), then XXH64 of everything before it. Written to a temporary file, synced and renamed, so a crash while saving
 //! leaves the previous checkpoint. It is never mistaken for an archive: the magic differs.
 
 use super::options::{CompressOptions, Stats};
 use crate::model::Model;
 use crate::predict::{Ensemble, PredictorSettings};
 use crate::{Error, ErrorKind, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -67,7 +71,7 @@ impl Checkpoint {
     /// The snapshot saved for the run `fingerprint` names, if there is one. A damaged
     /// checkpoint, or one of another run, is an error: silently starting over could throw
     /// away days of work the user meant to keep.
-    pub(crate) fn load(&self, fingerprint: &[u8; 32]) -> Result<Option<Snapshot>> {
+    pub(crate) fn load<T: DeserializeOwned>(&self, fingerprint: &[u8; 32]) -> Result<Option<T>> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -79,10 +83,11 @@ impl Checkpoint {
                 self.path.display()
             )))
         };
+        let head = MAGIC.len() + 4 + 32;
         let body_end = bytes
             .len()
             .checked_sub(8)
-            .filter(|&n| n >= MAGIC.len() + 4)
+            .filter(|&n| n >= head)
             .ok_or_else(|| bad("is too short to be a checkpoint"))?;
         if &bytes[..MAGIC.len()] != MAGIC {
             return Err(bad("is not an lmzip checkpoint"));
@@ -97,27 +102,32 @@ impl Checkpoint {
         if u32::from_le_bytes(version) != SNAPSHOT_VERSION {
             return Err(bad("was written by another lmzip version"));
         }
-        let snap: Snapshot = postcard::from_bytes(&bytes[MAGIC.len() + 4..body_end])
-            .map_err(|_| bad("was written by another lmzip build"))?;
-        if &snap.fingerprint != fingerprint {
+        if &bytes[MAGIC.len() + 4..head] != fingerprint {
             return Err(bad(
                 "belongs to another run (a different input, model, options or lmzip build)",
             ));
         }
-        Ok(Some(snap))
+        postcard::from_bytes(&bytes[head..body_end])
+            .map(Some)
+            .map_err(|_| bad("was written by another lmzip build"))
     }
 
-    /// Saves `snap` in place of the previous checkpoint, atomically. Returns whether the
-    /// run should stop here ([`Checkpoint::stop_after`]).
-    pub(crate) fn save(&self, snap: &SnapshotRef) -> Result<bool> {
+    /// Saves `snap` of the run `fingerprint` names in place of the previous checkpoint,
+    /// atomically.
+    pub(crate) fn save<T: Serialize>(&self, fingerprint: &[u8; 32], snap: &T) -> Result<()> {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(fingerprint);
         let mut bytes = postcard::to_extend(snap, bytes)
             .map_err(|e| Error::internal(format!("saving the checkpoint: {e}")))?;
         let sum = xxhash_rust::xxh64::xxh64(&bytes, 0);
         bytes.extend_from_slice(&sum.to_le_bytes());
-        super::io::write_replacing(&self.path, &bytes)?;
-        Ok(self.stop_after == Some(snap.groups_done))
+        super::io::write_replacing(&self.path, &bytes)
+    }
+
+    /// Whether the run should stop after `groups_done` groups ([`Checkpoint::stop_after`]).
+    pub(crate) fn stops_at(&self, groups_done: u64) -> bool {
+        self.stop_after == Some(groups_done)
     }
 }
 
@@ -144,6 +154,16 @@ pub(crate) fn fingerprint(
     h.finalize().into()
 }
 
+/// Names one decoding run: the lmzip build, the model and the archive.
+pub(crate) fn decode_fingerprint(model: &Model, archive: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"lmzip decode checkpoint\0");
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(model.sha256);
+    h.update(archive);
+    h.finalize().into()
+}
+
 /// One predictor run's state: its ensemble and the ideal code length so far.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct RunState {
@@ -154,7 +174,6 @@ pub(crate) struct RunState {
 /// The encoder's state after `groups_done` groups, as loaded.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Snapshot {
-    pub fingerprint: [u8; 32],
     pub groups_done: u64,
     /// Bytes of the input (as coded) the finished groups cover.
     pub done_bytes: u64,
@@ -179,7 +198,6 @@ pub(crate) struct RunRef<'a> {
 /// [`Snapshot`] borrowed, for saving.
 #[derive(Serialize)]
 pub(crate) struct SnapshotRef<'a> {
-    pub fingerprint: [u8; 32],
     pub groups_done: u64,
     pub done_bytes: u64,
     pub elapsed: f64,
@@ -187,4 +205,45 @@ pub(crate) struct SnapshotRef<'a> {
     pub stats: &'a Stats,
     pub runs: Vec<RunRef<'a>>,
     pub active: Option<&'a [u32]>,
+}
+
+/// The decoder's state after `groups_done` group frames of one archive, as loaded.
+#[derive(Deserialize)]
+pub(crate) struct DecodeSnapshot {
+    pub groups_done: u64,
+    /// Wall-clock seconds the runs up to here spent.
+    pub elapsed: f64,
+    /// Archive bytes read, from its first byte (header included).
+    pub offset: u64,
+    /// The original bytes written so far.
+    pub output: Vec<u8>,
+    pub stats: Stats,
+    pub run: RunState,
+    pub active: Option<Vec<u32>>,
+    pub rates: super::speculate::GuessRates,
+    pub regions: super::decode::InterleaveAt,
+    pub tally: crate::format::ArchiveTally,
+}
+
+/// [`DecodeSnapshot`] borrowed, for saving.
+#[derive(Serialize)]
+pub(crate) struct DecodeSnapshotRef<'a> {
+    pub groups_done: u64,
+    pub elapsed: f64,
+    pub offset: u64,
+    pub output: &'a [u8],
+    pub stats: &'a Stats,
+    pub run: RunRef<'a>,
+    pub active: Option<&'a [u32]>,
+    pub rates: &'a super::speculate::GuessRates,
+    pub regions: super::decode::InterleaveAt,
+    pub tally: &'a crate::format::ArchiveTally,
+}
+
+/// A decoding that saves its progress: where, for which run, and how many archive bytes
+/// came before the reader it is given (the header).
+pub(crate) struct DecodeResume<'a> {
+    pub checkpoint: &'a Checkpoint,
+    pub fingerprint: [u8; 32],
+    pub base: u64,
 }

@@ -148,6 +148,7 @@ impl Speculation {
 }
 
 /// How often guesses of each kind came true in this run, with a prior (decoder-side only).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct GuessRates {
     tried: [f64; DRAFT_KINDS],
     right: [f64; DRAFT_KINDS],
