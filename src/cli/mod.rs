@@ -405,7 +405,8 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
         }
         (r, _) => r?,
     };
-    let secs = start.elapsed().as_secs_f64();
+    // A resumed run's speed covers the earlier runs' time too: their work is in the figures.
+    let secs = start.elapsed().as_secs_f64() + stats.resumed_seconds;
     if a.rm && !is_stdin && !matches!(dest, Dest::Stdout | Dest::Nowhere) {
         std::fs::remove_file(input).context("output written, but removing the input failed")?;
     }
@@ -440,8 +441,8 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
         );
         if stats.resumed_groups > 0 {
             eprintln!(
-                "{}: resumed after {} groups of blocks ({:.1} s in earlier runs; speed counts \
-                 this run only)",
+                "{}: resumed after {} groups of blocks ({:.1} s of the time above in earlier \
+                 runs)",
                 display_name(input, is_stdin),
                 stats.resumed_groups,
                 stats.resumed_seconds

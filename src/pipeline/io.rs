@@ -177,17 +177,27 @@ impl<R: Read> Read for Decoder<'_, R> {
 
 /// Writes `bytes` to `path` through a synced temporary file renamed over it.
 pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_replacing_with(path, |w| w.write_all(bytes).map_err(Into::into))
+}
+
+/// Writes what `fill` writes to `path` through a buffered, synced temporary file renamed
+/// over it: `path` holds the old bytes or the new ones, never a mix.
+pub(crate) fn write_replacing_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+    let write = || -> Result<()> {
+        let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        Ok(())
     };
-    write().map_err(|e| {
+    write().inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        e.into()
     })
 }

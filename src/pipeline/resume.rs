@@ -23,6 +23,7 @@ use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// First bytes of a checkpoint file.
@@ -115,19 +116,61 @@ impl Checkpoint {
     /// Saves `snap` of the run `fingerprint` names in place of the previous checkpoint,
     /// atomically.
     pub(crate) fn save<T: Serialize>(&self, fingerprint: &[u8; 32], snap: &T) -> Result<()> {
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(fingerprint);
-        let mut bytes = postcard::to_extend(snap, bytes)
-            .map_err(|e| Error::internal(format!("saving the checkpoint: {e}")))?;
-        let sum = xxhash_rust::xxh64::xxh64(&bytes, 0);
-        bytes.extend_from_slice(&sum.to_le_bytes());
-        super::io::write_replacing(&self.path, &bytes)
+        // Streamed to the file (the tables run to tens of megabytes), hashed on the way.
+        super::io::write_replacing_with(&self.path, |w| {
+            let mut w = Hashing {
+                inner: w,
+                hash: xxhash_rust::xxh64::Xxh64::new(0),
+                failed: None,
+            };
+            w.write_all(MAGIC)?;
+            w.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
+            w.write_all(fingerprint)?;
+            // postcard writes byte by byte: a buffer in front keeps that cheap. Its error
+            // does not carry the I/O error (a full disk, say), so that is kept aside.
+            let mut buf = std::io::BufWriter::with_capacity(1 << 16, w);
+            if let Err(e) = postcard::to_io(snap, &mut buf) {
+                return Err(match buf.get_mut().failed.take() {
+                    Some(io) => io.into(),
+                    None => Error::internal(format!("saving the checkpoint: {e}")),
+                });
+            }
+            let w = buf.into_inner().map_err(|e| e.into_error())?;
+            let sum = w.hash.digest();
+            w.inner.write_all(&sum.to_le_bytes())?;
+            Ok(())
+        })
     }
 
     /// Whether the run should stop after `groups_done` groups ([`Checkpoint::stop_after`]).
     pub(crate) fn stops_at(&self, groups_done: u64) -> bool {
         self.stop_after == Some(groups_done)
+    }
+}
+
+/// A writer that hashes what passes through it (XXH64, seed 0) and keeps the first error.
+struct Hashing<'a> {
+    inner: &'a mut dyn Write,
+    hash: xxhash_rust::xxh64::Xxh64,
+    failed: Option<std::io::Error>,
+}
+
+impl Write for Hashing<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.hash.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                let kind = e.kind();
+                self.failed.get_or_insert(e);
+                Err(kind.into())
+            }
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
