@@ -4,7 +4,7 @@
 
 use crate::model::Model;
 use crate::pipeline::{
-    compress_measure, decompress, decompress_resumable, run_fingerprint, write_replacing,
+    compress_measure, decompress, decompress_resumable, run_fingerprint, write_replacing, Compare,
     CompressOptions, Stats,
 };
 use crate::predict::PredictorSettings;
@@ -126,38 +126,28 @@ pub fn bench_bytes(
     };
     let (archive, cs, ct) = match resume {
         Some(dir) => compress_kept(model, data, opts, &variants, dir)?,
-        None => {
-            let mut archive = Vec::new();
-            let t0 = Instant::now();
-            let cs = compress_measure(
-                model,
-                data,
-                opts,
-                &variants,
-                &mut archive,
-                &mut |_| {},
-                None,
-            )?;
-            (archive, cs, t0.elapsed().as_secs_f64())
-        }
+        None => timed_compress(model, data, opts, &variants, None)?,
     };
-    let mut restored = Vec::with_capacity(data.len());
+    // Decoded bytes are checked as they come, not kept.
+    let mut cmp = Compare::new(data);
     let t1 = Instant::now();
     let ds = match resume {
         Some(dir) => {
             let checkpoint = Checkpoint::new(dir.join("decode.ckpt"));
-            let s = decompress_resumable(model, &archive, &mut restored, &mut |_| {}, &checkpoint)?;
-            checkpoint.remove()?;
-            s
+            let s = decompress_resumable(model, &archive, &mut cmp, &mut |_| {}, &checkpoint);
+            s.and_then(|s| checkpoint.remove().map(|_| s))
         }
-        None => decompress(model, &mut archive.as_slice(), &mut restored, &mut |_| {})?,
+        None => decompress(model, &mut archive.as_slice(), &mut cmp, &mut |_| {}),
     };
+    let differs = || Error::internal(format!("{name}: round trip differs from the original"));
+    let ds = ds.map_err(|e| match e.is_io_kind(std::io::ErrorKind::InvalidData) {
+        true => differs(),
+        false => e,
+    })?;
     let dt = t1.elapsed().as_secs_f64() + ds.resumed_seconds;
-    let ok = restored == data;
+    let ok = cmp.is_complete();
     if !ok {
-        return Err(Error::internal(format!(
-            "{name}: round trip differs from the original"
-        )));
+        return Err(differs());
     }
     let kb = data.len() as f64 / 1000.0;
     Ok(BenchResult {
@@ -205,6 +195,30 @@ pub fn bench_bytes(
     })
 }
 
+/// Compresses `data` (through `checkpoint` when given): the archive, its stats, and the
+/// wall-clock seconds over every run (earlier, interrupted ones included).
+fn timed_compress(
+    model: &Model,
+    data: &[u8],
+    opts: &CompressOptions,
+    variants: &[PredictorSettings],
+    checkpoint: Option<&Checkpoint>,
+) -> Result<(Vec<u8>, Stats, f64)> {
+    let mut archive = Vec::new();
+    let t0 = Instant::now();
+    let stats = compress_measure(
+        model,
+        data,
+        opts,
+        variants,
+        &mut archive,
+        &mut |_| {},
+        checkpoint,
+    )?;
+    let seconds = t0.elapsed().as_secs_f64() + stats.resumed_seconds;
+    Ok((archive, stats, seconds))
+}
+
 /// A finished compression kept for the decoding half of a resumable bench.
 #[derive(Serialize, Deserialize)]
 struct Kept {
@@ -242,18 +256,7 @@ fn compress_kept(
     }
     std::fs::create_dir_all(dir)?;
     let checkpoint = Checkpoint::new(dir.join("compress.ckpt"));
-    let mut archive = Vec::new();
-    let t0 = Instant::now();
-    let stats = compress_measure(
-        model,
-        data,
-        opts,
-        variants,
-        &mut archive,
-        &mut |_| {},
-        Some(&checkpoint),
-    )?;
-    let seconds = t0.elapsed().as_secs_f64() + stats.resumed_seconds;
+    let (archive, stats, seconds) = timed_compress(model, data, opts, variants, Some(&checkpoint))?;
     let kept = Kept {
         run,
         archive_xxh64: xxhash_rust::xxh64::xxh64(&archive, 0),

@@ -45,6 +45,20 @@ impl Env {
         c
     }
 
+    /// `lmzip --model SYNTHETIC ARGS…` started in the scratch folder, its output piped.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lmzip"))
+            .current_dir(self.dir.path())
+            .env_remove("LMZIP_MODEL")
+            .arg("--model")
+            .arg(&self.model)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Names in the scratch folder other than the model, sorted.
     fn names(&self) -> Vec<String> {
         names_in(self.dir.path())
@@ -820,30 +834,11 @@ fn interrupt_removes_partial_output_and_exits_130() {
     let big: Vec<u8> = TEXT.iter().copied().cycle().take(3_000_000).collect();
     e.write("big.txt", &big);
     for signal in ["INT", "TERM"] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lmzip"))
-            .current_dir(e.dir.path())
-            .arg("--model")
-            .arg(&e.model)
-            .args(["--rm", "big.txt"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Wait for the temporary output to exist: the run is then past reading its input.
-        let t0 = std::time::Instant::now();
-        while !e.names().iter().any(|n| n.ends_with(".tmp")) {
-            assert!(t0.elapsed().as_secs() < 60, "no temporary file appeared");
-            if let Some(s) = child.try_wait().unwrap() {
-                panic!("finished before the signal ({s}); make the input bigger");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let ok = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let out = child.wait_with_output().unwrap();
+        // Once the temporary output exists, the run is past reading its input.
+        let child = e.spawn(&["--rm", "big.txt"]);
+        let out = interrupt_when(child, signal, || {
+            e.names().iter().any(|n| n.ends_with(".tmp"))
+        });
         assert_eq!(out.status.code(), Some(130), "{signal}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("interrupted; partial output removed")
@@ -1130,15 +1125,9 @@ fn resume_continues_an_interrupted_compression() {
         .get_output()
         .stdout
         .clone();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_lmzip"))
-        .current_dir(e.dir.path())
-        .arg("--model")
-        .arg(&e.model)
-        .args(["--resume", "big.txt"])
-        .args(knobs)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut args = vec!["--resume", "big.txt"];
+    args.extend(knobs);
+    let child = e.spawn(&args);
     let out = interrupt_when(child, "INT", || e.path("big.txt.lmz.resume").exists());
     assert_eq!(out.status.code(), Some(130));
     assert!(String::from_utf8_lossy(&out.stderr).contains("progress kept in big.txt.lmz.resume"));
@@ -1196,18 +1185,9 @@ fn bench_resume_survives_interruptions() {
         .output()
         .unwrap();
     assert!(whole.status.success());
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_lmzip"))
-            .current_dir(e.dir.path())
-            .arg("--model")
-            .arg(&e.model)
-            .args(["bench", "--json", "--resume", "state", "corp"])
-            .args(knobs)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let mut args = vec!["bench", "--json", "--resume", "state", "corp"];
+    args.extend(knobs);
+    let spawn = || e.spawn(&args);
     let found = |name: &str| {
         std::fs::read_dir(e.path("state"))
             .into_iter()

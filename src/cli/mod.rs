@@ -487,27 +487,12 @@ fn run_mode<W: Write>(
 /// `--verify`: decodes `archive` and compares it with `data` as it goes (the first
 /// differing byte stops it); nothing is written unless it matches.
 fn verify(model: &Model, archive: &[u8], data: &[u8]) -> Result<()> {
-    struct Compare<'a>(&'a [u8]);
-    impl Write for Compare<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            match self.0.strip_prefix(buf) {
-                Some(rest) => {
-                    self.0 = rest;
-                    Ok(buf.len())
-                }
-                None => Err(io::Error::other("decodes to different bytes")),
-            }
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut cmp = Compare(data);
+    let mut cmp = lmzip::pipeline::Compare::new(data);
     let decoded = lmzip::decompress(model, &mut &archive[..], &mut cmp, &mut |_| {});
     if let Err(e) = decoded {
         bail!("verification failed, nothing written: the new archive {e} (a bug in lmzip: please report it)");
     }
-    if !cmp.0.is_empty() {
+    if !cmp.is_complete() {
         bail!("verification failed, nothing written: the new archive decodes to fewer bytes than the input (a bug in lmzip: please report it)");
     }
     Ok(())

@@ -175,6 +175,43 @@ impl<R: Read> Read for Decoder<'_, R> {
     }
 }
 
+/// A writer that checks what is written against `expected`, keeping nothing: a decoder
+/// writing into it verifies a round trip without a second copy of the output. A byte
+/// that differs is an error ([`io::ErrorKind::InvalidData`]); [`Compare::is_complete`]
+/// says afterwards whether all of `expected` came.
+pub struct Compare<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Compare<'a> {
+    pub fn new(expected: &'a [u8]) -> Self {
+        Compare { rest: expected }
+    }
+
+    /// Whether everything expected has been written.
+    pub fn is_complete(&self) -> bool {
+        self.rest.is_empty()
+    }
+}
+
+impl Write for Compare<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.rest.strip_prefix(buf) {
+            Some(rest) => {
+                self.rest = rest;
+                Ok(buf.len())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "decodes to different bytes",
+            )),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes `bytes` to `path` through a synced temporary file renamed over it.
 pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
     write_replacing_with(path, |w| w.write_all(bytes).map_err(Into::into))

@@ -24,7 +24,7 @@ mod window;
 pub use decode::{peek_backend, peek_header};
 pub use describe::{describe, ArchiveInfo};
 pub(crate) use io::write_replacing;
-pub use io::{Decoder, Encoder};
+pub use io::{Compare, Decoder, Encoder};
 pub use options::{CompressOptions, DecodeOptions, Progress, Stats, DEFAULT_MEMORY_LIMIT};
 pub(crate) use resume::fingerprint as run_fingerprint;
 pub use resume::Checkpoint;
@@ -292,6 +292,21 @@ mod tests {
         }
     }
 
+    /// Blocks of 40 symbols three side by side, a 32-position window: many groups from a
+    /// short input. `active` and `cache` set the active head and the continuous cache.
+    fn small_blocks(active: u8, cache: u8) -> CompressOptions {
+        let mut opts = CompressOptions {
+            block_tokens: 40,
+            streams: 3,
+            window: 32,
+            keep: 20,
+            ..CompressOptions::default()
+        };
+        opts.predictor.active_log2 = active;
+        opts.predictor.cache_log2 = cache;
+        opts
+    }
+
     /// A compression stopped after any group and resumed (even several times) writes the
     /// archive an uninterrupted run writes, byte for byte, with the full head and with the
     /// active head and continuous cache; a checkpoint of another input, or a damaged one,
@@ -306,15 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.lmz.resume");
         for (active, cache) in [(0u8, 0u8), (3, 8)] {
-            let mut opts = CompressOptions {
-                block_tokens: 40,
-                streams: 3,
-                window: 32,
-                keep: 20,
-                ..CompressOptions::default()
-            };
-            opts.predictor.active_log2 = active;
-            opts.predictor.cache_log2 = cache;
+            let opts = small_blocks(active, cache);
             let whole = compress_to_vec(&model, &data, &opts).unwrap();
             let run = |ck: Checkpoint| {
                 let mut out = Vec::new();
@@ -395,15 +402,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ck = dir.path().join("decode.ckpt");
         for (active, cache) in [(0u8, 0u8), (3, 8)] {
-            let mut opts = CompressOptions {
-                block_tokens: 40,
-                streams: 3,
-                window: 32,
-                keep: 20,
-                ..CompressOptions::default()
-            };
-            opts.predictor.active_log2 = active;
-            opts.predictor.cache_log2 = cache;
+            let opts = small_blocks(active, cache);
             let mut archive = Vec::new();
             compress_regions(&model, &data, &regions, &opts, &mut archive).unwrap();
             let run = |c: Checkpoint| {
