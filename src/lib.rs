@@ -70,8 +70,8 @@ pub use format::{Checksum, ChecksumKind, WINDOW_REPREFILL, WINDOW_SHIFT};
 pub use model::Model;
 pub use pipeline::{
     compress, compress_resumable, compress_to_vec, decompress, decompress_to_vec, decompress_with,
-    describe, peek_backend, peek_header, ArchiveInfo, Checkpoint, CompressOptions, DecodeOptions,
-    Decoder, Encoder, Progress, Stats, DEFAULT_MEMORY_LIMIT,
+    describe, member_cuts, member_spans, peek_backend, peek_header, ArchiveInfo, Checkpoint,
+    CompressOptions, DecodeOptions, Decoder, Encoder, Progress, Share, Stats, DEFAULT_MEMORY_LIMIT,
 };
 pub use predict::{PredictorSettings, DEFAULT_CACHE_LOG2};
 pub use transform::Transform;

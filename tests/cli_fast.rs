@@ -1219,3 +1219,116 @@ fn bench_resume_survives_interruptions() {
         .unwrap();
     assert_eq!(sizes(&again.stdout), sizes(&whole.stdout));
 }
+
+/// GNU parallel's path, or `None` outside CI when it is missing (the test says so and
+/// skips); under CI (`CI` set) a missing parallel is a failure: tests/run.sh installs it.
+fn gnu_parallel() -> Option<&'static str> {
+    let ok = std::process::Command::new("parallel")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"GNU parallel"));
+    if ok {
+        return Some("parallel");
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set and GNU parallel is missing (tests/run.sh installs it)"
+    );
+    eprintln!("skipping: GNU parallel is not installed (apt-get install parallel)");
+    None
+}
+
+#[test]
+fn members_and_shares_join_with_cat() {
+    let e = env();
+    let text: Vec<u8> = TEXT.iter().copied().cycle().take(9_000).collect();
+    e.write("in.txt", &text);
+    let run = |args: &[&str]| {
+        e.cmd()
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone()
+    };
+    let whole = run(&["-c", "--member-size", "2K", "in.txt"]);
+    e.write("whole.lmz", &whole);
+    // Five members (2,048 bytes and up to the next line end each), each an archive.
+    let info = String::from_utf8(run(&["info", "whole.lmz"])).unwrap();
+    assert_eq!(info.matches("format version").count(), 5, "{info}");
+    assert_eq!(run(&["-dc", "whole.lmz"]), text);
+
+    // Shares made apart join into the same bytes, however many shares and even empty ones.
+    for k in [1usize, 2, 3, 7] {
+        let mut joined = Vec::new();
+        for i in 1..=k {
+            let share = format!("{i}/{k}");
+            joined.extend(run(&[
+                "-c",
+                "--member-size",
+                "2K",
+                "--share",
+                &share,
+                "in.txt",
+            ]));
+        }
+        assert!(joined == whole, "{k} shares differ from one run");
+        // Decoding share by share gives the input piece by piece.
+        let mut out = Vec::new();
+        for i in 1..=k {
+            out.extend(run(&["-dc", "--share", &format!("{i}/{k}"), "whole.lmz"]));
+        }
+        assert!(out == text, "{k} decoded shares differ from the input");
+    }
+    // -t checks one share alone.
+    e.cmd()
+        .args(["-t", "--share", "2/2", "whole.lmz"])
+        .assert()
+        .success();
+
+    // GNU parallel, as across machines: local jobs here, --sshlogin there (README).
+    let Some(parallel) = gnu_parallel() else {
+        return;
+    };
+    let bin = assert_cmd::cargo::cargo_bin("lmzip");
+    let lmzip = format!("{} --model {}", bin.display(), e.model.display());
+    let sh = |script: String| {
+        let status = std::process::Command::new("sh")
+            .current_dir(e.dir.path())
+            .env_remove("LMZIP_MODEL")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+    };
+    sh(format!(
+        "{parallel} -j 3 '{lmzip} -c --member-size 2K --share {{}}/3 in.txt > part.{{}}' ::: 1 2 3 \
+         && cat part.1 part.2 part.3 > joined.lmz"
+    ));
+    assert!(e.read("joined.lmz") == whole, "parallel shares differ");
+    sh(format!(
+        "{parallel} -j 3 '{lmzip} -dc --share {{}}/3 joined.lmz > out.{{}}' ::: 1 2 3 \
+         && cat out.1 out.2 out.3 > joined.txt"
+    ));
+    assert!(e.read("joined.txt") == text, "parallel decoding differs");
+}
+
+#[test]
+fn member_and_share_usage_errors() {
+    let e = env();
+    e.write("in.txt", TEXT);
+    for args in [
+        &["--share", "1/2", "-c", "in.txt"][..],
+        &["--member-size", "1K", "--share", "1/2", "in.txt"],
+        &["--member-size", "1K", "--share", "0/2", "-c", "in.txt"],
+        &["--member-size", "1K", "--share", "3/2", "-c", "in.txt"],
+        &["--member-size", "0", "-c", "in.txt"],
+        &["--member-size", "12Q", "-c", "in.txt"],
+        &["-d", "--member-size", "1K", "-c", "in.txt"],
+        &["--member-size", "1K", "--resume", "in.txt"],
+    ] {
+        e.cmd().args(args).assert().code(2);
+    }
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (the models, the corpora, qemu-user for the
-# portability tests), then runs them.
+# portability tests, GNU parallel for the sharding test), then runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash models/fetch.sh
@@ -11,23 +11,27 @@ bash corpora/fetch.sh
 # `qemu-aarch64`; both fail rather than skip under CI when what they need is missing. The
 # CI machine is Debian as root: install qemu-user, the aarch64 cross linker and C library
 # (liblzma is built from source) and the Rust target there; elsewhere, say what to install.
+need=()
+# tests/cli_fast.rs runs shares as GNU parallel jobs (fails under CI without it).
+command -v parallel >/dev/null || need+=(parallel)
 if [ "$(uname -m)" = x86_64 ]; then
-  need=()
   command -v "${LMZIP_QEMU:-qemu-x86_64}" >/dev/null || need+=(qemu-user)
   command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
   command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-  if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      echo "installing ${need[*]} for the portability tests…" >&2
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq >&2 && apt-get install -y -qq "${need[@]}" >&2 ||
-        { echo "run.sh: could not install ${need[*]} with apt-get" >&2; exit 1; }
-    else
-      echo "run.sh: missing ${need[*]} and cannot install them here (needs root and" \
-        "apt-get); the portability tests will skip (fail under CI). Debian:" \
-        "sudo apt-get install ${need[*]}" >&2
-    fi
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${need[*]} for the portability and sharding tests…" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 && apt-get install -y -qq "${need[@]}" >&2 ||
+      { echo "run.sh: could not install ${need[*]} with apt-get" >&2; exit 1; }
+  else
+    echo "run.sh: missing ${need[*]} and cannot install them here (needs root and" \
+      "apt-get); the tests that need them will skip (fail under CI). Debian:" \
+      "sudo apt-get install ${need[*]}" >&2
   fi
+fi
+if [ "$(uname -m)" = x86_64 ]; then
   if command -v aarch64-linux-gnu-gcc >/dev/null; then
     rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
       rustup target add aarch64-unknown-linux-gnu

@@ -396,8 +396,21 @@ pub struct CodecArgs {
     /// beside the output, and continue from it where an earlier run of the same input,
     /// model and options was interrupted. The archive is the same as an uninterrupted
     /// run's; the checkpoint is removed once it is complete.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "member_size")]
     pub resume: bool,
+    /// Compressing: cut the input into independent members of about SIZE bytes (suffixes
+    /// K, M, G: ×1024; each member ends at the first line end past SIZE), each its own
+    /// archive, back to back in one output that decompresses as a whole. The cuts depend on
+    /// the input and SIZE alone, so shares made on several machines (--share) join with
+    /// `cat` into exactly this output.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Members and shares")]
+    pub member_size: Option<u64>,
+    /// Only share I of K (1 ≤ I ≤ K) of the members, in order: compressing, the members
+    /// --member-size cuts; decompressing or testing, the archives back to back in the input
+    /// (a --member-size archive's members, or any concatenation). The K outputs joined with
+    /// `cat` in order are the whole result. Needs -c or -o.
+    #[arg(long, value_name = "I/K", value_parser = parse_share, help_heading = "Members and shares")]
+    pub share: Option<lmzip::Share>,
     /// Print nothing but errors.
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,
@@ -458,6 +471,41 @@ pub struct InfoArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// `--member-size`: bytes, with an optional K, M or G suffix (powers of 1024); at least 1.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("unknown size suffix {unit:?} (use K, M or G)")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a size: {s:?} (e.g. 4096, 64K, 16M)"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("the member size must be at least 1 byte".into()),
+        Some(v) => Ok(v),
+        None => Err(format!("size too large: {s}")),
+    }
+}
+
+/// `--share I/K`: share I (1-based) of K.
+fn parse_share(s: &str) -> Result<lmzip::Share, String> {
+    let bad = || format!("expected I/K with 1 <= I <= K, e.g. 2/4; got {s:?}");
+    let (i, k) = s.split_once('/').ok_or_else(bad)?;
+    let (i, k) = (
+        i.trim().parse().map_err(|_| bad())?,
+        k.trim().parse().map_err(|_| bad())?,
+    );
+    lmzip::Share::new(i, k).ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +514,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_and_shares_parse() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("16m"), Ok(16 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        for bad in ["", "0", "K", "1.5M", "12Q", "-3", "99999999999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_share("2/4"), Ok(lmzip::Share::new(2, 4).unwrap()));
+        for bad in ["0/4", "5/4", "1", "a/b", "1/0", "/"] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use clap::{CommandFactory, FromArgMatches};
 use lmzip::{model, Model, Stats};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -205,6 +206,26 @@ fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
             "--resume applies to compression",
         ));
     }
+    if a.member_size.is_some() && mode != Mode::Compress {
+        return Err(usage(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--member-size applies to compression (decompression finds the members itself)",
+        ));
+    }
+    if a.share.is_some() {
+        if mode == Mode::Compress && a.member_size.is_none() {
+            return Err(usage(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--share needs --member-size when compressing (it picks members of that size)",
+            ));
+        }
+        if mode != Mode::Test && !a.stdout && a.output.is_none() {
+            return Err(usage(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--share writes part of a result: name where with -o OUT or -c",
+            ));
+        }
+    }
     let to_files = match &a.output {
         Some(o) => o.as_os_str() != "-",
         None => !a.stdout && inputs.iter().all(|p| p.as_os_str() != "-"),
@@ -345,9 +366,17 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
     };
     let model = lazy.get(&path, backend)?;
     let start = Instant::now();
+    // With --share, only part of the input is coded or decoded.
+    let part = match mode {
+        Mode::Compress => compress_part(a, &data),
+        _ => decode_part(a, &data)?,
+    };
+    // An empty share (more shares than members) writes an empty output.
+    let nothing = part.is_none();
+    let data = &data[part.unwrap_or(0..0)];
     let total = match mode {
         Mode::Compress => Some(data.len() as u64),
-        _ => archive_content_len(&data),
+        _ => archive_content_len(data),
     };
     let mut bar = progress::Progress::new(
         !a.quiet && io::stderr().is_terminal(),
@@ -376,15 +405,15 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
     let ck = checkpoint.as_ref();
     let result = match &dest {
         Dest::File(out) => write_atomically(out, a.force, input, is_stdin, |w| {
-            run_mode(mode, model, a, &data, w, &bar, ck)
+            run_mode(mode, model, a, (data, nothing), w, &bar, ck)
         }),
         Dest::Stdout => {
             let stdout = io::stdout();
             let mut lock = stdout.lock();
-            run_mode(mode, model, a, &data, &mut lock, &bar, ck)
+            run_mode(mode, model, a, (data, nothing), &mut lock, &bar, ck)
                 .and_then(|s| lock.flush().map(|_| s).map_err(Into::into))
         }
-        Dest::Nowhere => run_mode(mode, model, a, &data, &mut io::sink(), &bar, ck),
+        Dest::Nowhere => run_mode(mode, model, a, (data, nothing), &mut io::sink(), &bar, ck),
     };
     if let Ok(mut slot) = CHECKPOINT.lock() {
         *slot = None;
@@ -456,11 +485,14 @@ fn run_mode<W: Write>(
     mode: Mode,
     model: &Model,
     a: &CodecArgs,
-    data: &[u8],
+    (data, nothing): (&[u8], bool),
     w: &mut W,
     bar: &progress::Progress,
     checkpoint: Option<&lmzip::Checkpoint>,
 ) -> Result<Stats> {
+    if nothing {
+        return Ok(Stats::default());
+    }
     let mut report = |done: u64| bar.set(done);
     let opts = a.encode.options(model);
     let mut compress = |mut w: &mut dyn Write| match checkpoint {
@@ -468,6 +500,7 @@ fn run_mode<W: Write>(
         None => lmzip::compress(model, data, &opts, &mut w, &mut report),
     };
     Ok(match mode {
+        Mode::Compress if a.member_size.is_some() => compress_members(model, a, data, w, bar)?,
         Mode::Compress if a.verify => {
             let mut archive = Vec::new();
             let s = compress(&mut archive)?;
@@ -482,6 +515,82 @@ fn run_mode<W: Write>(
             s
         }
     })
+}
+
+/// The members `--member-size` cuts `data` into, and the range of them `--share` picks.
+fn members(a: &CodecArgs, data: &[u8]) -> (Vec<Range<usize>>, Range<usize>) {
+    let size = a.member_size.unwrap_or(u64::MAX);
+    let cuts = lmzip::member_cuts(data, usize::try_from(size).unwrap_or(usize::MAX));
+    let chosen = a.share.map_or(0..cuts.len(), |s| s.of(cuts.len()));
+    (cuts, chosen)
+}
+
+/// The bytes from the first to the last of `spans[chosen]`; `None` when it is empty.
+fn joined(spans: &[Range<usize>], chosen: Range<usize>) -> Option<Range<usize>> {
+    let first = spans.get(chosen.start)?;
+    let last = spans.get(chosen.end.checked_sub(1)?)?;
+    (!chosen.is_empty()).then_some(first.start..last.end)
+}
+
+/// The bytes of the input a compression codes: all of it, or the members of its share
+/// (`None`: the share has none).
+fn compress_part(a: &CodecArgs, data: &[u8]) -> Option<Range<usize>> {
+    if a.share.is_none() {
+        return Some(0..data.len());
+    }
+    let (cuts, chosen) = members(a, data);
+    joined(&cuts, chosen)
+}
+
+/// The bytes of an archive a decompression decodes: all of it, or the archives of its
+/// share among the archives back to back in it (found by their frame tables, not decoded;
+/// `None`: the share has none).
+fn decode_part(a: &CodecArgs, data: &[u8]) -> Result<Option<Range<usize>>> {
+    let Some(share) = a.share else {
+        return Ok(Some(0..data.len()));
+    };
+    let spans = lmzip::member_spans(data)?;
+    Ok(joined(&spans, share.of(spans.len())))
+}
+
+/// `--member-size`: each member of `data` (already the share's, when there is one)
+/// compressed on its own, archives back to back in `w`.
+fn compress_members<W: Write>(
+    model: &Model,
+    a: &CodecArgs,
+    data: &[u8],
+    w: &mut W,
+    bar: &progress::Progress,
+) -> Result<Stats> {
+    let opts = a.encode.options(model);
+    // `data` is already the share: cut it again with the same rule. Every cut of the
+    // whole input lies at a member boundary of the share (the rule looks forward only,
+    // from a member's start), so these are the same members.
+    let (cuts, _) = members(
+        &CodecArgs {
+            share: None,
+            ..a.clone()
+        },
+        data,
+    );
+    let mut stats = Stats::default();
+    let mut done = 0u64;
+    for r in cuts {
+        let piece = &data[r];
+        let mut report = |d: u64| bar.set(done + d);
+        let s = if a.verify {
+            let mut archive = Vec::new();
+            let s = lmzip::compress(model, piece, &opts, &mut archive, &mut report)?;
+            verify(model, &archive, piece)?;
+            w.write_all(&archive)?;
+            s
+        } else {
+            lmzip::compress(model, piece, &opts, w, &mut report)?
+        };
+        done += piece.len() as u64;
+        stats.absorb(&s);
+    }
+    Ok(stats)
 }
 
 /// `--verify`: decodes `archive` and compares it with `data` as it goes (the first

@@ -19,15 +19,33 @@ fn slide_name(policy: u8) -> &'static str {
 /// The lines `lmzip info` prints for the archives of one file.
 pub fn archives(list: &[ArchiveInfo]) -> String {
     let mut s = String::new();
+    let mut at = 0u64;
     for (i, a) in list.iter().enumerate() {
         // Writing to a String cannot fail.
-        let _ = write_archive(&mut s, i + 1, a);
+        let _ = write_archive(&mut s, i + 1, at, list.len() > 1, a);
+        at += a.archive_bytes;
     }
     s
 }
 
-fn write_archive(s: &mut String, n: usize, a: &ArchiveInfo) -> std::fmt::Result {
-    writeln!(s, "  archive {n}: format version {}", a.version)?;
+/// Archive `n`, which starts at byte `at` of the file (said where there are several: the
+/// members `--share` picks from).
+fn write_archive(
+    s: &mut String,
+    n: usize,
+    at: u64,
+    several: bool,
+    a: &ArchiveInfo,
+) -> std::fmt::Result {
+    if several {
+        writeln!(
+            s,
+            "  archive {n}, at byte {at}: format version {}",
+            a.version
+        )?;
+    } else {
+        writeln!(s, "  archive {n}: format version {}", a.version)?;
+    }
     writeln!(s, "    model        {}", describe_recorded(&a.model_sha256))?;
     let tokenizer_bits = if a.tokenizer_hash.len() < 32 {
         format!(", the first {} bits", 8 * a.tokenizer_hash.len())

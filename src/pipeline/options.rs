@@ -173,5 +173,35 @@ pub struct Stats {
     pub resumed_seconds: f64,
 }
 
+impl Stats {
+    /// Adds another run's counts to these (the members of one input, compressed one after
+    /// another). Variant measurements add up where both runs have them.
+    pub fn absorb(&mut self, o: &Stats) {
+        self.original_bytes += o.original_bytes;
+        self.restored_bytes += o.restored_bytes;
+        self.classic_bytes += o.classic_bytes;
+        self.archive_bytes += o.archive_bytes;
+        self.symbols += o.symbols;
+        self.blocks += o.blocks;
+        self.escapes += o.escapes;
+        self.model_seconds += o.model_seconds;
+        self.predict_seconds += o.predict_seconds;
+        self.calls += o.calls;
+        self.guessed += o.guessed;
+        self.guessed_right += o.guessed_right;
+        self.ideal_bits += o.ideal_bits;
+        if self.variant_bits.is_empty() {
+            self.variant_bits = o.variant_bits.clone();
+        } else {
+            self.variant_bits.truncate(o.variant_bits.len());
+            for (a, b) in self.variant_bits.iter_mut().zip(&o.variant_bits) {
+                *a += b;
+            }
+        }
+        self.resumed_groups += o.resumed_groups;
+        self.resumed_seconds += o.resumed_seconds;
+    }
+}
+
 /// Progress callback: called with the number of original bytes done so far.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
