@@ -98,7 +98,9 @@ pub struct EncodeArgs {
     pub best: bool,
     /// Target tokens per block (default: the level's): the input is cut into equal blocks
     /// of at most N tokens. Fewer, longer blocks compress better; more blocks decode faster
-    /// (one stream each).
+    /// (one stream each). A level's blocks grow up to 4× on inputs that need more than
+    /// --streams of them, to fill whole groups with fewer blocks; N given here is a
+    /// maximum.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=1_048_576), help_heading = "Expert options")]
     pub block_tokens: Option<u32>,
     /// Maximum blocks coded side by side (one batch row each).
@@ -217,6 +219,10 @@ impl Default for EncodeArgs {
         }
     }
 }
+
+/// How far a level's blocks may grow to fill whole groups with fewer blocks (see
+/// `CompressOptions::block_stretch`; measured on enwik6 in the README).
+pub const LEVEL_BLOCK_STRETCH: u32 = 4;
 
 /// What a compression level chooses: the window and the block size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +345,13 @@ impl EncodeArgs {
         };
         lmzip::CompressOptions {
             block_tokens: self.block_tokens.unwrap_or(level.block_tokens),
+            // A level's block size grows (up to 4×) where that saves blocks without
+            // fewer of them side by side; --block-tokens N means at most N.
+            block_stretch: if self.block_tokens.is_some() {
+                1
+            } else {
+                LEVEL_BLOCK_STRETCH
+            },
             streams: self.streams,
             window,
             keep: self.slide_keep.unwrap_or(match self.slide {

@@ -7,7 +7,7 @@
 use super::options::{CompressOptions, Progress, Stats};
 use super::predictor_run::{alphabet, code_of, initial_active, Item, PredictorRun};
 use super::resume::{self, Checkpoint, RunState, Snapshot, SnapshotRef};
-use super::window::{cache_capacity, layout, Slide, Window};
+use super::window::{block_len, cache_capacity, layout, Slide, Window};
 use crate::classic;
 use crate::coder::BlockEncoder;
 use crate::coder::Cdf;
@@ -179,7 +179,13 @@ fn encode_archive(
     };
     let coded = transform.apply(&text);
     let symbols = tokenize_checked(model, &coded)?;
-    let lens = layout(symbols.len(), opts.block_tokens as usize);
+    let block = block_len(
+        symbols.len(),
+        opts.block_tokens as usize,
+        opts.block_stretch as usize,
+        opts.streams as usize,
+    );
+    let lens = layout(symbols.len(), block);
     let mut blocks: Vec<&[u32]> = Vec::with_capacity(lens.len());
     let mut at = 0;
     for &l in &lens {
@@ -188,6 +194,8 @@ fn encode_archive(
     }
     let streams = (opts.streams as usize).min(blocks.len()).max(1);
     let mut header = header_for(model, opts, streams as u16, transform);
+    // `block` is at most the format's limit, and at least `opts.block_tokens`.
+    header.block_tokens = block as u32;
     if section.is_some() {
         header.version = format::VERSION_REGIONS;
     }

@@ -309,6 +309,37 @@ mod tests {
         opts
     }
 
+    /// Stretched blocks: fewer, longer blocks that fill whole groups, recorded in the
+    /// header's block size, and the same bytes back.
+    #[test]
+    fn stretched_blocks_fill_groups_and_round_trip() {
+        let model = crate::testing::synthetic_model().unwrap();
+        let data = b"the cat sat on the mat; the dog ran home. ".repeat(40);
+        let plain = small_blocks(0, 0);
+        for stretch in [1u32, 2, 4, 100] {
+            // Through the model (the synthetic one can lose to the classical coder).
+            let opts = CompressOptions {
+                block_stretch: stretch,
+                regions: false,
+                ..plain.clone()
+            };
+            let archive = compress_to_vec(&model, &data, &opts).unwrap();
+            assert_eq!(decompress_to_vec(&model, &archive).unwrap(), data);
+            let info = &describe(&mut &archive[..]).unwrap()[0];
+            let n = info.symbols as usize;
+            let blocks = info.blocks as usize;
+            if stretch == 1 {
+                assert_eq!(blocks, n.div_ceil(40));
+            } else {
+                // The fewest groups of three blocks of at most `stretch` × 40 symbols.
+                let cap = 40 * stretch.min(u32::MAX / 40) as usize;
+                assert!(blocks < n.div_ceil(40), "{stretch}: {blocks} blocks");
+                assert!(info.block_tokens as usize <= cap);
+                assert_eq!(info.groups as usize, n.div_ceil(3 * cap), "{stretch}");
+            }
+        }
+    }
+
     /// A compression stopped after any group and resumed (even several times) writes the
     /// archive an uninterrupted run writes, byte for byte, with the full head and with the
     /// active head and continuous cache; a checkpoint of another input, or a damaged one,

@@ -14,6 +14,12 @@ use crate::{Error, ErrorKind, Result};
 pub struct CompressOptions {
     /// Target symbols per block; the input is cut into equal blocks of at most this many.
     pub block_tokens: u32,
+    /// Blocks may grow to `block_stretch` × `block_tokens` symbols where that cuts an
+    /// input of more than `streams` blocks into fewer, filling whole groups: every block
+    /// starts with an empty context and costs its first few hundred symbols' worth of
+    /// extra bits, while decoding runs `streams` blocks side by side either way. 1 (the
+    /// library's default): blocks of at most `block_tokens`. The CLI's levels use 4.
+    pub block_stretch: u32,
     /// Maximum blocks coded side by side.
     pub streams: u16,
     /// Context window in positions (start token included).
@@ -46,6 +52,7 @@ impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
             block_tokens: 4096,
+            block_stretch: 1,
             streams: 16,
             window: 1024,
             keep: 896,
@@ -86,6 +93,9 @@ impl CompressOptions {
                 "block tokens must be 1..={}",
                 format::MAX_BLOCK_TOKENS
             ));
+        }
+        if self.block_stretch == 0 {
+            return bad("block stretch must be at least 1");
         }
         if self.streams == 0 || self.streams > format::MAX_STREAMS {
             return bad(&format!("streams must be 1..={}", format::MAX_STREAMS));

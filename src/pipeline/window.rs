@@ -18,6 +18,26 @@ pub(crate) fn layout(n: usize, max: usize) -> Vec<usize> {
     (0..blocks).map(|i| q + (i < r) as usize).collect()
 }
 
+/// The most symbols per block for `n` symbols: `block`, or up to `stretch` × `block`
+/// (never past the format's limit) when the input needs more than two groups of `streams`
+/// blocks of `block`: then the fewest whole groups of `streams` blocks that hold it, cut
+/// equally. Fewer blocks mean fewer cold starts, and decoding still runs `streams` blocks
+/// at a time. Below that, blocks keep their size: a later group learns from every block
+/// of the earlier ones (measured: enwik6's first 300 KB, 20 blocks of 4,096 in two groups
+/// code 0.15% smaller than 16 blocks of 5,000 in one).
+pub(crate) fn block_len(n: usize, block: usize, stretch: usize, streams: usize) -> usize {
+    let block = block.max(1);
+    if stretch <= 1 || n.div_ceil(block) <= 2 * streams.max(1) {
+        return block;
+    }
+    let cap = block
+        .saturating_mul(stretch)
+        .min(crate::format::MAX_BLOCK_TOKENS as usize);
+    let per_group = streams.max(1).saturating_mul(cap);
+    let blocks = n.div_ceil(per_group) * streams.max(1);
+    n.div_ceil(blocks).clamp(block, cap)
+}
+
 /// Positions a group's caches need: the window, or less when every block is shorter.
 pub(crate) fn cache_capacity(lens: &[usize], window: usize) -> usize {
     let longest = lens.iter().copied().max().unwrap_or(0);
@@ -130,6 +150,26 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stretched_blocks_fill_whole_groups() {
+        // Up to two groups of 16 blocks of 4,096: unchanged.
+        assert_eq!(block_len(32 * 4096, 4096, 4, 16), 4096);
+        assert_eq!(block_len(20 * 4096, 4096, 4, 16), 4096);
+        assert_eq!(block_len(1000, 4096, 4, 16), 4096);
+        // 250,000 symbols: 16 blocks of 15,625 in one group, not 62 in four.
+        assert_eq!(block_len(250_000, 4096, 4, 16), 15_625);
+        assert_eq!(layout(250_000, 15_625).len(), 16);
+        // Just past two groups: one group of 16 blocks twice as long.
+        assert_eq!(block_len(32 * 4096 + 16, 4096, 4, 16), 8193);
+        // Past 16 × 4 × 4,096: two whole groups.
+        let n = 16 * 4 * 4096 + 1;
+        assert_eq!(layout(n, block_len(n, 4096, 4, 16)).len(), 32);
+        // Off, and the format's limit.
+        assert_eq!(block_len(250_000, 4096, 1, 16), 4096);
+        let max = crate::format::MAX_BLOCK_TOKENS as usize;
+        assert_eq!(block_len(usize::MAX / 2, max, 4, 1), max);
+    }
 
     #[test]
     fn layout_cuts_equal_blocks() {
