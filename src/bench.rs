@@ -48,6 +48,9 @@ pub struct BenchResult {
     pub decode_calls: u64,
     pub decode_guessed: u64,
     pub decode_guessed_right: u64,
+    /// Each symbol's cost, when the options asked for a trace (`--report`).
+    #[serde(skip)]
+    pub trace: Option<crate::Trace>,
 }
 
 /// The ablation variants for `base`: the LLM alone, each component added alone, each
@@ -121,6 +124,9 @@ pub fn bench_bytes(
 ) -> Result<BenchResult> {
     let variants = if ablation {
         ablation_variants(&opts.predictor)
+    } else if opts.trace {
+        // A report compares the coded predictors with the language model's own.
+        vec![PredictorSettings::llm_only()]
     } else {
         Vec::new()
     };
@@ -192,6 +198,7 @@ pub fn bench_bytes(
         decode_calls: ds.calls,
         decode_guessed: ds.guessed,
         decode_guessed_right: ds.guessed_right,
+        trace: cs.trace,
     })
 }
 

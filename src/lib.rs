@@ -57,6 +57,7 @@ pub mod pipeline;
 pub mod predict;
 #[doc(hidden)]
 pub mod regions;
+pub mod report;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
@@ -71,7 +72,8 @@ pub use model::Model;
 pub use pipeline::{
     compress, compress_resumable, compress_to_vec, decompress, decompress_to_vec, decompress_with,
     describe, member_cuts, member_spans, peek_backend, peek_header, ArchiveInfo, Checkpoint,
-    CompressOptions, DecodeOptions, Decoder, Encoder, Progress, Share, Stats, DEFAULT_MEMORY_LIMIT,
+    CompressOptions, DecodeOptions, Decoder, Encoder, Progress, Share, Stats, Trace,
+    DEFAULT_MEMORY_LIMIT,
 };
 pub use predict::{PredictorSettings, DEFAULT_CACHE_LOG2};
 pub use transform::Transform;

@@ -459,3 +459,54 @@ fn decoding_finds_the_known_model_an_archive_names() {
         stderr(&wrong)
     );
 }
+
+/// `lmzip bench --report` with the real model, looked at as a person would: headless
+/// Chromium renders the page to a PNG (tests/run.sh installs Chromium; under CI a missing
+/// one fails). The picture is kept as `target/report-screenshot.png`.
+#[test]
+fn bench_report_renders_in_a_browser() {
+    let Some(model) = model_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("alice.txt");
+    std::fs::write(&text, corpus("canterbury/alice29.txt", 1500)).unwrap();
+    let page = dir.path().join("report.html");
+    let out = lmzip(&model)
+        .args(["bench", "--report"])
+        .arg(&page)
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<h2>alice.txt</h2>") && html.contains("Alice"));
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok());
+    let Some(chromium) = chromium else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: tests/run.sh installs chromium"
+        );
+        eprintln!("skipping the screenshot: no chromium");
+        return;
+    };
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/report-screenshot.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1150,1100",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    // A blank page of that size compresses to a few KB; text, colours and a plot do not.
+    assert!(png.len() > 40_000, "{} bytes", png.len());
+}

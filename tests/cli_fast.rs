@@ -736,6 +736,46 @@ fn help_version_completions_and_man_page() {
         .stdout(contains(".TH lmzip").and(contains("block\\-tokens")));
 }
 
+/// `lmzip bench --report`: one self-contained page with a section per file, a plot line
+/// per predictor run (the coded one and the language model alone; every variant with
+/// --ablation), written whole; it cannot be combined with --resume. (`--no-regions`:
+/// the synthetic model loses to the classical coder, which the page has no symbols of.)
+#[test]
+fn bench_writes_a_report() {
+    let e = env();
+    std::fs::create_dir(e.dir.path().join("corp")).unwrap();
+    e.write("corp/a.txt", TEXT);
+    e.write("corp/b<c>.txt", b"if x < y && y > z then \"w\"\r\n");
+    e.cmd()
+        .args(["bench", "corp", "--no-regions", "--report", "r.html"])
+        .assert()
+        .success()
+        .stderr(contains("report written to r.html"));
+    let page = String::from_utf8(e.read("r.html")).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains("<h2>a.txt</h2>") && page.contains("<h2>b&lt;c&gt;.txt</h2>"));
+    assert_eq!(page.matches("<polyline").count(), 4, "two runs per file");
+    assert!(!page.contains("<script") && !page.contains("http://") && !page.contains("https://"));
+    e.cmd()
+        .args([
+            "bench",
+            "corp/a.txt",
+            "--no-regions",
+            "--ablation",
+            "--report",
+            "r.html",
+        ])
+        .assert()
+        .success();
+    let page = String::from_utf8(e.read("r.html")).unwrap();
+    assert!(page.matches("<polyline").count() > 5);
+    assert!(e.names().iter().all(|n| !n.ends_with(".tmp")));
+    e.cmd()
+        .args(["bench", "corp", "--report", "r.html", "--resume", "st"])
+        .assert()
+        .code(2);
+}
+
 #[test]
 fn bench_with_json() {
     let e = env();

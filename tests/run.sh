@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (the models, the corpora, qemu-user for the
-# portability tests, GNU parallel for the sharding test), then runs them.
+# portability tests, GNU parallel for the sharding test, Chromium for the report's
+# screenshot), then runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash models/fetch.sh
@@ -14,6 +15,8 @@ bash corpora/fetch.sh
 need=()
 # tests/cli_fast.rs runs shares as GNU parallel jobs (fails under CI without it).
 command -v parallel >/dev/null || need+=(parallel)
+# tests/cli.rs renders `lmzip bench --report`'s page in headless Chromium.
+command -v chromium >/dev/null || need+=(chromium)
 if [ "$(uname -m)" = x86_64 ]; then
   command -v "${LMZIP_QEMU:-qemu-x86_64}" >/dev/null || need+=(qemu-user)
   command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
@@ -21,7 +24,7 @@ if [ "$(uname -m)" = x86_64 ]; then
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ${need[*]} for the portability and sharding tests…" >&2
+    echo "installing ${need[*]} for the portability, sharding and report tests…" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2 && apt-get install -y -qq "${need[@]}" >&2 ||
       { echo "run.sh: could not install ${need[*]} with apt-get" >&2; exit 1; }

@@ -471,6 +471,11 @@ pub struct BenchArgs {
     /// continues where it stopped and prints what an uninterrupted run prints.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
+    /// Also write a self-contained HTML page of where the bits go: each file's text
+    /// coloured by bits per symbol and a plot of bits per byte along it, for the coded
+    /// predictors and the language model alone (each variant with --ablation).
+    #[arg(long, value_name = "FILE.html", conflicts_with = "resume")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]

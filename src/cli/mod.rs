@@ -758,12 +758,14 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         }
     }
     let model = Model::load_with(&model::resolve(a.model.model.as_deref())?, a.encode.backend)?;
-    let opts = a.encode.options(&model);
+    let mut opts = a.encode.options(&model);
+    opts.trace = a.report.is_some();
     let mut kept = match &a.resume {
         Some(dir) => Some(BenchKept::open(dir)?),
         None => None,
     };
     let mut rows = Vec::new();
+    let mut traces = Vec::new();
     for (i, f) in inputs.iter().enumerate() {
         let mut data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
         if let Some(l) = a.limit {
@@ -801,8 +803,17 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
                 xxhash_rust::xxh64::xxh64(key.as_bytes(), 0)
             ))
         });
-        let lmzip =
+        let mut lmzip =
             lmzip::bench::bench_bytes(&model, &name, &data, &opts, a.ablation, current.as_deref())?;
+        if let Some(trace) = lmzip.trace.take() {
+            traces.push(Traced {
+                name: name.clone(),
+                original_bytes: lmzip.bytes,
+                archive_bytes: lmzip.compressed_bytes,
+                classic_bytes: (lmzip.classic_share * lmzip.bytes as f64).round() as u64,
+                trace,
+            });
+        }
         let peers = peers
             .iter()
             .map(|p| p.measure(&data))
@@ -835,6 +846,10 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         rows.push(row);
     }
     let total = render::BenchTotal::of(&corpus_name(&a.files), &rows);
+    if let Some(path) = &a.report {
+        write_report(path, &model, &opts, &traces)?;
+        eprintln!("lmzip bench: report written to {}", path.display());
+    }
     if a.json {
         println!("{}", serde_json::to_string(&total)?);
     } else if a.csv {
@@ -852,6 +867,53 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One file's trace for the report.
+struct Traced {
+    name: String,
+    original_bytes: u64,
+    archive_bytes: u64,
+    classic_bytes: u64,
+    trace: lmzip::Trace,
+}
+
+/// Writes the `--report` page through a temporary file renamed into place.
+fn write_report(
+    path: &Path,
+    model: &Model,
+    opts: &lmzip::CompressOptions,
+    traces: &[Traced],
+) -> Result<()> {
+    let name = model.name.clone().unwrap_or_else(|| {
+        let file = model.path.file_name().unwrap_or(model.path.as_os_str());
+        file.to_string_lossy().into_owned()
+    });
+    let title = format!(
+        "{name} · window {} · {}",
+        opts.window,
+        opts.predictor.label()
+    );
+    let sections: Vec<lmzip::report::Section> = traces
+        .iter()
+        .map(|t| lmzip::report::Section {
+            name: &t.name,
+            original_bytes: t.original_bytes,
+            archive_bytes: t.archive_bytes,
+            classic_bytes: t.classic_bytes,
+            trace: &t.trace,
+        })
+        .collect();
+    let page = lmzip::report::html(&title, &sections);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, page)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 /// `lmzip bench --resume DIR`: the rows finished so far, one JSON line each in

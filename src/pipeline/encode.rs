@@ -218,6 +218,15 @@ fn encode_archive(
         ..Stats::default()
     };
     let mut enc = ArchiveEncoder::new(model, opts, variants, streams);
+    if opts.trace {
+        if resume.is_some() {
+            // The trace of the groups an earlier run coded is not kept.
+            return Err(Error::new(ErrorKind::InvalidOption(
+                "a traced run cannot be resumed".into(),
+            )));
+        }
+        enc.runs.iter_mut().for_each(PredictorRun::start_trace);
+    }
     // Progress counts bytes as coded; the original may be longer by the transform's CRs.
     let mut done_bytes = 0u64;
     if blocks.len() == 1 {
@@ -284,6 +293,21 @@ fn encode_archive(
     stats.archive_bytes = out.len() as u64;
     stats.ideal_bits = enc.runs[0].bits();
     stats.variant_bits = enc.runs[1..].iter().map(|r| r.bits()).collect();
+    if opts.trace {
+        let tk = &model.tokenizer;
+        stats.trace = Some(super::Trace {
+            lens: symbols
+                .iter()
+                .map(|&s| tk.symbol_bytes(s).len() as u32)
+                .collect(),
+            text: coded.into_owned(),
+            bits: enc.runs.iter_mut().map(PredictorRun::take_trace).collect(),
+            labels: std::iter::once(&opts.predictor)
+                .chain(variants)
+                .map(|v| v.label())
+                .collect(),
+        });
+    }
     Ok(stats)
 }
 

@@ -27,7 +27,7 @@ pub use describe::{describe, ArchiveInfo};
 pub(crate) use io::write_replacing;
 pub use io::{Compare, Decoder, Encoder};
 pub use members::{member_cuts, member_spans, Share};
-pub use options::{CompressOptions, DecodeOptions, Progress, Stats, DEFAULT_MEMORY_LIMIT};
+pub use options::{CompressOptions, DecodeOptions, Progress, Stats, Trace, DEFAULT_MEMORY_LIMIT};
 pub(crate) use resume::fingerprint as run_fingerprint;
 pub use resume::Checkpoint;
 
@@ -307,6 +307,46 @@ mod tests {
         opts.predictor.active_log2 = active;
         opts.predictor.cache_log2 = cache;
         opts
+    }
+
+    /// A traced run writes the same archive, and its trace covers the coded text symbol by
+    /// symbol with costs that add up to each run's ideal code length.
+    #[test]
+    fn traces_add_up_to_the_ideal_lengths() {
+        let model = crate::testing::synthetic_model().unwrap();
+        let data = b"the cat sat on the mat; the dog ran home. ".repeat(20);
+        let variants = [crate::PredictorSettings::llm_only()];
+        for mut opts in [small_blocks(0, 0), small_blocks(3, 8)] {
+            // Through the model whatever the classical coder would do with this text.
+            opts.regions = false;
+            let (mut plain, mut traced) = (Vec::new(), Vec::new());
+            let run = |o: &CompressOptions, out: &mut Vec<u8>| {
+                compress_measure(&model, &data, o, &variants, out, &mut |_| {}, None).unwrap()
+            };
+            run(&opts, &mut plain);
+            let stats = run(
+                &CompressOptions {
+                    trace: true,
+                    ..opts.clone()
+                },
+                &mut traced,
+            );
+            assert_eq!(plain, traced);
+            assert!(stats.blocks > 3, "several groups: {}", stats.blocks);
+            let t = stats.trace.unwrap();
+            assert_eq!(t.text, data);
+            assert_eq!(
+                t.lens.iter().map(|&l| l as usize).sum::<usize>(),
+                data.len()
+            );
+            assert_eq!(t.labels, [opts.predictor.label(), variants[0].label()]);
+            let wanted = [stats.ideal_bits, stats.variant_bits[0]];
+            for (bits, want) in t.bits.iter().zip(wanted) {
+                assert_eq!(bits.len(), t.lens.len());
+                let sum: f64 = bits.iter().map(|&b| b as f64).sum();
+                assert!((sum - want).abs() < 1e-3 * want, "{sum} vs {want}");
+            }
+        }
     }
 
     /// Stretched blocks: fewer, longer blocks that fill whole groups, recorded in the

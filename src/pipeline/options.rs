@@ -46,6 +46,10 @@ pub struct CompressOptions {
     /// than coding it all classically (see [`crate::regions`]). Off: every byte goes
     /// through the model.
     pub regions: bool,
+    /// Record each symbol's cost under every predictor run ([`Stats::trace`]), for a
+    /// report of where the bits go. The archive is the same either way; the trace costs
+    /// 4 bytes per symbol per run.
+    pub trace: bool,
 }
 
 impl Default for CompressOptions {
@@ -62,6 +66,7 @@ impl Default for CompressOptions {
             checksum: ChecksumKind::Xxh64,
             transform: true,
             regions: true,
+            trace: false,
         }
     }
 }
@@ -181,6 +186,25 @@ pub struct Stats {
     /// work.
     pub resumed_groups: u64,
     pub resumed_seconds: f64,
+    /// Each symbol's cost, when [`CompressOptions::trace`] asked for it. Not kept in
+    /// checkpoints: a traced run is never resumed.
+    #[serde(skip)]
+    pub trace: Option<Trace>,
+}
+
+/// Where the bits went: the text as the model coded it (binary regions and the
+/// transform's CRs left out), cut into symbols, and each symbol's cost under each
+/// predictor run, the coded one first, then the measured variants in their order.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// The coded text, symbol after symbol.
+    pub text: Vec<u8>,
+    /// Bytes each symbol spells, in text order (they add up to `text.len()`).
+    pub lens: Vec<u32>,
+    /// Per run: bits of each symbol, in text order (the escape's extra bits included).
+    pub bits: Vec<Vec<f32>>,
+    /// Per run: its predictors ([`PredictorSettings::label`](crate::PredictorSettings::label)).
+    pub labels: Vec<String>,
 }
 
 impl Stats {

@@ -18,6 +18,9 @@ pub(crate) struct PredictorRun {
     scratch: Vec<Scratch>,
     cdfs: Vec<Cdf>,
     bits: f64,
+    /// With tracing: each symbol's cost, per stream for the group being coded, then
+    /// in input order once the group is done (blocks of a group are consecutive).
+    trace: Option<(Vec<Vec<f32>>, Vec<f32>)>,
 }
 
 /// The first vocabulary ids of the active head's starting set: the `2^log2` lowest ids the
@@ -58,12 +61,37 @@ impl PredictorRun {
             scratch: vec![Scratch::default(); streams],
             cdfs: vec![Cdf::default(); streams],
             bits: 0.0,
+            trace: None,
+        }
+    }
+
+    /// Records each symbol's cost from now on ([`PredictorRun::take_trace`]).
+    pub(crate) fn start_trace(&mut self) {
+        self.trace = Some((Vec::new(), Vec::new()));
+    }
+
+    /// The costs recorded since [`PredictorRun::start_trace`], in input order.
+    pub(crate) fn take_trace(&mut self) -> Vec<f32> {
+        self.flush_trace();
+        self.trace.take().map(|t| t.1).unwrap_or_default()
+    }
+
+    /// Moves the finished group's per-stream costs after the earlier groups'.
+    fn flush_trace(&mut self) {
+        if let Some((streams, done)) = &mut self.trace {
+            for s in streams.drain(..) {
+                done.extend(s);
+            }
         }
     }
 
     /// Starts a group whose blocks have `lens` symbols.
     pub(crate) fn begin_group(&mut self, lens: &[usize]) {
         self.ens.begin_group(lens);
+        self.flush_trace();
+        if let Some((streams, _)) = &mut self.trace {
+            *streams = lens.iter().map(|&l| Vec::with_capacity(l)).collect();
+        }
     }
 
     /// The coder's tables for one step, from each stream's logits over `alphabet`:
@@ -106,7 +134,11 @@ impl PredictorRun {
     ) {
         for (i, (s, &y)) in streams.zip(syms).enumerate() {
             let code = code_of(alphabet, y);
-            self.bits += self.cdfs[i].cost_bits(code) + extra.get(i).copied().unwrap_or(0.0);
+            let cost = self.cdfs[i].cost_bits(code) + extra.get(i).copied().unwrap_or(0.0);
+            self.bits += cost;
+            if let Some(t) = self.trace.as_mut().and_then(|t| t.0.get_mut(s)) {
+                t.push(cost as f32);
+            }
             self.ens.update(s, y, alphabet, &self.scratch[i]);
         }
     }
