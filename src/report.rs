@@ -20,15 +20,15 @@ const CLASSES: usize = 16;
 const STEP: f64 = 0.5;
 
 /// One file's section of the page.
-pub struct Section<'a> {
+pub struct Section {
     /// The file's name as the user gave it.
-    pub name: &'a str,
+    pub name: String,
     /// Its size and its archive's, in bytes.
     pub original_bytes: u64,
     pub archive_bytes: u64,
     /// Bytes coded classically (binary regions), not in the trace.
     pub classic_bytes: u64,
-    pub trace: &'a Trace,
+    pub trace: Trace,
 }
 
 /// The page for `sections`, titled with `title` (the model and settings, say).
@@ -72,9 +72,9 @@ pub fn html(title: &str, sections: &[Section]) -> String {
 }
 
 fn section(s: &mut String, sec: &Section) {
-    let t = sec.trace;
+    let t = &sec.trace;
     let text_bytes = t.text.len() as f64;
-    let _ = writeln!(s, "<h2>{}</h2>", esc(sec.name));
+    let _ = writeln!(s, "<h2>{}</h2>", esc(&sec.name));
     let _ = writeln!(
         s,
         "<p>{} bytes → {} bytes ({:.4} bits/byte), {} symbols{}.</p>",
@@ -314,11 +314,11 @@ mod tests {
         let page = html(
             "test",
             &[Section {
-                name: "x<y.txt",
+                name: "x<y.txt".into(),
                 original_bytes: 6,
                 archive_bytes: 10,
                 classic_bytes: 0,
-                trace: &trace,
+                trace,
             }],
         );
         assert!(page.contains("x&lt;y.txt"));

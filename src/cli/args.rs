@@ -473,7 +473,8 @@ pub struct BenchArgs {
     pub resume: Option<PathBuf>,
     /// Also write a self-contained HTML page of where the bits go: each file's text
     /// coloured by bits per symbol and a plot of bits per byte along it, for the coded
-    /// predictors and the language model alone (each variant with --ablation).
+    /// predictors and the language model alone (each variant with --ablation). An existing
+    /// FILE.html is replaced.
     #[arg(long, value_name = "FILE.html", conflicts_with = "resume")]
     pub report: Option<PathBuf>,
     #[command(flatten)]

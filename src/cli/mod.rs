@@ -765,7 +765,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         None => None,
     };
     let mut rows = Vec::new();
-    let mut traces = Vec::new();
+    let mut sections = Vec::new();
     for (i, f) in inputs.iter().enumerate() {
         let mut data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
         if let Some(l) = a.limit {
@@ -806,7 +806,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         let mut lmzip =
             lmzip::bench::bench_bytes(&model, &name, &data, &opts, a.ablation, current.as_deref())?;
         if let Some(trace) = lmzip.trace.take() {
-            traces.push(Traced {
+            sections.push(lmzip::report::Section {
                 name: name.clone(),
                 original_bytes: lmzip.bytes,
                 archive_bytes: lmzip.compressed_bytes,
@@ -847,7 +847,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     }
     let total = render::BenchTotal::of(&corpus_name(&a.files), &rows);
     if let Some(path) = &a.report {
-        write_report(path, &model, &opts, &traces)?;
+        write_report(path, &model, &opts, &sections)?;
         eprintln!("lmzip bench: report written to {}", path.display());
     }
     if a.json {
@@ -869,21 +869,13 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One file's trace for the report.
-struct Traced {
-    name: String,
-    original_bytes: u64,
-    archive_bytes: u64,
-    classic_bytes: u64,
-    trace: lmzip::Trace,
-}
-
-/// Writes the `--report` page through a temporary file renamed into place.
+/// Writes the `--report` page, replacing the file, through a temporary file renamed into
+/// place (removed if the run is interrupted).
 fn write_report(
     path: &Path,
     model: &Model,
     opts: &lmzip::CompressOptions,
-    traces: &[Traced],
+    sections: &[lmzip::report::Section],
 ) -> Result<()> {
     let name = model.name.clone().unwrap_or_else(|| {
         let file = model.path.file_name().unwrap_or(model.path.as_os_str());
@@ -894,26 +886,11 @@ fn write_report(
         opts.window,
         opts.predictor.label()
     );
-    let sections: Vec<lmzip::report::Section> = traces
-        .iter()
-        .map(|t| lmzip::report::Section {
-            name: &t.name,
-            original_bytes: t.original_bytes,
-            archive_bytes: t.archive_bytes,
-            classic_bytes: t.classic_bytes,
-            trace: &t.trace,
-        })
-        .collect();
-    let page = lmzip::report::html(&title, &sections);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, page)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write {}", path.display()))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+    let page = lmzip::report::html(&title, sections);
+    write_atomically(path, true, path, true, |w| {
+        w.write_all(page.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
+    })
 }
 
 /// `lmzip bench --resume DIR`: the rows finished so far, one JSON line each in
