@@ -70,10 +70,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use format::{Checksum, ChecksumKind, WINDOW_REPREFILL, WINDOW_SHIFT};
 pub use model::Model;
 pub use pipeline::{
-    compress, compress_resumable, compress_to_vec, decompress, decompress_to_vec, decompress_with,
-    describe, member_cuts, member_spans, peek_backend, peek_header, ArchiveInfo, Checkpoint,
-    CompressOptions, DecodeOptions, Decoder, Encoder, Progress, Share, Stats, Trace,
-    DEFAULT_MEMORY_LIMIT,
+    compress, compress_each, compress_resumable, compress_to_vec, decompress, decompress_each,
+    decompress_to_vec, decompress_with, describe, member_cuts, member_spans, peek_backend,
+    peek_header, ArchiveInfo, Checkpoint, CompressOptions, DecodeOptions, Decoder, Encoder,
+    Progress, Share, Stats, Trace, DEFAULT_MEMORY_LIMIT,
 };
 pub use predict::{PredictorSettings, DEFAULT_CACHE_LOG2};
 pub use transform::Transform;

@@ -397,6 +397,10 @@ pub struct CodecArgs {
     /// Keep input files (the default; accepted for gzip/zstd habits).
     #[arg(short = 'k', long = "keep", overrides_with = "rm")]
     pub keep: bool,
+    /// Folders among the FILEs stand for every file under them (archives left out when
+    /// compressing, only archives when decompressing); links are not followed.
+    #[arg(short = 'r', long = "recursive")]
+    pub recursive: bool,
     /// Remove each input file after its output is complete and verified.
     #[arg(long = "rm")]
     pub rm: bool,

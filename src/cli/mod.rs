@@ -6,6 +6,7 @@
 //! kept unless `--rm` is given.
 
 mod args;
+mod batch;
 mod peers;
 mod progress;
 mod render;
@@ -237,6 +238,17 @@ fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
         ));
     }
     let mut lazy = LazyModel { model: None };
+    if a.recursive {
+        inputs = batch::expand(mode, &inputs)?;
+    }
+    if batch::applies(&a, &inputs) {
+        let failed = batch::run(mode, &a, &inputs, &mut lazy)?;
+        return Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let mut failed = 0usize;
     for input in &inputs {
         if let Err(e) = process_one(mode, &a, input, &mut lazy) {
@@ -321,6 +333,23 @@ fn read_input(input: &Path, is_stdin: bool) -> Result<Vec<u8>> {
     Ok(data)
 }
 
+/// The model file and numeric backend an archive needs: the backend its header records,
+/// and the model it names when that is a known model in a models folder and none was
+/// named (see `model::resolve_for_archive`).
+fn archive_model(a: &CodecArgs, data: &[u8]) -> Result<(PathBuf, u16)> {
+    let backend = match lmzip::peek_backend(data) {
+        // Say so before trying to load a model for a backend that does not exist.
+        Some(id) if lmzip::backend_name(id) == "unknown" => {
+            return Err(lmzip::Error::new(lmzip::ErrorKind::UnsupportedBackend { id }).into())
+        }
+        Some(id) => id,
+        None => lmzip::DEFAULT_BACKEND,
+    };
+    let recorded = lmzip::peek_header(data).map(|h| h.model.bytes().to_vec());
+    let path = model::resolve_for_archive(a.model.model.as_deref(), &recorded.unwrap_or_default())?;
+    Ok((path, backend))
+}
+
 fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) -> Result<()> {
     let is_stdin = input.as_os_str() == "-";
     if !is_stdin {
@@ -343,26 +372,9 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
         bail!("refusing to write compressed data to a terminal (use -o, redirect, or -f)");
     }
     let data = read_input(input, is_stdin)?;
-    // Decoding needs the backend the archive was made with; new archives use the default.
-    let backend = match mode {
-        Mode::Compress => a.encode.backend,
-        _ => match lmzip::peek_backend(&data) {
-            // Say so before trying to load a model for a backend that does not exist.
-            Some(id) if lmzip::backend_name(id) == "unknown" => {
-                return Err(lmzip::Error::new(lmzip::ErrorKind::UnsupportedBackend { id }).into())
-            }
-            Some(id) => id,
-            None => lmzip::DEFAULT_BACKEND,
-        },
-    };
-    // New archives: the named model or the default; an archive: the model it names, when
-    // that is a known model in a models folder and none was named (see resolve_for_archive).
-    let path = match mode {
-        Mode::Compress => model::resolve(a.model.model.as_deref())?,
-        _ => {
-            let recorded = lmzip::peek_header(&data).map(|h| h.model.bytes().to_vec());
-            model::resolve_for_archive(a.model.model.as_deref(), &recorded.unwrap_or_default())?
-        }
+    let (path, backend) = match mode {
+        Mode::Compress => (model::resolve(a.model.model.as_deref())?, a.encode.backend),
+        _ => archive_model(a, &data)?,
     };
     let model = lazy.get(&path, backend)?;
     let start = Instant::now();
@@ -439,46 +451,52 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
     if a.rm && !is_stdin && !matches!(dest, Dest::Stdout | Dest::Nowhere) {
         std::fs::remove_file(input).context("output written, but removing the input failed")?;
     }
-    if a.verbose || (mode == Mode::Test && !a.quiet) {
-        let (orig, arch) = (stats.original_bytes, stats.archive_bytes);
-        let (bpb, ratio) = if orig > 0 && arch > 0 {
-            (arch as f64 * 8.0 / orig as f64, orig as f64 / arch as f64)
-        } else {
-            (0.0, 0.0)
-        };
+    print_stats(mode, a, &display_name(input, is_stdin), &stats, secs);
+    if (a.verbose || (mode == Mode::Test && !a.quiet)) && stats.resumed_groups > 0 {
         eprintln!(
-            "{}: {} {} → {} bytes, ratio {:.2}, {:.4} bits/byte, {} tokens, {:.2} KB/s, \
-             {:.1} tokens/s{}",
-            display_name(input, is_stdin),
-            match mode {
-                Mode::Compress => "compressed",
-                Mode::Decompress => "decompressed",
-                Mode::Test => "OK:",
-            },
-            if mode == Mode::Compress { orig } else { arch },
-            if mode == Mode::Compress { arch } else { orig },
-            ratio,
-            bpb,
-            stats.symbols,
-            orig as f64 / 1000.0 / secs.max(1e-9),
-            stats.symbols as f64 / secs.max(1e-9),
-            if stats.escapes > 0 {
-                format!(", {} escaped bytes", stats.escapes)
-            } else {
-                String::new()
-            }
-        );
-        if stats.resumed_groups > 0 {
-            eprintln!(
-                "{}: resumed after {} groups of blocks ({:.1} s of the time above in earlier \
+            "{}: resumed after {} groups of blocks ({:.1} s of the time above in earlier \
                  runs)",
-                display_name(input, is_stdin),
-                stats.resumed_groups,
-                stats.resumed_seconds
-            );
-        }
+            display_name(input, is_stdin),
+            stats.resumed_groups,
+            stats.resumed_seconds
+        );
     }
     Ok(())
+}
+
+/// The line `-v` (and `-t`) prints for a file done: sizes, ratio, speed over `secs`.
+fn print_stats(mode: Mode, a: &CodecArgs, name: &str, stats: &Stats, secs: f64) {
+    if !(a.verbose || (mode == Mode::Test && !a.quiet)) {
+        return;
+    }
+    let (orig, arch) = (stats.original_bytes, stats.archive_bytes);
+    let (bpb, ratio) = if orig > 0 && arch > 0 {
+        (arch as f64 * 8.0 / orig as f64, orig as f64 / arch as f64)
+    } else {
+        (0.0, 0.0)
+    };
+    eprintln!(
+        "{}: {} {} → {} bytes, ratio {:.2}, {:.4} bits/byte, {} tokens, {:.2} KB/s, \
+         {:.1} tokens/s{}",
+        name,
+        match mode {
+            Mode::Compress => "compressed",
+            Mode::Decompress => "decompressed",
+            Mode::Test => "OK:",
+        },
+        if mode == Mode::Compress { orig } else { arch },
+        if mode == Mode::Compress { arch } else { orig },
+        ratio,
+        bpb,
+        stats.symbols,
+        orig as f64 / 1000.0 / secs.max(1e-9),
+        stats.symbols as f64 / secs.max(1e-9),
+        if stats.escapes > 0 {
+            format!(", {} escaped bytes", stats.escapes)
+        } else {
+            String::new()
+        }
+    );
 }
 
 fn run_mode<W: Write>(

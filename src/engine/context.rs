@@ -27,6 +27,15 @@ pub enum Slide {
     Shift,
 }
 
+/// Values per wanted row for `net` in a mode: the hidden state or the vocabulary's logits.
+fn output_width(net: &Net, hidden: bool) -> usize {
+    if hidden {
+        net.dim()
+    } else {
+        net.vocab()
+    }
+}
+
 /// The caches and outputs of one archive.
 pub struct Context<'m> {
     net: &'m Net,
@@ -112,11 +121,7 @@ impl<'m> Context<'m> {
     /// Values per wanted row of a call: the vocabulary's logits, or (active mode) the
     /// hidden state.
     pub fn width(&self) -> usize {
-        if self.active.is_some() {
-            self.net.dim()
-        } else {
-            self.net.vocab()
-        }
+        output_width(self.net, self.active.is_some())
     }
 
     /// Runs `rows`; the outputs of the rows in `want` replace the last call's, in order.
@@ -129,6 +134,58 @@ impl<'m> Context<'m> {
             self.net
                 .forward_select(&mut self.caches, rows, want, &mut self.out)
         }
+    }
+
+    /// One forward call for several contexts of the same network and mode, as if each
+    /// had run its own `calls[i]` (rows, wanted rows): the engine's results do not depend
+    /// on how rows are split into calls, so contexts of separate archives (each with its
+    /// own caches, active set and predictors) share the cost of reading the weights.
+    /// Each context's outputs are its own call's, in order.
+    pub fn run_together(ctxs: &mut [&mut Context<'m>], calls: &[(&[Row], &[usize])]) -> Result<()> {
+        if ctxs.len() != calls.len() {
+            return Err(crate::Error::internal("run_together: one call per context"));
+        }
+        let Some(first) = ctxs.first() else {
+            return Ok(());
+        };
+        let (net, hidden) = (first.net, first.active.is_some());
+        if ctxs
+            .iter()
+            .any(|c| !std::ptr::eq(c.net, net) || c.active.is_some() != hidden)
+        {
+            return Err(crate::Error::internal(
+                "run_together: contexts of different networks or modes",
+            ));
+        }
+        let (mut caches, mut rows, mut want) = (Vec::new(), Vec::new(), Vec::new());
+        let mut spans = Vec::with_capacity(ctxs.len());
+        for (c, (r, w)) in ctxs.iter_mut().zip(calls) {
+            let (stream0, row0) = (caches.len(), rows.len());
+            spans.push((c.caches.len(), w.len()));
+            caches.append(&mut c.caches);
+            rows.extend(r.iter().map(|row| Row {
+                stream: row.stream + stream0,
+                ..*row
+            }));
+            want.extend(w.iter().map(|&i| i + row0));
+        }
+        let width = output_width(net, hidden);
+        let mut out = vec![0f32; want.len() * width];
+        let ran = if hidden {
+            net.forward_hidden(&mut caches, &rows, &want, &mut out)
+        } else {
+            net.forward_select(&mut caches, &rows, &want, &mut out)
+        };
+        // The caches go back whatever happened: a failed call leaves each as it left it.
+        let mut caches = caches.into_iter();
+        let mut at = 0;
+        for (c, (n, w)) in ctxs.iter_mut().zip(spans) {
+            c.caches.extend(caches.by_ref().take(n));
+            c.out.clear();
+            c.out.extend_from_slice(&out[at * width..(at + w) * width]);
+            at += w;
+        }
+        ran
     }
 
     /// The output of the last call's `i`-th wanted row ([`Context::width`] values).
@@ -168,5 +225,55 @@ impl<'m> Context<'m> {
         let n = hidden.len() / self.net.dim();
         out.resize(n * self.net.vocab(), 0.0);
         self.net.head_full(hidden, n, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Contexts run together give each the outputs and caches it gets alone, in both
+    /// modes, over several calls (the second continues the caches the first filled).
+    #[test]
+    fn run_together_equals_each_alone() {
+        let model = crate::testing::synthetic_model().unwrap();
+        let net = &model.net;
+        let rows = |streams: usize, from: usize, n: usize, salt: u32| -> Vec<Row> {
+            (0..streams)
+                .flat_map(|s| {
+                    (from..from + n).map(move |p| Row {
+                        stream: s,
+                        token: (p as u32 * 7 + s as u32 * 3 + salt) % 50,
+                        pos: p,
+                    })
+                })
+                .collect()
+        };
+        for hidden in [false, true] {
+            let make = || {
+                if hidden {
+                    Context::with_active(net, 0..8)
+                } else {
+                    Context::new(net)
+                }
+            };
+            let (mut a, mut b) = (make(), make());
+            let (mut a1, mut b1) = (make(), make());
+            a.prepare(2, 16);
+            b.prepare(3, 16);
+            a1.prepare(2, 16);
+            b1.prepare(3, 16);
+            for (from, n) in [(0, 4), (4, 1), (5, 3)] {
+                let (ra, rb) = (rows(2, from, n, 1), rows(3, from, n, 2));
+                let (wa, wb): (Vec<usize>, Vec<usize>) =
+                    ((0..ra.len()).step_by(2).collect(), (0..rb.len()).collect());
+                a.run(&ra, &wa).unwrap();
+                b.run(&rb, &wb).unwrap();
+                Context::run_together(&mut [&mut a1, &mut b1], &[(&ra, &wa), (&rb, &wb)]).unwrap();
+                assert_eq!(a.out, a1.out);
+                assert_eq!(b.out, b1.out);
+                assert_eq!((a1.len(0), b1.len(2)), (a.len(0), b.len(2)));
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! coded them in, so the predictors learn the same things in the same order.
 
 use super::io::Counting;
-use super::options::{DecodeOptions, Progress, Stats};
+use super::options::{DecodeOptions, Outcome, Progress, Stats};
 use super::predictor_run::{alphabet, initial_active, Item, PredictorRun};
 use super::resume::{DecodeResume, DecodeSnapshot, DecodeSnapshotRef, RunState};
 use super::speculate::{GuessRates, Speculation, Src, MAX_GUESSES, SPECULATE_STREAMS};
@@ -181,23 +181,12 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
     loop {
         match frames.next_frame(&mut input)? {
             Frame::End(trailer) => {
-                tally.check(&trailer)?;
-                // Binary regions after the last text (each checked by the classical
-                // stream's CRC-32) are written after the content checksum holds.
-                let mut tail = Vec::new();
-                regions.finish(&mut tail)?;
-                content.update(&tail);
-                stats.original_bytes += tail.len() as u64;
-                stats.classic_bytes += tail.len() as u64;
-                held.extend_from_slice(&tail);
-                if content.finish() != trailer.checksum {
-                    return Err(Error::new(ErrorKind::ChecksumMismatch {
-                        what: match header.checksum {
-                            ChecksumKind::Xxh64 => "content (xxh64)",
-                            ChecksumKind::Sha256 => "content (sha256)",
-                        },
-                    }));
-                }
+                let end = End {
+                    header,
+                    trailer: &trailer,
+                    tally: &tally,
+                };
+                end.check(&mut regions, content, &mut held, stats)?;
                 out.write_all(&held)?;
                 return Ok(());
             }
@@ -236,6 +225,45 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
                 }
             }
         }
+    }
+}
+
+/// An archive's end frame, read after its last group.
+struct End<'a> {
+    header: &'a Header,
+    trailer: &'a format::Trailer,
+    tally: &'a ArchiveTally,
+}
+
+impl End<'_> {
+    /// Checks the groups against the end frame's totals, appends the binary regions after
+    /// the last text to `held`, and checks the content checksum over everything: only
+    /// then may `held` (the bytes without a CRC of their own) be written.
+    fn check(
+        &self,
+        regions: &mut Interleave,
+        mut content: ContentHasher,
+        held: &mut Vec<u8>,
+        stats: &mut Stats,
+    ) -> Result<()> {
+        self.tally.check(self.trailer)?;
+        // Binary regions after the last text (each checked by the classical stream's
+        // CRC-32) are written after the content checksum holds.
+        let mut tail = Vec::new();
+        regions.finish(&mut tail)?;
+        content.update(&tail);
+        stats.original_bytes += tail.len() as u64;
+        stats.classic_bytes += tail.len() as u64;
+        held.extend_from_slice(&tail);
+        if content.finish() != self.trailer.checksum {
+            return Err(Error::new(ErrorKind::ChecksumMismatch {
+                what: match self.header.checksum {
+                    ChecksumKind::Xxh64 => "content (xxh64)",
+                    ChecksumKind::Sha256 => "content (sha256)",
+                },
+            }));
+        }
+        Ok(())
     }
 }
 
@@ -500,6 +528,16 @@ impl Group {
         })
     }
 
+    /// The longest block's symbols: the group's steps.
+    fn max_len(&self) -> usize {
+        self.lens.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Streams with a symbol at step `p`.
+    fn streams_at(&self, p: usize) -> usize {
+        self.lens.iter().filter(|&&l| p < l).count()
+    }
+
     /// Appends stream `s`'s decoded symbol and its bytes; a block that decodes past its
     /// declared length is corrupt.
     fn push(&mut self, s: usize, sym: u32, bytes: &[u8]) -> Result<()> {
@@ -588,48 +626,72 @@ impl<'m> ArchiveDecoder<'m> {
         stats: &mut Stats,
         progress: Progress,
     ) -> Result<Vec<Vec<u8>>> {
-        let mut g = Group::new(entries, payloads, self.model.net.vocab())?;
-        let n = g.lens.len();
-        self.state
-            .prepare(n, cache_capacity(&g.lens, self.window.window));
-        self.run.begin_group(&g.lens);
-        let mut step = Step {
-            guess_at: vec![None; n],
-            ..Step::default()
-        };
-        let max_len = g.lens.iter().copied().max().unwrap_or(0);
-        for p in 0..max_len {
-            self.plan(p, &mut g, &mut step, stats)?;
+        let (mut g, mut step) = self.begin_group(entries, payloads)?;
+        for p in 0..g.max_len() {
+            let crowd = g.streams_at(p);
+            self.plan(p, &mut g, &mut step, stats, crowd)?;
             if !step.rows.is_empty() {
                 let t = Instant::now();
                 self.state.run(&step.rows, &step.want)?;
                 stats.model_seconds += t.elapsed().as_secs_f64();
                 stats.calls += 1;
             }
-            let t = Instant::now();
-            self.predict(&mut g, &step);
-            self.decode_step(&mut g, &mut step, stats)?;
-            let alpha = alphabet(&self.state, self.state.active().map_or(0, |h| h.len()));
-            self.run
-                .update(step.items.iter().map(|i| i.0), &step.syms, alpha, &[]);
-            // Symbols new to the archive join the active set, in stream order.
-            for &y in &step.syms {
-                self.state.activate(y);
-            }
-            stats.predict_seconds += t.elapsed().as_secs_f64();
+            self.finish_step(&mut g, &mut step, stats)?;
             progress(stats.original_bytes + g.bytes);
         }
         Ok(g.outputs)
     }
 
+    /// Readies the caches and the predictor run for a group frame's blocks.
+    fn begin_group(
+        &mut self,
+        entries: &[BlockEntry],
+        payloads: &[Vec<u8>],
+    ) -> Result<(Group, Step)> {
+        let g = Group::new(entries, payloads, self.model.net.vocab())?;
+        let n = g.lens.len();
+        self.state
+            .prepare(n, cache_capacity(&g.lens, self.window.window));
+        self.run.begin_group(&g.lens);
+        let step = Step {
+            guess_at: vec![None; n],
+            ..Step::default()
+        };
+        Ok((g, step))
+    }
+
+    /// Decodes a step whose forward call (if it had rows) has run: the tables, each
+    /// stream's symbol, what the predictors and the active set learn from them.
+    fn finish_step(&mut self, g: &mut Group, step: &mut Step, stats: &mut Stats) -> Result<()> {
+        let t = Instant::now();
+        self.predict(g, step);
+        self.decode_step(g, step, stats)?;
+        let alpha = alphabet(&self.state, self.state.active().map_or(0, |h| h.len()));
+        self.run
+            .update(step.items.iter().map(|i| i.0), &step.syms, alpha, &[]);
+        // Symbols new to the archive join the active set, in stream order.
+        for &y in &step.syms {
+            self.state.activate(y);
+        }
+        stats.predict_seconds += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
     /// The rows of step `p`: each active stream's row, unless a guess that came true
-    /// already gave its logits, and on a speculating step the rows of its guesses.
-    fn plan(&mut self, p: usize, g: &mut Group, step: &mut Step, stats: &mut Stats) -> Result<()> {
+    /// already gave its logits, and, when the call has at most `SPECULATE_STREAMS`
+    /// streams (`crowd`, this archive's and any decoded beside it), the rows of guesses.
+    fn plan(
+        &mut self,
+        p: usize,
+        g: &mut Group,
+        step: &mut Step,
+        stats: &mut Stats,
+        crowd: usize,
+    ) -> Result<()> {
         step.rows.clear();
         step.want.clear();
         step.items.clear();
-        let active = g.lens.iter().filter(|&&l| p < l).count();
-        let speculate = self.speculate && active <= SPECULATE_STREAMS;
+        let speculate = self.speculate && crowd <= SPECULATE_STREAMS;
         for s in 0..g.lens.len() {
             step.guess_at[s] = None;
             if p >= g.lens[s] {
@@ -771,4 +833,240 @@ fn source<'a>(state: &'a Context, g: &'a Group, s: usize, src: Src) -> &'a [f32]
         Src::Guessed(j) => g.spec[s].output(j),
         Src::Call(li) => state.output(li),
     }
+}
+
+/// Decompresses each of `archives` into its own output, as [`super::decompress`] gives it
+/// alone. Archives of one group of blocks are decoded side by side, up to `streams`
+/// blocks and `opts.memory_limit` bytes in all, each forward call serving them all: many
+/// small files decode at the many-stream rate. Any other archive (several groups, several
+/// archives back to back, damaged) is decoded alone, and so is every archive of a batch
+/// that fails, so that an error is reported for the archive it belongs to and a wrong
+/// result is never returned. `progress` hears the original bytes done over all archives.
+pub fn decompress_each(
+    model: &Model,
+    archives: &[&[u8]],
+    opts: DecodeOptions,
+    streams: usize,
+    progress: Progress,
+) -> Vec<Outcome> {
+    let mut results: Vec<Option<Outcome>> = (0..archives.len()).map(|_| None).collect();
+    let mut done = 0u64;
+    let mut batch: Vec<Prepared> = Vec::new();
+    for (i, &data) in archives.iter().enumerate() {
+        let Some(p) = Prepared::new(model, i, data, opts) else {
+            let r = decode_alone(model, data, opts, &mut |d| progress(done + d));
+            done += r.as_ref().map_or(0, |(o, _)| o.len() as u64);
+            results[i] = Some(r);
+            continue;
+        };
+        let taken: usize = batch.iter().map(|b| b.entries.len()).sum();
+        let need: u64 = batch.iter().map(|b| b.need).sum();
+        if !batch.is_empty()
+            && (taken + p.entries.len() > streams.max(1) || need + p.need > opts.memory_limit)
+        {
+            done = decode_batch(
+                model,
+                std::mem::take(&mut batch),
+                archives,
+                opts,
+                progress,
+                done,
+                &mut results,
+            );
+        }
+        batch.push(p);
+    }
+    decode_batch(model, batch, archives, opts, progress, done, &mut results);
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::internal("archive left undecoded"))))
+        .collect()
+}
+
+/// One archive decoded on its own, into memory.
+fn decode_alone(model: &Model, data: &[u8], opts: DecodeOptions, progress: Progress) -> Outcome {
+    let mut out = Vec::new();
+    let mut stats = super::decompress_with(
+        model,
+        &mut &data[..],
+        &mut out,
+        progress,
+        opts.memory_limit,
+        opts.speculate,
+    )?;
+    stats.archive_bytes = data.len() as u64;
+    Ok((out, stats))
+}
+
+/// An archive of one group, read and checked up to decoding: what [`decompress_each`]
+/// batches.
+struct Prepared<'m> {
+    index: usize,
+    header: Header,
+    dec: ArchiveDecoder<'m>,
+    regions: Interleave,
+    entries: Vec<BlockEntry>,
+    payloads: Vec<Vec<u8>>,
+    trailer: format::Trailer,
+    /// Memory its decoding takes beyond the model.
+    need: u64,
+}
+
+impl<'m> Prepared<'m> {
+    /// `None` when `data` is not exactly one archive of one group that this model can
+    /// decode within the limits: it is then decoded alone, which also says what is wrong.
+    fn new(model: &'m Model, index: usize, data: &[u8], opts: DecodeOptions) -> Option<Self> {
+        let mut input = data;
+        let header = Header::read_from(&mut input).ok()??;
+        let settings = check_header(model, &header).ok()?;
+        let need = decode_memory(model, &header, &settings);
+        within_memory(need, opts.memory_limit).ok()?;
+        let regions = if header.version >= format::VERSION_REGIONS {
+            read_regions(&mut input, need, opts.memory_limit).ok()?
+        } else {
+            Interleave::none()
+        };
+        let mut frames = format::Frames::new(&header);
+        let Frame::Group { entries, payloads } = frames.next_frame(&mut input).ok()? else {
+            return None;
+        };
+        let Frame::End(trailer) = frames.next_frame(&mut input).ok()? else {
+            return None;
+        };
+        if !input.is_empty() {
+            return None;
+        }
+        let dec = ArchiveDecoder::new(model, &header, &settings, opts.speculate);
+        Some(Prepared {
+            index,
+            header,
+            dec,
+            regions,
+            entries,
+            payloads,
+            trailer,
+            need,
+        })
+    }
+
+    /// Checks the decoded blocks and the end frame; the archive's output.
+    fn finish(mut self, outputs: &[Vec<u8>], stats: &mut Stats) -> Result<Vec<u8>> {
+        let mut tally = ArchiveTally::new();
+        tally.add_group(&self.entries);
+        let mut content = ContentHasher::new(self.header.checksum);
+        let (mut out, mut held) = (Vec::new(), Vec::new());
+        let sink = Sink {
+            transform: self.header.transform,
+            regions: &mut self.regions,
+            content: &mut content,
+            held: &mut held,
+        };
+        write_blocks(&self.entries, outputs, sink, &mut out, stats)?;
+        let end = End {
+            header: &self.header,
+            trailer: &self.trailer,
+            tally: &tally,
+        };
+        end.check(&mut self.regions, content, &mut held, stats)?;
+        out.extend_from_slice(&held);
+        Ok(out)
+    }
+}
+
+/// Decodes `batch` in lock step and puts each archive's result in `results`; returns
+/// `done` plus the original bytes decoded. On any failure every archive of the batch is
+/// decoded alone instead.
+fn decode_batch(
+    model: &Model,
+    mut batch: Vec<Prepared>,
+    archives: &[&[u8]],
+    opts: DecodeOptions,
+    progress: Progress,
+    done: u64,
+    results: &mut [Option<Outcome>],
+) -> u64 {
+    let indices: Vec<usize> = batch.iter().map(|p| p.index).collect();
+    let mut stats: Vec<Stats> = batch.iter().map(|_| Stats::default()).collect();
+    let decoded = lockstep_decode(&mut batch, &mut stats, &mut |d| progress(done + d));
+    let mut done = done;
+    let finished: Option<Vec<(usize, Vec<u8>, Stats)>> = decoded.ok().and_then(|outputs| {
+        batch
+            .into_iter()
+            .zip(outputs)
+            .zip(stats)
+            .map(|((p, o), mut st)| {
+                let i = p.index;
+                let out = p.finish(&o, &mut st).ok()?;
+                st.archive_bytes = archives[i].len() as u64;
+                Some((i, out, st))
+            })
+            .collect()
+    });
+    match finished {
+        Some(all) => {
+            for (i, out, st) in all {
+                done += out.len() as u64;
+                results[i] = Some(Ok((out, st)));
+            }
+        }
+        None => {
+            // Which archive failed is found by decoding each alone.
+            for i in indices {
+                let r = decode_alone(model, archives[i], opts, &mut |d| progress(done + d));
+                done += r.as_ref().map_or(0, |(o, _)| o.len() as u64);
+                results[i] = Some(r);
+            }
+        }
+    }
+    progress(done);
+    done
+}
+
+/// The one group of each prepared archive decoded in lock step, each forward call shared;
+/// each archive's blocks, not yet verified.
+fn lockstep_decode(
+    batch: &mut [Prepared],
+    stats: &mut [Stats],
+    progress: Progress,
+) -> Result<Vec<Vec<Vec<u8>>>> {
+    let mut parts = Vec::with_capacity(batch.len());
+    for p in batch.iter_mut() {
+        parts.push(p.dec.begin_group(&p.entries, &p.payloads)?);
+    }
+    let steps = parts.iter().map(|(g, _)| g.max_len()).max().unwrap_or(0);
+    for at in 0..steps {
+        // Speculation follows the whole call's streams, as one archive's would.
+        let crowd: usize = parts.iter().map(|(g, _)| g.streams_at(at)).sum();
+        for ((p, (g, step)), st) in batch.iter_mut().zip(&mut parts).zip(stats.iter_mut()) {
+            if at < g.max_len() {
+                p.dec.plan(at, g, step, st, crowd)?;
+            }
+        }
+        let t = Instant::now();
+        let (mut ctxs, mut calls, mut who) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, (p, (g, step))) in batch.iter_mut().zip(&parts).enumerate() {
+            if at < g.max_len() && !step.rows.is_empty() {
+                ctxs.push(&mut p.dec.state);
+                calls.push((step.rows.as_slice(), step.want.as_slice()));
+                who.push(k);
+            }
+        }
+        if !ctxs.is_empty() {
+            Context::run_together(&mut ctxs, &calls)?;
+            // The call's time is shared by rows.
+            let secs = t.elapsed().as_secs_f64();
+            let rows: usize = calls.iter().map(|c| c.0.len()).sum();
+            for (&k, c) in who.iter().zip(&calls) {
+                stats[k].model_seconds += secs * c.0.len() as f64 / rows.max(1) as f64;
+                stats[k].calls += 1;
+            }
+        }
+        for ((p, (g, step)), st) in batch.iter_mut().zip(&mut parts).zip(stats.iter_mut()) {
+            if at < g.max_len() {
+                p.dec.finish_step(g, step, st)?;
+            }
+        }
+        progress(parts.iter().map(|(g, _)| g.bytes).sum());
+    }
+    Ok(parts.into_iter().map(|(g, _)| g.outputs).collect())
 }

@@ -4,7 +4,7 @@
 //! stream: steps are added to a call until it is full or a stream's window would slide in
 //! the middle of it. The engine's results do not depend on that split.
 
-use super::options::{CompressOptions, Progress, Stats};
+use super::options::{CompressOptions, Outcome, Progress, Stats};
 use super::predictor_run::{alphabet, code_of, initial_active, Item, PredictorRun};
 use super::resume::{self, Checkpoint, RunState, Snapshot, SnapshotRef};
 use super::window::{block_len, cache_capacity, layout, Slide, Window};
@@ -19,6 +19,7 @@ use crate::predict::PredictorSettings;
 use crate::regions::Regions;
 use crate::transform::Transform;
 use crate::{Error, ErrorKind, Result};
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::Instant;
 
@@ -40,13 +41,7 @@ pub(crate) fn compress_measure<W: Write>(
     checkpoint: Option<&Checkpoint>,
 ) -> Result<Stats> {
     opts.check()?;
-    // Region lengths are 32-bit in the format: a larger input is coded as text.
-    let regions_apply = opts.regions && !data.is_empty() && data.len() <= u32::MAX as usize;
-    let regions = if regions_apply {
-        Regions::find(data)
-    } else {
-        Regions::all_text(data.len())
-    };
+    let (regions_apply, regions) = regions_for(data, opts);
     let mut archive = Vec::new();
     // Only the first candidate is checkpointed: the others are quick (classical coding,
     // or a short input through the model).
@@ -62,38 +57,72 @@ pub(crate) fn compress_measure<W: Write>(
         resume.as_ref().map(|(c, f)| (*c, f)),
     )?;
     if regions_apply {
-        let mut candidates = vec![Regions::all_binary(data.len())];
-        if regions.has_binary() && data.len() <= TRY_WHOLE_TEXT {
-            candidates.push(Regions::all_text(data.len()));
-        }
-        for c in candidates.into_iter().filter(|c| *c != regions) {
-            let mut other = Vec::new();
-            let s = encode_archive(
-                model,
-                data,
-                &c,
-                opts,
-                variants,
-                &mut other,
-                &mut |_| {},
-                None,
-            )?;
-            if other.len() < archive.len() {
-                // The time spent on the first candidate (resumed runs' included) counts.
-                let first = stats;
-                archive = other;
-                stats = s;
-                stats.model_seconds += first.model_seconds;
-                stats.predict_seconds += first.predict_seconds;
-                stats.resumed_groups = first.resumed_groups;
-                stats.resumed_seconds = first.resumed_seconds;
-            }
-        }
+        other_candidates(
+            model,
+            data,
+            &regions,
+            opts,
+            variants,
+            &mut archive,
+            &mut stats,
+        )?;
     }
     out.write_all(&archive)?;
     progress(data.len() as u64);
     stats.archive_bytes = archive.len() as u64;
     Ok(stats)
+}
+
+/// Whether the region finder applies to `data`, and the regions the first candidate uses.
+fn regions_for(data: &[u8], opts: &CompressOptions) -> (bool, Regions) {
+    // Region lengths are 32-bit in the format: a larger input is coded as text.
+    let apply = opts.regions && !data.is_empty() && data.len() <= u32::MAX as usize;
+    let regions = if apply {
+        Regions::find(data)
+    } else {
+        Regions::all_text(data.len())
+    };
+    (apply, regions)
+}
+
+/// Replaces `archive` (made with the finder's `regions`) by a smaller one where another
+/// layout gives it: every byte classical, or a short split input wholly through the model.
+fn other_candidates(
+    model: &Model,
+    data: &[u8],
+    regions: &Regions,
+    opts: &CompressOptions,
+    variants: &[PredictorSettings],
+    archive: &mut Vec<u8>,
+    stats: &mut Stats,
+) -> Result<()> {
+    let mut candidates = vec![Regions::all_binary(data.len())];
+    if regions.has_binary() && data.len() <= TRY_WHOLE_TEXT {
+        candidates.push(Regions::all_text(data.len()));
+    }
+    for c in candidates.into_iter().filter(|c| c != regions) {
+        let mut other = Vec::new();
+        let s = encode_archive(
+            model,
+            data,
+            &c,
+            opts,
+            variants,
+            &mut other,
+            &mut |_| {},
+            None,
+        )?;
+        if other.len() < archive.len() {
+            // The time spent on the first candidate (resumed runs' included) counts.
+            let first = std::mem::replace(stats, s);
+            *archive = other;
+            stats.model_seconds += first.model_seconds;
+            stats.predict_seconds += first.predict_seconds;
+            stats.resumed_groups = first.resumed_groups;
+            stats.resumed_seconds = first.resumed_seconds;
+        }
+    }
+    Ok(())
 }
 
 /// Compresses `data` cut into exactly `regions` (which must describe it), with no other
@@ -131,13 +160,8 @@ pub fn compress_regions<W: Write>(
 /// through the model (a few seconds at most).
 const TRY_WHOLE_TEXT: usize = 4096;
 
-/// One archive of `data` cut into `regions`: text regions through the model, binary ones
-/// through the classical coder.
-///
-/// The text is first transformed when that pays and `opts.transform` allows it (CRLF
-/// line ends as LF); blocks hold the transformed bytes and the content checksum covers
-/// the original. An archive of one block is written without frames: its header records
-/// the block, so it is written once the block is coded.
+/// One archive of `data` cut into `regions` ([`Job::new`]), its groups coded one after
+/// the other.
 ///
 /// With `resume`, the state after each group but the last is saved to the checkpoint, and
 /// a run it holds (the fingerprint names it) is continued after its last saved group.
@@ -152,72 +176,21 @@ fn encode_archive(
     progress: Progress,
     resume: Option<(&Checkpoint, &[u8; 32])>,
 ) -> Result<Stats> {
-    let started = Instant::now();
-    let (text, binary) = regions.split(data);
-    let section = if regions.has_binary() {
-        let c = classic::encode(&binary)?;
-        let lens = regions
-            .lens
-            .iter()
-            .map(|&l| u32::try_from(l).map_err(|_| Error::internal("region over 4 GiB")))
-            .collect::<Result<Vec<u32>>>()?;
-        let s = RegionSection {
-            lens,
-            method: classic::METHOD_LZMA2,
-            dict_log2: c.dict_log2,
-            coded_len: c.bytes.len() as u32,
-            crc32: crc32fast::hash(&binary),
-        };
-        Some((s, c.bytes))
-    } else {
-        None
-    };
-    let transform = if opts.transform {
-        Transform::choose(&text)
-    } else {
-        Transform::None
-    };
-    let coded = transform.apply(&text);
-    let symbols = tokenize_checked(model, &coded)?;
-    let block = block_len(
-        symbols.len(),
-        opts.block_tokens as usize,
-        opts.block_stretch as usize,
-        opts.streams as usize,
-    );
-    let lens = layout(symbols.len(), block);
-    let mut blocks: Vec<&[u32]> = Vec::with_capacity(lens.len());
-    let mut at = 0;
-    for &l in &lens {
-        blocks.push(&symbols[at..at + l]);
-        at += l;
-    }
-    let streams = (opts.streams as usize).min(blocks.len()).max(1);
-    let mut header = header_for(model, opts, streams as u16, transform);
-    // `block` is at most the format's limit, and at least `opts.block_tokens`.
-    header.block_tokens = block as u32;
-    if section.is_some() {
-        header.version = format::VERSION_REGIONS;
-    }
-    let checksum = Checksum::of(opts.checksum, data);
-    // The header, then the region section and the classical payload when there are any.
-    let write_head = |header: &Header, w: &mut Vec<u8>| -> Result<()> {
-        header.write_to(w)?;
-        if let Some((s, payload)) = &section {
-            s.write_to(w)?;
-            w.write_all(payload)?;
-        }
-        Ok(())
-    };
+    let job = Job::new(model, data, regions, opts, variants)?;
+    code_job(model, job, opts, variants, out, progress, resume)
+}
 
-    let vocab = model.tokenizer.vocab_size();
-    let mut stats = Stats {
-        original_bytes: data.len() as u64,
-        classic_bytes: binary.len() as u64,
-        escapes: symbols.iter().filter(|&&s| s as usize >= vocab).count() as u64,
-        ..Stats::default()
-    };
-    let mut enc = ArchiveEncoder::new(model, opts, variants, streams);
+/// [`encode_archive`] for a prepared [`Job`].
+fn code_job(
+    model: &Model,
+    mut job: Job,
+    opts: &CompressOptions,
+    variants: &[PredictorSettings],
+    out: &mut Vec<u8>,
+    progress: Progress,
+    resume: Option<(&Checkpoint, &[u8; 32])>,
+) -> Result<Stats> {
+    let started = Instant::now();
     if opts.trace {
         if resume.is_some() {
             // The trace of the groups an earlier run coded is not kept.
@@ -225,22 +198,27 @@ fn encode_archive(
                 "a traced run cannot be resumed".into(),
             )));
         }
-        enc.runs.iter_mut().for_each(PredictorRun::start_trace);
+        job.enc.runs.iter_mut().for_each(PredictorRun::start_trace);
     }
-    // Progress counts bytes as coded; the original may be longer by the transform's CRs.
-    let mut done_bytes = 0u64;
+    let Job {
+        symbols,
+        lens,
+        enc,
+        stats,
+        frame,
+        coded,
+        ..
+    } = &mut job;
+    let blocks = cut(symbols, lens);
     if blocks.len() == 1 {
-        let payloads = enc.encode_group(&blocks, &mut stats, &mut |bytes| progress(bytes))?;
-        let mut entries = block_entries(model, &coded, 0, &blocks, &payloads)?;
-        // The content checksum covers the only block.
-        entries[0].crc32 = None;
-        header.single = Some(entries[0]);
-        write_head(&header, out)?;
-        format::write_single_payload(out, &header, &payloads[0])?;
-        stats.blocks = 1;
+        let payloads = enc.encode_group(&blocks, stats, &mut |bytes| progress(bytes))?;
+        frame.emit(model, coded, 0, &blocks, &payloads, out, stats)?;
     } else {
+        let streams = enc.streams;
         let groups: Vec<&[&[u32]]> = blocks.chunks(streams).collect();
         let (mut first, mut earlier) = (0, 0.0);
+        // Progress counts bytes as coded; the original may be longer by the transform's CRs.
+        let mut done_bytes = 0u64;
         let saved: Option<Snapshot> = resume.map(|(c, f)| c.load(f)).transpose()?.flatten();
         match saved {
             Some(snap) => {
@@ -250,7 +228,7 @@ fn encode_archive(
                     .ok_or_else(|| Error::internal("checkpoint beyond the archive's groups"))?;
                 out.clear();
                 out.extend_from_slice(&snap.archive);
-                stats = snap.stats;
+                *stats = snap.stats;
                 done_bytes = snap.done_bytes;
                 enc.restore(snap.runs, snap.active)?;
                 (first, earlier) = (done, snap.elapsed);
@@ -258,16 +236,12 @@ fn encode_archive(
                 stats.resumed_seconds = earlier;
                 progress(done_bytes);
             }
-            None => write_head(&header, out)?,
+            None => frame.write_head(out)?,
         }
         for (g, group) in groups.iter().enumerate().skip(first) {
             let payloads =
-                enc.encode_group(group, &mut stats, &mut |bytes| progress(done_bytes + bytes))?;
-            let entries = block_entries(model, &coded, done_bytes, group, &payloads)?;
-            let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
-            format::write_group(out, &header, &entries, &refs)?;
-            stats.blocks += entries.len() as u64;
-            done_bytes += entries.iter().map(|e| e.original_len as u64).sum::<u64>();
+                enc.encode_group(group, stats, &mut |bytes| progress(done_bytes + bytes))?;
+            done_bytes += frame.emit(model, coded, done_bytes, group, &payloads, out, stats)?;
             progress(done_bytes);
             if let Some((c, fingerprint)) = resume.filter(|_| g + 1 < groups.len()) {
                 let snap = SnapshotRef {
@@ -275,7 +249,7 @@ fn encode_archive(
                     done_bytes,
                     elapsed: earlier + started.elapsed().as_secs_f64(),
                     archive: out,
-                    stats: &stats,
+                    stats,
                     runs: enc.runs.iter().map(|r| r.state()).collect(),
                     active: enc.state.active().map(|h| h.ids()),
                 };
@@ -288,27 +262,409 @@ fn encode_archive(
             }
         }
     }
-    format::write_end(out, &header, &checksum)?;
-    stats.symbols = symbols.len() as u64;
-    stats.archive_bytes = out.len() as u64;
-    stats.ideal_bits = enc.runs[0].bits();
-    stats.variant_bits = enc.runs[1..].iter().map(|r| r.bits()).collect();
-    if opts.trace {
-        let tk = &model.tokenizer;
-        stats.trace = Some(super::Trace {
-            lens: symbols
-                .iter()
-                .map(|&s| tk.symbol_bytes(s).len() as u32)
-                .collect(),
-            text: coded.into_owned(),
-            bits: enc.runs.iter_mut().map(PredictorRun::take_trace).collect(),
-            labels: std::iter::once(&opts.predictor)
-                .chain(variants)
-                .map(|v| v.label())
-                .collect(),
+    job.finish(out, opts, variants)
+}
+
+/// Compresses each of `inputs` into its own archive, byte for byte the one
+/// [`super::compress`] writes for it alone, so each decodes alone. Inputs whose archive is
+/// one group of blocks are coded side by side, up to `opts.streams` blocks in all, each
+/// forward call serving them all (the engine's results do not depend on how rows are
+/// split into calls): many small files run at the many-stream rate. `progress` hears the
+/// input bytes done over all inputs; one input's error does not stop the others.
+pub fn compress_each(
+    model: &Model,
+    inputs: &[&[u8]],
+    opts: &CompressOptions,
+    progress: Progress,
+) -> Result<Vec<Outcome>> {
+    opts.check()?;
+    let mut results: Vec<Option<Outcome>> = (0..inputs.len()).map(|_| None).collect();
+    let mut done = 0u64;
+    let mut batch: Vec<Pending> = Vec::new();
+    for (i, &data) in inputs.iter().enumerate() {
+        let (apply, regions) = regions_for(data, opts);
+        let job = match Job::new(model, data, &regions, opts, &[]) {
+            Ok(job) => job,
+            Err(e) => {
+                results[i] = Some(Err(e));
+                done += data.len() as u64;
+                continue;
+            }
+        };
+        if opts.trace || !job.one_group() {
+            let mut out = Vec::new();
+            let r = code_job(
+                model,
+                job,
+                opts,
+                &[],
+                &mut out,
+                &mut |d| progress(done + d),
+                None,
+            )
+            .and_then(|stats| settle(model, data, apply, &regions, opts, out, stats));
+            results[i] = Some(r);
+            done += data.len() as u64;
+            progress(done);
+            continue;
+        }
+        let taken: usize = batch.iter().map(|p| p.job.lens.len()).sum();
+        if taken + job.lens.len() > opts.streams as usize {
+            done = run_batch(
+                model,
+                std::mem::take(&mut batch),
+                opts,
+                progress,
+                done,
+                &mut results,
+            );
+        }
+        batch.push(Pending {
+            index: i,
+            job,
+            apply,
+            regions,
         });
     }
-    Ok(stats)
+    run_batch(model, batch, opts, progress, done, &mut results);
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::internal("input left uncoded"))))
+        .collect())
+}
+
+/// An input of [`compress_each`] waiting for its batch.
+struct Pending<'m, 'd> {
+    index: usize,
+    job: Job<'m, 'd>,
+    /// Whether the region finder applied, and the regions the job was made with.
+    apply: bool,
+    regions: Regions,
+}
+
+/// Codes `batch` side by side and puts each input's result in `results`; returns `done`
+/// plus the batch's input bytes. Should the shared run fail, each input is coded alone,
+/// so a failure is reported for the input it belongs to.
+fn run_batch(
+    model: &Model,
+    mut batch: Vec<Pending>,
+    opts: &CompressOptions,
+    progress: Progress,
+    done: u64,
+    results: &mut [Option<Outcome>],
+) -> u64 {
+    if batch.is_empty() {
+        return done;
+    }
+    // Each archive plans its share of a call's rows; how they are split changes nothing.
+    let share = (opts.rows_per_call / batch.len()).max(1);
+    for p in &mut batch {
+        p.job.enc.rows_per_call = share;
+    }
+    let mut jobs: Vec<&mut Job> = batch.iter_mut().map(|p| &mut p.job).collect();
+    let coded = lockstep(&mut jobs, &mut |d| progress(done + d));
+    let mut done = done;
+    for (k, p) in batch.into_iter().enumerate() {
+        let data = p.job.data;
+        let r = match &coded {
+            Ok(payloads) => {
+                let mut out = Vec::new();
+                let mut job = p.job;
+                let blocks = cut(&job.symbols, &job.lens);
+                // A one-block archive's header follows its block; the others' precede.
+                let head = match job.frame.single {
+                    true => Ok(()),
+                    false => job.frame.write_head(&mut out),
+                };
+                head.and_then(|_| {
+                    job.frame.emit(
+                        model,
+                        &job.coded,
+                        0,
+                        &blocks,
+                        &payloads[k],
+                        &mut out,
+                        &mut job.stats,
+                    )
+                })
+                .and_then(|_| job.finish(&mut out, opts, &[]))
+                .and_then(|stats| settle(model, data, p.apply, &p.regions, opts, out, stats))
+            }
+            Err(_) => {
+                let mut out = Vec::new();
+                let mut job = p.job;
+                job.enc.rows_per_call = opts.rows_per_call;
+                code_job(model, job, opts, &[], &mut out, &mut |_| {}, None)
+                    .and_then(|stats| settle(model, data, p.apply, &p.regions, opts, out, stats))
+            }
+        };
+        results[p.index] = Some(r);
+        done += data.len() as u64;
+    }
+    progress(done);
+    done
+}
+
+/// The one group of each job coded in lock step, every forward call shared; each job's
+/// payloads.
+fn lockstep(jobs: &mut [&mut Job], progress: Progress) -> Result<Vec<Vec<Vec<u8>>>> {
+    let mut parts: Vec<(Vec<&[u32]>, &mut ArchiveEncoder, &mut Stats)> = jobs
+        .iter_mut()
+        .map(|j| (cut(&j.symbols, &j.lens), &mut j.enc, &mut j.stats))
+        .collect();
+    let mut groups: Vec<GroupState> = parts
+        .iter_mut()
+        .map(|(blocks, enc, _)| enc.begin_group(blocks))
+        .collect();
+    loop {
+        let mut calls = Vec::with_capacity(parts.len());
+        for ((blocks, enc, _), g) in parts.iter_mut().zip(&mut groups) {
+            calls.push(enc.next_call(blocks, g)?);
+        }
+        if calls.iter().all(Option::is_none) {
+            break;
+        }
+        let t = Instant::now();
+        let mut ctxs = Vec::new();
+        let mut shared = Vec::new();
+        for ((_, enc, _), call) in parts.iter_mut().zip(&calls) {
+            if let Some(c) = call {
+                ctxs.push(&mut enc.state);
+                shared.push((c.rows.as_slice(), c.want.as_slice()));
+            }
+        }
+        Context::run_together(&mut ctxs, &shared)?;
+        // The call's time is shared by rows.
+        let secs = t.elapsed().as_secs_f64();
+        let rows: usize = shared.iter().map(|c| c.0.len()).sum();
+        for (((blocks, enc, stats), g), call) in parts.iter_mut().zip(&mut groups).zip(&calls) {
+            if let Some(c) = call {
+                stats.model_seconds += secs * c.rows.len() as f64 / rows.max(1) as f64;
+                enc.after_call(blocks, g, c, stats)?;
+            }
+        }
+        progress(groups.iter().map(|g| g.bytes).sum());
+    }
+    Ok(groups.into_iter().map(GroupState::finish).collect())
+}
+
+/// An input's finished archive and figures: the other region layouts tried where the
+/// finder applied ([`other_candidates`]).
+fn settle(
+    model: &Model,
+    data: &[u8],
+    apply: bool,
+    regions: &Regions,
+    opts: &CompressOptions,
+    mut out: Vec<u8>,
+    mut stats: Stats,
+) -> Outcome {
+    if apply {
+        other_candidates(model, data, regions, opts, &[], &mut out, &mut stats)?;
+    }
+    stats.archive_bytes = out.len() as u64;
+    Ok((out, stats))
+}
+
+/// `symbols` cut into consecutive blocks of `lens` symbols.
+fn cut<'s>(symbols: &'s [u32], lens: &[usize]) -> Vec<&'s [u32]> {
+    let mut blocks = Vec::with_capacity(lens.len());
+    let mut at = 0;
+    for &l in lens {
+        blocks.push(&symbols[at..at + l]);
+        at += l;
+    }
+    blocks
+}
+
+/// One archive being made: what is settled before coding (the transformed text, its
+/// symbols and blocks, the header and the classical section), its encoder, and figures.
+struct Job<'m, 'd> {
+    data: &'d [u8],
+    /// The text the blocks spell: the text regions, transformed.
+    coded: Cow<'d, [u8]>,
+    symbols: Vec<u32>,
+    /// Symbols per block.
+    lens: Vec<usize>,
+    frame: Framing,
+    stats: Stats,
+    enc: ArchiveEncoder<'m>,
+}
+
+impl<'m, 'd> Job<'m, 'd> {
+    /// Prepares the archive of `data` cut into `regions`: text regions through the model,
+    /// binary ones through the classical coder (coded here).
+    ///
+    /// The text is first transformed when that pays and `opts.transform` allows it (CRLF
+    /// line ends as LF); blocks hold the transformed bytes and the content checksum covers
+    /// the original.
+    fn new(
+        model: &'m Model,
+        data: &'d [u8],
+        regions: &Regions,
+        opts: &CompressOptions,
+        variants: &[PredictorSettings],
+    ) -> Result<Self> {
+        let (text, binary) = regions.split(data);
+        let section = if regions.has_binary() {
+            let c = classic::encode(&binary)?;
+            let lens = regions
+                .lens
+                .iter()
+                .map(|&l| u32::try_from(l).map_err(|_| Error::internal("region over 4 GiB")))
+                .collect::<Result<Vec<u32>>>()?;
+            let s = RegionSection {
+                lens,
+                method: classic::METHOD_LZMA2,
+                dict_log2: c.dict_log2,
+                coded_len: c.bytes.len() as u32,
+                crc32: crc32fast::hash(&binary),
+            };
+            Some((s, c.bytes))
+        } else {
+            None
+        };
+        let transform = if opts.transform {
+            Transform::choose(&text)
+        } else {
+            Transform::None
+        };
+        // Borrowed only when the transform changes nothing: then the text is the coded text.
+        let coded: Cow<'d, [u8]> = match transform.apply(&text) {
+            Cow::Owned(v) => Cow::Owned(v),
+            Cow::Borrowed(_) => text,
+        };
+        let symbols = tokenize_checked(model, &coded)?;
+        let block = block_len(
+            symbols.len(),
+            opts.block_tokens as usize,
+            opts.block_stretch as usize,
+            opts.streams as usize,
+        );
+        let lens = layout(symbols.len(), block);
+        let streams = (opts.streams as usize).min(lens.len()).max(1);
+        let mut header = header_for(model, opts, streams as u16, transform);
+        // `block` is at most the format's limit, and at least `opts.block_tokens`.
+        header.block_tokens = block as u32;
+        if section.is_some() {
+            header.version = format::VERSION_REGIONS;
+        }
+        let vocab = model.tokenizer.vocab_size();
+        let stats = Stats {
+            original_bytes: data.len() as u64,
+            classic_bytes: binary.len() as u64,
+            escapes: symbols.iter().filter(|&&s| s as usize >= vocab).count() as u64,
+            ..Stats::default()
+        };
+        Ok(Job {
+            data,
+            frame: Framing {
+                header,
+                section,
+                single: lens.len() == 1,
+            },
+            coded,
+            symbols,
+            lens,
+            stats,
+            enc: ArchiveEncoder::new(model, opts, variants, streams),
+        })
+    }
+
+    /// Whether the archive is one group of blocks with some text: it can be coded beside
+    /// other archives ([`compress_each`]).
+    fn one_group(&self) -> bool {
+        !self.lens.is_empty() && self.lens.len() <= self.enc.streams
+    }
+
+    /// Ends the archive (every group written) with its content checksum; its figures.
+    fn finish(
+        self,
+        out: &mut Vec<u8>,
+        opts: &CompressOptions,
+        variants: &[PredictorSettings],
+    ) -> Result<Stats> {
+        let Job {
+            data,
+            coded,
+            symbols,
+            frame,
+            mut stats,
+            mut enc,
+            ..
+        } = self;
+        format::write_end(out, &frame.header, &Checksum::of(opts.checksum, data))?;
+        stats.symbols = symbols.len() as u64;
+        stats.archive_bytes = out.len() as u64;
+        stats.ideal_bits = enc.runs[0].bits();
+        stats.variant_bits = enc.runs[1..].iter().map(|r| r.bits()).collect();
+        if opts.trace {
+            let tk = &enc.model.tokenizer;
+            stats.trace = Some(super::Trace {
+                lens: symbols
+                    .iter()
+                    .map(|&s| tk.symbol_bytes(s).len() as u32)
+                    .collect(),
+                text: coded.into_owned(),
+                bits: enc.runs.iter_mut().map(PredictorRun::take_trace).collect(),
+                labels: std::iter::once(&opts.predictor)
+                    .chain(variants)
+                    .map(|v| v.label())
+                    .collect(),
+            });
+        }
+        Ok(stats)
+    }
+}
+
+/// What an archive's frames need besides the coded blocks.
+struct Framing {
+    header: Header,
+    /// The region section and the classical payload, when there are binary regions.
+    section: Option<(RegionSection, Vec<u8>)>,
+    /// An archive of one block is written without frames: its header records the block,
+    /// so it is written once the block is coded.
+    single: bool,
+}
+
+impl Framing {
+    /// The header, then the region section and the classical payload when there are any.
+    fn write_head(&self, w: &mut Vec<u8>) -> Result<()> {
+        self.header.write_to(w)?;
+        if let Some((s, payload)) = &self.section {
+            s.write_to(w)?;
+            w.write_all(payload)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a coded group whose blocks start at `offset` of `coded`; returns their
+    /// length in coded bytes. A one-block archive's block goes in its header (written
+    /// here) with the content checksum covering it.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        model: &Model,
+        coded: &[u8],
+        offset: u64,
+        group: &[&[u32]],
+        payloads: &[Vec<u8>],
+        out: &mut Vec<u8>,
+        stats: &mut Stats,
+    ) -> Result<u64> {
+        let mut entries = block_entries(model, coded, offset, group, payloads)?;
+        if self.single {
+            entries[0].crc32 = None;
+            self.header.single = Some(entries[0]);
+            self.write_head(out)?;
+            format::write_single_payload(out, &self.header, &payloads[0])?;
+        } else {
+            let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+            format::write_group(out, &self.header, &entries, &refs)?;
+        }
+        stats.blocks += entries.len() as u64;
+        Ok(entries.iter().map(|e| e.original_len as u64).sum())
+    }
 }
 
 /// The input's symbols, checked to spell the input exactly. The tokenizer verifies itself;
@@ -398,9 +754,31 @@ struct Call {
 struct ArchiveEncoder<'m> {
     model: &'m Model,
     rows_per_call: usize,
+    /// Blocks side by side in a group.
+    streams: usize,
     window: Window,
     state: Context<'m>,
     runs: Vec<PredictorRun>,
+}
+
+/// Where a group being coded stands: each block's range coder and cache length as
+/// planned, the next step, and the original bytes coded.
+struct GroupState {
+    encoders: Vec<BlockEncoder>,
+    cache_len: Vec<usize>,
+    p0: usize,
+    max_len: usize,
+    bytes: u64,
+}
+
+impl GroupState {
+    /// Each block's payload.
+    fn finish(self) -> Vec<Vec<u8>> {
+        self.encoders
+            .into_iter()
+            .map(BlockEncoder::finish)
+            .collect()
+    }
 }
 
 impl<'m> ArchiveEncoder<'m> {
@@ -414,6 +792,7 @@ impl<'m> ArchiveEncoder<'m> {
         ArchiveEncoder {
             model,
             rows_per_call: opts.rows_per_call,
+            streams,
             window: Window::new(model, opts.window, opts.keep, opts.window_policy),
             state: if log2 > 0 {
                 Context::with_active(&model.net, initial_active(model, log2))
@@ -450,44 +829,77 @@ impl<'m> ArchiveEncoder<'m> {
         stats: &mut Stats,
         progress: Progress,
     ) -> Result<Vec<Vec<u8>>> {
+        let mut g = self.begin_group(group);
+        while let Some(call) = self.next_call(group, &mut g)? {
+            let t = Instant::now();
+            self.state.run(&call.rows, &call.want)?;
+            stats.model_seconds += t.elapsed().as_secs_f64();
+            self.after_call(group, &mut g, &call, stats)?;
+            progress(g.bytes);
+        }
+        Ok(g.finish())
+    }
+
+    /// Readies the caches and predictor runs for a group.
+    fn begin_group(&mut self, group: &[&[u32]]) -> GroupState {
         let lens: Vec<usize> = group.iter().map(|b| b.len()).collect();
         self.state
             .prepare(group.len(), cache_capacity(&lens, self.window.window));
         for run in &mut self.runs {
             run.begin_group(&lens);
         }
-        let mut encoders: Vec<BlockEncoder> = group.iter().map(|_| BlockEncoder::new()).collect();
-        let max_len = lens.iter().copied().max().unwrap_or(0);
-        let mut cache_len: Vec<usize> = vec![0; group.len()];
-        let (mut p0, mut bytes) = (0, 0u64);
-        while p0 < max_len {
-            let call = self.plan_call(group, p0, max_len, &mut cache_len)?;
-            let sizes = self.grow_active(group, p0, &call.steps);
-            let t = Instant::now();
-            self.state.run(&call.rows, &call.want)?;
-            let hidden = self.state_outputs(call.want.len());
-            let mut head = Vec::new();
-            self.state.head(&hidden, &mut head);
-            let news = self.new_symbols(group, p0, &call, &sizes, &hidden);
-            stats.model_seconds += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let heads = CallHeads {
-                sizes,
-                head,
-                news,
-                hidden,
-            };
-            self.code_steps(group, p0, &call.steps, &heads, &mut encoders)?;
-            stats.predict_seconds += t.elapsed().as_secs_f64();
-            for b in group {
-                for &y in b.get(p0..call.end.min(b.len())).unwrap_or(&[]) {
-                    bytes += self.model.tokenizer.symbol_bytes(y).len() as u64;
-                }
-            }
-            progress(bytes);
-            p0 = call.end;
+        GroupState {
+            encoders: group.iter().map(|_| BlockEncoder::new()).collect(),
+            cache_len: vec![0; group.len()],
+            p0: 0,
+            max_len: lens.iter().copied().max().unwrap_or(0),
+            bytes: 0,
         }
-        Ok(encoders.into_iter().map(BlockEncoder::finish).collect())
+    }
+
+    /// The group's next forward call, its slides applied to the caches; `None` once
+    /// every step is coded.
+    fn next_call(&mut self, group: &[&[u32]], g: &mut GroupState) -> Result<Option<Call>> {
+        if g.p0 >= g.max_len {
+            return Ok(None);
+        }
+        self.plan_call(group, g.p0, g.max_len, &mut g.cache_len)
+            .map(Some)
+    }
+
+    /// Codes the steps of `call`, whose forward pass has run: the active head's logits,
+    /// the full head's for symbols new to the set, then the coder.
+    fn after_call(
+        &mut self,
+        group: &[&[u32]],
+        g: &mut GroupState,
+        call: &Call,
+        stats: &mut Stats,
+    ) -> Result<()> {
+        let p0 = g.p0;
+        let t = Instant::now();
+        let sizes = self.grow_active(group, p0, &call.steps);
+        let hidden = self.state_outputs(call.want.len());
+        let mut head = Vec::new();
+        self.state.head(&hidden, &mut head);
+        let news = self.new_symbols(group, p0, call, &sizes, &hidden);
+        stats.model_seconds += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let heads = CallHeads {
+            sizes,
+            head,
+            news,
+            hidden,
+        };
+        self.code_steps(group, p0, &call.steps, &heads, &mut g.encoders)?;
+        stats.predict_seconds += t.elapsed().as_secs_f64();
+        for b in group {
+            for &y in b.get(p0..call.end.min(b.len())).unwrap_or(&[]) {
+                g.bytes += self.model.tokenizer.symbol_bytes(y).len() as u64;
+            }
+        }
+        g.p0 = call.end;
+        Ok(())
     }
 
     /// Rows for steps `p0..` until the call is full or a stream's window would slide in the

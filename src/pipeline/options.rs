@@ -239,3 +239,7 @@ impl Stats {
 
 /// Progress callback: called with the number of original bytes done so far.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
+
+/// One input's result in a many-file run ([`crate::compress_each`],
+/// [`crate::decompress_each`]): its output and figures, or why it failed.
+pub type Outcome = crate::Result<(Vec<u8>, Stats)>;
