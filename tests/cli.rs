@@ -510,3 +510,46 @@ fn bench_report_renders_in_a_browser() {
     // A blank page of that size compresses to a few KB; text, colours and a plot do not.
     assert!(png.len() > 40_000, "{} bytes", png.len());
 }
+
+/// Several files in one run, coded side by side by the real model, give each the archive
+/// a run of its own writes, and decode side by side to the inputs.
+#[test]
+fn many_files_in_one_run_equal_runs_of_their_own() {
+    let Some(m) = model_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut odd = b"NUL \0 and \xff\xfe invalid UTF-8, <|endoftext|> spelled out.\n".to_vec();
+    odd.extend_from_slice(&corpus("canterbury/alice29.txt", 400));
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("alice.txt", corpus("canterbury/alice29.txt", 3000)),
+        (
+            "report.txt",
+            corpus("ood/deprivation-2025-technical-report.txt", 2000),
+        ),
+        ("odd.bin", odd),
+    ];
+    let mut names = Vec::new();
+    for (n, d) in &files {
+        std::fs::write(dir.path().join(n), d).unwrap();
+        names.push(dir.path().join(n));
+    }
+    let out = lmzip(&m).args(&names).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut archives = Vec::new();
+    for (n, _) in &files {
+        let a = dir.path().join(format!("{n}.lmz"));
+        let alone = lmzip(&m)
+            .arg("-c")
+            .arg(dir.path().join(n))
+            .output()
+            .unwrap();
+        assert!(alone.status.success(), "{}", stderr(&alone));
+        assert_eq!(std::fs::read(&a).unwrap(), alone.stdout, "{n}");
+        std::fs::remove_file(dir.path().join(n)).unwrap();
+        archives.push(a);
+    }
+    let out = lmzip(&m).arg("-d").args(&archives).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (n, d) in &files {
+        assert_eq!(&std::fs::read(dir.path().join(n)).unwrap(), d, "{n}");
+    }
+}

@@ -214,12 +214,17 @@ fn many_files_side_by_side_and_recursive() {
         .stderr(contains("docs/sub/c.txt.lmz"));
     for (n, d) in &files {
         if *n == "docs/sub/c.txt" {
-            assert!(!e.path(n).exists(), "nothing written for the damaged archive");
+            assert!(
+                !e.path(n).exists(),
+                "nothing written for the damaged archive"
+            );
         } else {
             assert_eq!(&e.read(n), d, "{n}");
         }
     }
-    assert!(names_in(&e.path("docs/sub")).iter().all(|n| !n.ends_with(".tmp")));
+    assert!(names_in(&e.path("docs/sub"))
+        .iter()
+        .all(|n| !n.ends_with(".tmp")));
 }
 
 #[test]

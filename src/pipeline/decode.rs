@@ -24,6 +24,7 @@ use crate::model::Model;
 use crate::predict::PredictorSettings;
 use crate::transform::Transform;
 use crate::{Error, ErrorKind, Result};
+use rayon::prelude::*;
 use std::io::{Read, Write};
 use std::time::Instant;
 
@@ -1061,11 +1062,14 @@ fn lockstep_decode(
                 stats[k].calls += 1;
             }
         }
-        for ((p, (g, step)), st) in batch.iter_mut().zip(&mut parts).zip(stats.iter_mut()) {
-            if at < g.max_len() {
-                p.dec.finish_step(g, step, st)?;
-            }
-        }
+        // The archives are independent from here: their predictors run in parallel (each
+        // also spreads its own rows), which the output cannot notice.
+        batch
+            .par_iter_mut()
+            .zip(parts.par_iter_mut())
+            .zip(stats.par_iter_mut())
+            .filter(|((_, (g, _)), _)| at < g.max_len())
+            .try_for_each(|((p, (g, step)), st)| p.dec.finish_step(g, step, st))?;
         progress(parts.iter().map(|(g, _)| g.bytes).sum());
     }
     Ok(parts.into_iter().map(|(g, _)| g.outputs).collect())

@@ -19,6 +19,7 @@ use crate::predict::PredictorSettings;
 use crate::regions::Regions;
 use crate::transform::Transform;
 use crate::{Error, ErrorKind, Result};
+use rayon::prelude::*;
 use std::borrow::Cow;
 use std::io::Write;
 use std::time::Instant;
@@ -437,12 +438,19 @@ fn lockstep(jobs: &mut [&mut Job], progress: Progress) -> Result<Vec<Vec<Vec<u8>
         // The call's time is shared by rows.
         let secs = t.elapsed().as_secs_f64();
         let rows: usize = shared.iter().map(|c| c.0.len()).sum();
-        for (((blocks, enc, stats), g), call) in parts.iter_mut().zip(&mut groups).zip(&calls) {
-            if let Some(c) = call {
-                stats.model_seconds += secs * c.rows.len() as f64 / rows.max(1) as f64;
-                enc.after_call(blocks, g, c, stats)?;
-            }
-        }
+        // The archives are independent from here: their heads and predictors run in
+        // parallel (each also spreads its own rows), which the archives cannot notice.
+        parts
+            .par_iter_mut()
+            .zip(groups.par_iter_mut())
+            .zip(calls.par_iter())
+            .try_for_each(|(((blocks, enc, stats), g), call)| match call {
+                Some(c) => {
+                    stats.model_seconds += secs * c.rows.len() as f64 / rows.max(1) as f64;
+                    enc.after_call(blocks, g, c, stats)
+                }
+                None => Ok(()),
+            })?;
         progress(groups.iter().map(|g| g.bytes).sum());
     }
     Ok(groups.into_iter().map(GroupState::finish).collect())
