@@ -270,8 +270,10 @@ fn code_job(
 /// [`super::compress`] writes for it alone, so each decodes alone. Inputs whose archive is
 /// one group of blocks are coded side by side, up to `opts.streams` blocks in all, each
 /// forward call serving them all (the engine's results do not depend on how rows are
-/// split into calls): many small files run at the many-stream rate. `progress` hears the
-/// input bytes done over all inputs; one input's error does not stop the others.
+/// split into calls). On a CPU this gains little (a file's known positions already fill
+/// the encoder's calls); decoding is where side by side pays ([`super::decompress_each`]).
+/// `progress` hears the input bytes done over all inputs;
+/// one input's error does not stop the others.
 pub fn compress_each(
     model: &Model,
     inputs: &[&[u8]],
