@@ -91,6 +91,12 @@ fn section(s: &mut String, sec: &Section) {
             String::new()
         }
     );
+    if t.lens.is_empty() {
+        // Nothing went through the model (a wholly binary file, or an empty one): no
+        // predictor figures to give, rather than a table of zeros.
+        *s += "<p>No text regions: nothing went through the language model.</p>\n";
+        return;
+    }
     *s += "<table><tr><th>predictors</th><th>bits/byte (ideal)</th></tr>\n";
     for (i, (label, bits)) in t.labels.iter().zip(&t.bits).enumerate() {
         let total: f64 = bits.iter().map(|&b| b as f64).sum();
@@ -328,6 +334,30 @@ mod tests {
         assert_eq!(page.matches("<polyline").count(), 2);
         assert!(page.contains("class=\"c15\" title=\"16.00 bits\""));
         assert!(!page.contains("<script"));
+    }
+
+    #[test]
+    fn a_file_with_no_text_says_so_instead_of_a_table_of_zeros() {
+        let trace = Trace {
+            lens: Vec::new(),
+            text: Vec::new(),
+            bits: vec![Vec::new(), Vec::new()],
+            labels: vec!["llm+ngram".into(), "llm".into()],
+        };
+        let page = html(
+            "test",
+            &[Section {
+                name: "kennedy.xls".into(),
+                original_bytes: 1000,
+                archive_bytes: 100,
+                classic_bytes: 1000,
+                trace,
+            }],
+        );
+        assert!(page.contains("1000 bytes of binary regions coded classically"));
+        assert!(page.contains("No text regions"));
+        assert!(!page.contains("<table>"));
+        assert!(!page.contains("<polyline"));
     }
 
     #[test]
