@@ -96,8 +96,11 @@ fn write_archive(
     };
     writeln!(
         s,
-        "    content      {} bytes{as_coded}, {} tokens, {} blocks in {} groups, {sum} {value}",
-        a.content_bytes, a.symbols, a.blocks, a.groups
+        "    content      {} bytes{as_coded}, {} tokens, {} in {}, {sum} {value}",
+        a.content_bytes,
+        a.symbols,
+        counted(a.blocks as u64, "block", "blocks"),
+        counted(a.groups as u64, "group", "groups")
     )?;
     if a.binary_regions > 0 {
         writeln!(
@@ -558,4 +561,9 @@ pub fn bench_summary(
         s += &ablation(r);
     }
     s
+}
+
+/// `n` and the noun for it: "1 group", "3 groups".
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
