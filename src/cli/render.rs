@@ -99,8 +99,8 @@ fn write_archive(
         "    content      {} bytes{as_coded}, {} tokens, {} in {}, {sum} {value}",
         a.content_bytes,
         a.symbols,
-        counted(a.blocks as u64, "block", "blocks"),
-        counted(a.groups as u64, "group", "groups")
+        counted(a.blocks, "block", "blocks"),
+        counted(a.groups, "group", "groups")
     )?;
     if a.binary_regions > 0 {
         writeln!(
