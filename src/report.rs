@@ -308,6 +308,18 @@ fn line_colour(i: usize) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The page of one file's section.
+    fn page_of(name: &str, original: u64, archive: u64, classic: u64, trace: Trace) -> String {
+        let sec = Section {
+            name: name.into(),
+            original_bytes: original,
+            archive_bytes: archive,
+            classic_bytes: classic,
+            trace,
+        };
+        html("test", &[sec])
+    }
+
     #[test]
     fn page_shows_every_symbol_escaped_and_a_line_per_run() {
         let text = b"a<b\xff\x00\n".to_vec();
@@ -317,16 +329,7 @@ mod tests {
             bits: vec![vec![1.0, 2.0, 9.0, 16.0, 3.0, 0.1], vec![2.0; 6]],
             labels: vec!["llm+ngram".into(), "llm".into()],
         };
-        let page = html(
-            "test",
-            &[Section {
-                name: "x<y.txt".into(),
-                original_bytes: 6,
-                archive_bytes: 10,
-                classic_bytes: 0,
-                trace,
-            }],
-        );
+        let page = page_of("x<y.txt", 6, 10, 0, trace);
         assert!(page.contains("x&lt;y.txt"));
         assert!(page.contains(">&lt;</span>"));
         assert!(page.contains(">\\xff</span>"));
@@ -344,16 +347,7 @@ mod tests {
             bits: vec![Vec::new(), Vec::new()],
             labels: vec!["llm+ngram".into(), "llm".into()],
         };
-        let page = html(
-            "test",
-            &[Section {
-                name: "kennedy.xls".into(),
-                original_bytes: 1000,
-                archive_bytes: 100,
-                classic_bytes: 1000,
-                trace,
-            }],
-        );
+        let page = page_of("kennedy.xls", 1000, 100, 1000, trace);
         assert!(page.contains("1000 bytes of binary regions coded classically"));
         assert!(page.contains("No text regions"));
         assert!(!page.contains("<table>"));
