@@ -591,6 +591,10 @@ impl Header {
         if self.version == 2 && !v2_fields {
             return Err(invalid("version 2 field", 2));
         }
+        // The per-region transform's flags live in the region section.
+        if self.transform == Transform::CrlfPerRegion && self.version != VERSION_REGIONS {
+            return Err(invalid("transform", self.transform.id() as u64));
+        }
         Ok(())
     }
 
@@ -917,7 +921,29 @@ impl Header {
 
 /// Most region lengths in a region section.
 pub const MAX_REGIONS: u32 = 1 << 20;
-const MAX_REGION_TABLE_LEN: usize = 5 + 5 * MAX_REGIONS as usize + 2 + 5 + 4 + 2;
+/// Most classical parts (method 2).
+pub const MAX_CLASSIC_PARTS: u32 = 256;
+const MAX_REGION_TABLE_LEN: usize = 5
+    + 5 * MAX_REGIONS as usize
+    + (MAX_REGIONS as usize).div_ceil(16)
+    + 1
+    + 5
+    + 11 * MAX_CLASSIC_PARTS as usize
+    + 4
+    + 2;
+/// Method byte of a classical stream in several parts, each raw LZMA2.
+pub const METHOD_LZMA2_PARTS: u8 = 2;
+
+/// One independently coded piece of the binary stream (docs/FORMAT.md, "Regions").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassicPart {
+    /// Bytes of the binary stream it decodes to.
+    pub len: u32,
+    /// Its LZMA2 dictionary size, log2 of bytes.
+    pub dict_log2: u8,
+    /// Bytes of its coded stream.
+    pub coded_len: u32,
+}
 
 /// Version 4's region section (docs/FORMAT.md, "Regions"): which bytes of the original
 /// the language model coded and which the classical coder did, and the classical stream's
@@ -927,12 +953,12 @@ pub struct RegionSection {
     /// Alternating region lengths, text first: the first may be 0, no other is; at least
     /// one binary region.
     pub lens: Vec<u32>,
-    /// The classical coder (1: raw LZMA2).
-    pub method: u8,
-    /// Its dictionary size, log2 of bytes.
-    pub dict_log2: u8,
-    /// Bytes of the classical payload.
-    pub coded_len: u32,
+    /// With the per-region CRLF transform (header transform 2): one flag per text region,
+    /// set where its CRLF line ends were coded as LF. Empty with any other transform.
+    pub crlf: Vec<bool>,
+    /// The classical stream's parts, in order: one (method 1, raw LZMA2) or several
+    /// (method 2), whose decoded lengths add up to the binary stream's.
+    pub parts: Vec<ClassicPart>,
     /// CRC-32 of the binary stream (the binary regions joined).
     pub crc32: u32,
 }
@@ -949,6 +975,29 @@ impl RegionSection {
         self.lens.iter().step_by(2).map(|&l| l as u64).sum()
     }
 
+    /// Bytes of the classical payload (every part's).
+    pub fn coded_len(&self) -> u64 {
+        self.parts.iter().map(|p| p.coded_len as u64).sum()
+    }
+
+    /// The largest dictionary a part needs, log2 of bytes (parts decode one at a time).
+    pub fn dict_log2(&self) -> u8 {
+        self.parts.iter().map(|p| p.dict_log2).max().unwrap_or(0)
+    }
+
+    /// The method byte: 1 for one part, 2 for several.
+    pub fn method(&self) -> u8 {
+        if self.parts.len() == 1 {
+            crate::classic::METHOD_LZMA2
+        } else {
+            METHOD_LZMA2_PARTS
+        }
+    }
+
+    fn text_regions(&self) -> usize {
+        self.lens.len().div_ceil(2)
+    }
+
     fn validate(&self) -> Result<()> {
         let n = self.lens.len();
         if n < 2 || n > MAX_REGIONS as usize {
@@ -957,16 +1006,37 @@ impl RegionSection {
         if let Some(i) = self.lens.iter().skip(1).position(|&l| l == 0) {
             return Err(invalid("region length", (i + 1) as u64));
         }
-        if self.method != crate::classic::METHOD_LZMA2 {
-            return Err(invalid("classical method", self.method as u64));
+        if !self.crlf.is_empty() {
+            if self.crlf.len() != self.text_regions() {
+                return Err(invalid("CRLF region flags", self.crlf.len() as u64));
+            }
+            if !self.crlf.iter().any(|&m| m) {
+                return Err(invalid("CRLF region flags", 0));
+            }
+            // A marked region holds at least a CR LF; only the first region can be empty.
+            if self.crlf[0] && self.lens[0] == 0 {
+                return Err(invalid("CRLF region flags", 1));
+            }
         }
-        if !(crate::classic::MIN_DICT_LOG2..=crate::classic::MAX_DICT_LOG2)
-            .contains(&self.dict_log2)
-        {
-            return Err(invalid("classical dictionary size", self.dict_log2 as u64));
+        if self.parts.is_empty() || self.parts.len() > MAX_CLASSIC_PARTS as usize {
+            return Err(invalid("classical part count", self.parts.len() as u64));
         }
-        if self.coded_len == 0 {
-            return Err(invalid("classical coded length", 0));
+        for p in &self.parts {
+            if !(crate::classic::MIN_DICT_LOG2..=crate::classic::MAX_DICT_LOG2)
+                .contains(&p.dict_log2)
+            {
+                return Err(invalid("classical dictionary size", p.dict_log2 as u64));
+            }
+            if p.coded_len == 0 {
+                return Err(invalid("classical coded length", 0));
+            }
+            if p.len == 0 {
+                return Err(invalid("classical part length", 0));
+            }
+        }
+        let parts_len: u64 = self.parts.iter().map(|p| p.len as u64).sum();
+        if parts_len != self.binary_len() {
+            return Err(invalid("classical part length", parts_len));
         }
         Ok(())
     }
@@ -974,14 +1044,30 @@ impl RegionSection {
     /// Writes the section (not its payload); an invalid section is never written.
     pub fn write_to<W: Write>(&self, w: &mut W) -> Result<()> {
         self.validate()?;
-        let mut b = Vec::with_capacity(16 + 3 * self.lens.len());
+        let mut b = Vec::with_capacity(16 + 3 * self.lens.len() + 11 * self.parts.len());
         put_varint(&mut b, self.lens.len() as u32);
         for &l in &self.lens {
             put_varint(&mut b, l);
         }
-        b.push(self.method);
-        b.push(self.dict_log2);
-        put_varint(&mut b, self.coded_len);
+        if !self.crlf.is_empty() {
+            let mut flags = vec![0u8; self.crlf.len().div_ceil(8)];
+            for (i, _) in self.crlf.iter().enumerate().filter(|m| *m.1) {
+                flags[i / 8] |= 1 << (i % 8);
+            }
+            b.extend_from_slice(&flags);
+        }
+        b.push(self.method());
+        if let [p] = &self.parts[..] {
+            b.push(p.dict_log2);
+            put_varint(&mut b, p.coded_len);
+        } else {
+            put_varint(&mut b, self.parts.len() as u32);
+            for p in &self.parts {
+                put_varint(&mut b, p.len);
+                b.push(p.dict_log2);
+                put_varint(&mut b, p.coded_len);
+            }
+        }
         b.extend_from_slice(&self.crc32.to_le_bytes());
         let crc = crc16(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -989,9 +1075,11 @@ impl RegionSection {
         Ok(())
     }
 
-    /// Reads a section: its CRC-16 is checked before any field is interpreted; only the
-    /// count (checked against its limit first) and the varints' lengths are used to find it.
-    pub fn read_from<R: Read>(r: &mut R) -> Result<RegionSection> {
+    /// Reads a section of an archive whose header has `transform` (the per-region CRLF
+    /// transform adds the region flags): its CRC-16 is checked before any field is
+    /// interpreted; only the counts (each checked against its limit first), the method
+    /// byte and the varints' lengths are used to find it.
+    pub fn read_from<R: Read>(r: &mut R, transform: Transform) -> Result<RegionSection> {
         let mut t = Tape::new(r, "region table", MAX_REGION_TABLE_LEN, &[]);
         let n = t.varint("region count")?;
         if n > MAX_REGIONS {
@@ -1001,9 +1089,55 @@ impl RegionSection {
         for _ in 0..n {
             lens.push(t.varint("region length")?);
         }
+        let text_regions = lens.len().div_ceil(2);
+        let flags = if transform == Transform::CrlfPerRegion {
+            t.take(text_regions.div_ceil(8))?.to_vec()
+        } else {
+            Vec::new()
+        };
         let method = t.u8()?;
-        let dict_log2 = t.u8()?;
-        let coded_len = t.varint("classical coded length")?;
+        let mut parts = Vec::new();
+        match method {
+            crate::classic::METHOD_LZMA2 => {
+                let dict_log2 = t.u8()?;
+                let coded_len = t.varint("classical coded length")?;
+                // The one part is the whole binary stream; a length over 32 bits is
+                // refused below as an invalid region count or length.
+                let len = lens
+                    .iter()
+                    .skip(1)
+                    .step_by(2)
+                    .map(|&l| l as u64)
+                    .sum::<u64>();
+                parts.push(ClassicPart {
+                    len: len.min(u32::MAX as u64) as u32,
+                    dict_log2,
+                    coded_len,
+                });
+            }
+            METHOD_LZMA2_PARTS => {
+                let k = t.varint("classical part count")?;
+                if k > MAX_CLASSIC_PARTS {
+                    return Err(limit(
+                        "classical part count",
+                        k as u64,
+                        MAX_CLASSIC_PARTS as u64,
+                    ));
+                }
+                for _ in 0..k {
+                    let len = t.varint("classical part length")?;
+                    let dict_log2 = t.u8()?;
+                    let coded_len = t.varint("classical coded length")?;
+                    parts.push(ClassicPart {
+                        len,
+                        dict_log2,
+                        coded_len,
+                    });
+                }
+            }
+            // Unknown methods have no known layout: the CRC cannot be found behind them.
+            other => return Err(invalid("classical method", other as u64)),
+        }
         let crc32 = u32_at(t.take(4)?, 0);
         let body = t.buf.len();
         let crc = u16_at(t.take(2)?, 0);
@@ -1012,11 +1146,33 @@ impl RegionSection {
                 what: "region table",
             }));
         }
+        // Flags past the last text region are reserved.
+        let mut crlf = Vec::new();
+        if !flags.is_empty() {
+            for (i, byte) in flags.iter().enumerate() {
+                let used = (text_regions - 8 * i).min(8);
+                if used < 8 && byte >> used != 0 {
+                    return Err(Error::new(ErrorKind::ReservedBitsSet {
+                        field: "CRLF region flags",
+                        value: *byte as u64,
+                    }));
+                }
+            }
+            crlf = (0..text_regions)
+                .map(|i| flags[i / 8] >> (i % 8) & 1 == 1)
+                .collect();
+        }
+        let binary: u64 = lens.iter().skip(1).step_by(2).map(|&l| l as u64).sum();
+        if method == crate::classic::METHOD_LZMA2 && binary > u32::MAX as u64 {
+            return Err(limit("classical part length", binary, u32::MAX as u64));
+        }
+        if method == METHOD_LZMA2_PARTS && parts.len() < 2 {
+            return Err(invalid("classical part count", parts.len() as u64));
+        }
         let s = RegionSection {
             lens,
-            method,
-            dict_log2,
-            coded_len,
+            crlf,
+            parts,
             crc32,
         };
         s.validate()?;
@@ -1026,9 +1182,10 @@ impl RegionSection {
     /// Reads the classical payload that follows the section, only as far as the input
     /// supplies it (a forged length allocates nothing beyond the input).
     pub fn read_payload<R: Read>(&self, r: &mut R) -> Result<Vec<u8>> {
-        let mut p = Vec::with_capacity((self.coded_len as usize).min(1 << 16));
-        r.take(self.coded_len as u64).read_to_end(&mut p)?;
-        if p.len() != self.coded_len as usize {
+        let total = self.coded_len();
+        let mut p = Vec::with_capacity((total as usize).min(1 << 16));
+        r.take(total).read_to_end(&mut p)?;
+        if p.len() as u64 != total {
             return Err(Error::new(ErrorKind::Truncated {
                 what: "classical stream",
             }));

@@ -2,10 +2,13 @@
 //!
 //! A transform is chosen from the input alone (no model run), recorded in the archive
 //! header, and undone by the decoder after each block is decoded and checked, before the
-//! content checksum, which always covers the original bytes. Version 3 defines one:
-//! CRLF line ends coded as LF (docs/FORMAT.md, "Transforms"). The language model predicts
-//! LF text better and every line saves a token; on alice29.txt's first 24,000 bytes the
-//! archive is about 2.5% smaller.
+//! content checksum, which always covers the original bytes. Two are defined: CRLF line
+//! ends coded as LF over the whole text, and (version 4, where binary regions cut the input
+//! into text regions) the same in the text regions that qualify, listed in the region
+//! section (docs/FORMAT.md, "Transforms"). The language model predicts LF text better and
+//! every line saves a token; on alice29.txt's first 24,000 bytes the archive is about 2.5%
+//! smaller. The per-region form is for inputs like a tar of CRLF and LF files, where the
+//! whole text does not qualify but most of it does.
 //!
 //! The inverse works byte by byte, so it can be applied to any split of the coded bytes
 //! (block by block) with the same result as on the whole.
@@ -22,6 +25,11 @@ pub enum Transform {
     /// Every CR immediately before an LF was removed; the decoder puts a CR before every
     /// LF. Applied only when the input has no LF without a CR before it.
     CrlfToLf,
+    /// CRLF → LF in the text regions the region section marks, each of which has no LF
+    /// without a CR before it; the others are coded as they are. Version 4 only. The
+    /// decoder undoes it region by region (it needs the marks and the region lengths), so
+    /// [`Transform::undo_into`] passes bytes through for it.
+    CrlfPerRegion,
 }
 
 impl Transform {
@@ -30,6 +38,7 @@ impl Transform {
         match self {
             Transform::None => 0,
             Transform::CrlfToLf => 1,
+            Transform::CrlfPerRegion => 2,
         }
     }
 
@@ -38,6 +47,7 @@ impl Transform {
         match id {
             0 => Some(Transform::None),
             1 => Some(Transform::CrlfToLf),
+            2 => Some(Transform::CrlfPerRegion),
             _ => None,
         }
     }
@@ -47,6 +57,7 @@ impl Transform {
         match self {
             Transform::None => "none",
             Transform::CrlfToLf => "CRLF line ends coded as LF",
+            Transform::CrlfPerRegion => "CRLF line ends coded as LF in marked text regions",
         }
     }
 
@@ -65,16 +76,17 @@ impl Transform {
     pub fn applies_to(self, data: &[u8]) -> bool {
         match self {
             Transform::None => true,
-            Transform::CrlfToLf => crlf_only(data),
+            Transform::CrlfToLf | Transform::CrlfPerRegion => crlf_only(data),
         }
     }
 
     /// The bytes the encoder codes. For CRLF → LF, every CR that comes right before an LF
-    /// is dropped (a CR elsewhere stays). Only valid where [`Transform::applies_to`] holds.
+    /// is dropped (a CR elsewhere stays); the per-region form does the same to the one
+    /// region it is given. Only valid where [`Transform::applies_to`] holds.
     pub fn apply(self, data: &[u8]) -> Cow<'_, [u8]> {
         match self {
             Transform::None => Cow::Borrowed(data),
-            Transform::CrlfToLf => {
+            Transform::CrlfToLf | Transform::CrlfPerRegion => {
                 let mut out = Vec::with_capacity(data.len());
                 let mut rest = data;
                 while let Some(i) = find_crlf(rest) {
@@ -89,10 +101,12 @@ impl Transform {
     }
 
     /// Appends the original of `coded` (any piece of the coded bytes, cut anywhere) to
-    /// `out`. For CRLF → LF, a CR goes before every LF.
+    /// `out`. For CRLF → LF, a CR goes before every LF. The per-region form passes bytes
+    /// through: which of them to change depends on the regions, and the decoder's
+    /// interleaving of regions undoes it.
     pub fn undo_into(self, coded: &[u8], out: &mut Vec<u8>) {
         match self {
-            Transform::None => out.extend_from_slice(coded),
+            Transform::None | Transform::CrlfPerRegion => out.extend_from_slice(coded),
             Transform::CrlfToLf => {
                 let lines = coded.iter().filter(|&&b| b == b'\n').count();
                 out.reserve(coded.len() + lines);
@@ -180,10 +194,14 @@ mod tests {
 
     #[test]
     fn ids_round_trip() {
-        for t in [Transform::None, Transform::CrlfToLf] {
+        for t in [
+            Transform::None,
+            Transform::CrlfToLf,
+            Transform::CrlfPerRegion,
+        ] {
             assert_eq!(Transform::from_id(t.id()), Some(t));
         }
-        assert_eq!(Transform::from_id(2), None);
+        assert_eq!(Transform::from_id(3), None);
     }
 
     use crate::test_rng::Lcg;

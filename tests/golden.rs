@@ -106,6 +106,31 @@ fn mixed_bin() -> Vec<u8> {
     v
 }
 
+/// Version 4 with the per-region CRLF transform and a classical stream in two parts: a
+/// text with CRLF line ends, 70,000 bytes of a table, a text with LF line ends, 70,000
+/// bytes of another table. Only the first text takes the transform; each binary region,
+/// 64 KiB or more, is its own LZMA2 part. The texts are varied (the ledger lines), so
+/// that the model beats coding everything classically.
+fn parts_bin() -> Vec<u8> {
+    let lines = gemma_long_text();
+    let half = lines.len() / 2;
+    let cut = half + lines[half..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut v: Vec<u8> = lines[..cut]
+        .iter()
+        .flat_map(|&b| {
+            if b == b'\n' {
+                vec![b'\r', b'\n']
+            } else {
+                vec![b]
+            }
+        })
+        .collect();
+    v.extend((0..70_000u32).map(|i| [0, 0, 1, (i * 7 % 13) as u8][(i % 4) as usize]));
+    v.extend_from_slice(&lines[cut..]);
+    v.extend((0..70_000u32).map(|i| [(i / 8 % 5) as u8, 0, 0xff, 0, 2, 0][(i % 6) as usize]));
+    v
+}
+
 /// The real Gemma 3 270M for a backend, loaded once per test process (None without it,
 /// outside CI).
 fn gemma(backend: u16) -> Option<&'static Model> {
@@ -256,6 +281,13 @@ fn goldens() -> Vec<Golden> {
             window: DEFAULT_WINDOW,
             regions: true,
             ..g("mixed.bin", &mixed_bin(), 4096, 16, 1)
+        },
+        // Version 4 with the per-region CRLF transform (one of two text regions) and the
+        // classical stream in two parts.
+        Golden {
+            window: DEFAULT_WINDOW,
+            regions: true,
+            ..g("parts.bin", &parts_bin(), 4096, 16, 1)
         },
         // The SHA-256 content checksum, in an archive of frames.
         Golden {
@@ -534,6 +566,25 @@ fn error_cases() -> Vec<(&'static str, &'static str, Expect)> {
             "version 4: a text region one byte longer than the text, table CRC valid",
             |k| matches!(k, ErrorKind::LengthMismatch { what, .. } if *what == "text regions"),
         ),
+        (
+            "parts-classic-corrupt.lmz",
+            "version 4, two classical parts: a bit of the second part flipped",
+            |k| matches!(k, ErrorKind::ChecksumMismatch { what } if what.starts_with("classical")),
+        ),
+        (
+            "parts-length.lmz",
+            "version 4, two classical parts: a byte moved from the second part's length to \
+             the first's, table CRC valid",
+            |k| matches!(k, ErrorKind::ChecksumMismatch { what } if what.starts_with("classical")),
+        ),
+        (
+            "parts-crlf-flag.lmz",
+            "version 4, per-region CRLF: the LF text region marked too, table CRC valid",
+            |k| {
+                matches!(k, ErrorKind::LengthMismatch { what, .. } if *what == "text regions")
+                    || matches!(k, ErrorKind::ChecksumMismatch { .. })
+            },
+        ),
     ]
 }
 
@@ -617,9 +668,13 @@ fn make_error_case(
     single: &[u8],
     foreign: &[u8],
     mixed: &[u8],
+    parts: &[u8],
 ) -> Vec<u8> {
     if name.starts_with("regions-") {
         return make_regions_case(name, mixed);
+    }
+    if name.starts_with("parts-") {
+        return make_regions_case(name, parts);
     }
     let p = parse(valid);
     let hl = p.header_bytes.len();
@@ -732,21 +787,40 @@ fn make_error_case(
     }
 }
 
-/// Builds the damaged version-4 archive `name` from the valid one `mixed`.
+/// Builds the damaged version-4 archive `name` from a valid one (`mixed.bin`'s or
+/// `parts.bin`'s).
 fn make_regions_case(name: &str, mixed: &[u8]) -> Vec<u8> {
     let mut r = mixed;
     let h = Header::read_from(&mut r).unwrap().unwrap();
-    let section = format::RegionSection::read_from(&mut r).unwrap();
+    let section = format::RegionSection::read_from(&mut r, h.transform).unwrap();
     let at = h.encoded_len();
     let payload_at = mixed.len() - r.len();
     let mut v = mixed.to_vec();
     match name {
         "regions-table-checksum.lmz" => v[at + 1] ^= 0x01,
-        "regions-classic-truncated.lmz" => v.truncate(payload_at + section.coded_len as usize / 2),
-        "regions-classic-corrupt.lmz" => v[payload_at + section.coded_len as usize / 2] ^= 0x10,
+        "regions-classic-truncated.lmz" => {
+            v.truncate(payload_at + section.coded_len() as usize / 2)
+        }
+        "regions-classic-corrupt.lmz" => v[payload_at + section.coded_len() as usize / 2] ^= 0x10,
         "regions-text-length.lmz" => {
             let mut forged = section.clone();
             forged.lens[2] += 1;
+            let mut t = Vec::new();
+            forged.write_to(&mut t).unwrap();
+            v.splice(at..payload_at, t);
+        }
+        "parts-classic-corrupt.lmz" => {
+            let first = section.parts[0].coded_len as usize;
+            v[payload_at + first + section.parts[1].coded_len as usize / 2] ^= 0x10;
+        }
+        "parts-length.lmz" | "parts-crlf-flag.lmz" => {
+            let mut forged = section.clone();
+            if name == "parts-length.lmz" {
+                forged.parts[0].len += 1;
+                forged.parts[1].len -= 1;
+            } else {
+                forged.crlf.iter_mut().for_each(|m| *m = true);
+            }
             let mut t = Vec::new();
             forged.write_to(&mut t).unwrap();
             v.splice(at..payload_at, t);
@@ -829,6 +903,13 @@ fn golden_archives_have_the_expected_shape() {
     assert!(read("backend2.txt").1.single.is_some());
     assert_eq!(read("sha256.txt").1.checksum, ChecksumKind::Sha256);
     assert_eq!(read("empty").1.version, 3);
+    // The per-region transform and two classical parts.
+    let (a, h) = read("parts.bin");
+    assert_eq!(h.transform, lmzip::Transform::CrlfPerRegion);
+    let mut r = &a[h.encoded_len()..];
+    let section = format::RegionSection::read_from(&mut r, h.transform).unwrap();
+    assert_eq!(section.crlf, [true, false]);
+    assert_eq!(section.parts.len(), 2);
     // Gemma's defaults are preset 2: no settings delta either.
     let (a, h) = read("gemma.txt");
     assert_eq!(a[5] & format::DESC_DELTAS, 0);
@@ -954,7 +1035,14 @@ fn regenerate() {
     let synthetic = lmzip::testing::synthetic_model().unwrap();
     let foreign = compress(&synthetic, base_text, 4, 2);
     for (name, what, expect) in error_cases() {
-        let bytes = make_error_case(name, &valid, &single, &foreign, &archives["mixed.bin"]);
+        let bytes = make_error_case(
+            name,
+            &valid,
+            &single,
+            &foreign,
+            &archives["mixed.bin"],
+            &archives["parts.bin"],
+        );
         let err = decompress(m1, &bytes).expect_err(name);
         assert!(expect(err.kind()), "{name} ({what}): {:?}", err.kind());
         std::fs::write(ed.join(name), bytes).unwrap();

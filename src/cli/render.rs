@@ -84,7 +84,17 @@ fn write_archive(
         Err(e) => format!("unreadable: {e}"),
     };
     writeln!(s, "    predictor    {pred}")?;
-    writeln!(s, "    transform    {}", a.transform.name())?;
+    if a.transform == lmzip::Transform::CrlfPerRegion {
+        writeln!(
+            s,
+            "    transform    {} ({} of {})",
+            a.transform.name(),
+            a.crlf_regions,
+            counted(a.text_regions, "text region", "text regions")
+        )?;
+    } else {
+        writeln!(s, "    transform    {}", a.transform.name())?;
+    }
     let (sum, value) = match a.content_checksum {
         lmzip::Checksum::Xxh64(v) => ("xxh64 (low 32 bits)", format!("{v:08x}")),
         lmzip::Checksum::Sha256(d) => ("sha256", hex(&d)),
@@ -105,8 +115,15 @@ fn write_archive(
     if a.binary_regions > 0 {
         writeln!(
             s,
-            "    regions      {} binary ({} bytes) coded classically (LZMA2) in {} bytes",
-            a.binary_regions, a.classic_bytes, a.classic_coded_bytes
+            "    regions      {} binary ({} bytes) coded classically (LZMA2{}) in {} bytes",
+            a.binary_regions,
+            a.classic_bytes,
+            if a.classic_parts > 1 {
+                format!(", {} parts", a.classic_parts)
+            } else {
+                String::new()
+            },
+            a.classic_coded_bytes
         )?;
     }
     writeln!(

@@ -341,6 +341,17 @@ fn field_checks_behind_a_valid_crc() {
     assert!(k(raw(0x40, &[49408, 0, 1, 4], &[])).starts_with("ReservedBitsSet"));
     assert!(k(raw(2 << 2, &[49408, 0, 1, 4], &[])).contains("checksum kind"));
     assert!(k(raw(3 << 4, &[49408, 0, 1, 4], &[])).contains("transform"));
+    // The per-region transform needs version 4's region section.
+    assert!(k(raw(2 << 4, &[49408, 0, 1, 4], &[])).contains("transform"));
+    let mut v4 = raw(2 << 4, &[49408, 0, 1, 4], &[]);
+    v4[4] = VERSION_REGIONS as u8;
+    let at = v4.len() - 2;
+    let crc = crc16(&v4[..at]);
+    v4[at..].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        Header::read_from(&mut &v4[..]).unwrap().unwrap().transform,
+        Transform::CrlfPerRegion
+    );
     // Settings: unknown preset, an empty delta map, a delta equal to the preset, unknown
     // delta bits (refused before the CRC: their length is unknown).
     assert!(k(raw(0, &[49408, 0, 4, 4], &[])).contains("preset"));
@@ -676,4 +687,132 @@ fn version_2_huge_sizes_are_refused_before_allocating() {
         1
     ))
     .starts_with("LimitExceeded"));
+}
+
+/// A region section: text, binary, text, binary (two text regions).
+fn section() -> RegionSection {
+    RegionSection {
+        lens: vec![100, 70_000, 50, 80_000],
+        crlf: Vec::new(),
+        parts: vec![ClassicPart {
+            len: 150_000,
+            dict_log2: 18,
+            coded_len: 900,
+        }],
+        crc32: 0x1234_5678,
+    }
+}
+
+fn section_bytes(s: &RegionSection) -> Vec<u8> {
+    let mut b = Vec::new();
+    s.write_to(&mut b).unwrap();
+    b
+}
+
+/// Region sections with one part (method 1), several (method 2) and the per-region CRLF
+/// flags read back to themselves; method 1's bytes are the layout it always had.
+#[test]
+fn region_sections_round_trip() {
+    let one = section();
+    let b = section_bytes(&one);
+    // n, four lengths, method, dict, coded_len, crc32, crc16.
+    assert_eq!(b.len(), 1 + 1 + 3 + 1 + 3 + 1 + 1 + 2 + 4 + 2);
+    assert_eq!(b[9], crate::classic::METHOD_LZMA2);
+    assert_eq!(
+        RegionSection::read_from(&mut &b[..], Transform::None).unwrap(),
+        one
+    );
+    let mut two = section();
+    two.parts = vec![
+        ClassicPart {
+            len: 70_000,
+            dict_log2: 17,
+            coded_len: 500,
+        },
+        ClassicPart {
+            len: 80_000,
+            dict_log2: 17,
+            coded_len: 400,
+        },
+    ];
+    two.crlf = vec![true, false];
+    let b = section_bytes(&two);
+    assert_eq!(b[9], 1, "the flags byte follows the lengths");
+    assert_eq!(b[10], METHOD_LZMA2_PARTS);
+    let back = RegionSection::read_from(&mut &b[..], Transform::CrlfPerRegion).unwrap();
+    assert_eq!(back, two);
+    assert_eq!((back.coded_len(), back.dict_log2()), (900, 17));
+    // Read with another transform, the flags byte is taken for the method: refused.
+    assert!(RegionSection::read_from(&mut &b[..], Transform::None).is_err());
+}
+
+/// What a reader refuses behind a valid CRC, and what a writer refuses to write.
+#[test]
+fn region_section_field_checks() {
+    let k = |b: &[u8], t| kind(RegionSection::read_from(&mut &b[..], t));
+    let forge = |b: &mut Vec<u8>| {
+        let at = b.len() - 2;
+        let crc = crc16(&b[..at]);
+        b[at..].copy_from_slice(&crc.to_le_bytes());
+    };
+    let mut s = section();
+    s.crlf = vec![false, true];
+    let good = section_bytes(&s);
+    // Flags: a reserved bit (a third text region that does not exist), none set.
+    let mut b = good.clone();
+    b[9] = 0b110;
+    forge(&mut b);
+    assert!(k(&b, Transform::CrlfPerRegion).starts_with("ReservedBitsSet"));
+    b[9] = 0;
+    forge(&mut b);
+    assert!(k(&b, Transform::CrlfPerRegion).contains("CRLF region flags"));
+    // Method: unknown.
+    let mut b = section_bytes(&section());
+    b[9] = 3;
+    forge(&mut b);
+    assert!(k(&b, Transform::None).contains("classical method"));
+    // Parts: lengths that do not add up, a count of 1 under method 2, over the limit.
+    let mut two = section();
+    two.parts = vec![
+        ClassicPart {
+            len: 70_000,
+            dict_log2: 17,
+            coded_len: 500,
+        },
+        ClassicPart {
+            len: 80_000,
+            dict_log2: 17,
+            coded_len: 400,
+        },
+    ];
+    let mut bad = two.clone();
+    bad.parts[1].len += 1;
+    assert!(bad.write_to(&mut Vec::new()).is_err());
+    let mut b = section_bytes(&two);
+    // n, lengths (1 + 1 + 3 + 1 + 3), method, count, then the first part's length.
+    assert_eq!(b[10], 2);
+    let at = b.len() - 2 - 4 - (3 + 1 + 2);
+    b[at] ^= 1;
+    forge(&mut b);
+    assert!(k(&b, Transform::None).contains("classical part length"));
+    let mut b = section_bytes(&two);
+    b[10] = 1;
+    let one_part: Vec<u8> = b[..b.len() - 6 - 6]
+        .iter()
+        .chain(&b[b.len() - 6..])
+        .copied()
+        .collect();
+    let mut b = one_part;
+    forge(&mut b);
+    assert!(k(&b, Transform::None).contains("part"));
+    let mut b = section_bytes(&two);
+    b[10] = 0x81;
+    b.insert(11, 0x02);
+    forge(&mut b);
+    assert!(k(&b, Transform::None).starts_with("LimitExceeded"));
+    // A marked empty first region is refused by the writer.
+    let mut s = section();
+    s.lens[0] = 0;
+    s.crlf = vec![true, false];
+    assert!(s.write_to(&mut Vec::new()).is_err());
 }

@@ -137,7 +137,7 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
     within_memory(need, opts.memory_limit)?;
     let mut input = Counting::new(input);
     let mut regions = if header.version >= format::VERSION_REGIONS {
-        read_regions(&mut input, need, opts.memory_limit)?
+        read_regions(&mut input, header.transform, need, opts.memory_limit)?
     } else {
         Interleave::none()
     };
@@ -303,24 +303,36 @@ fn within_memory(need: u64, limit: u64) -> Result<()> {
 /// checks the stream: the binary regions are ready before the first text block.
 /// `model_need` is the memory the model's side takes; the classical side adds its
 /// dictionary and stream, and the sum must stay within `limit`.
-fn read_regions<R: Read>(input: &mut R, model_need: u64, limit: u64) -> Result<Interleave> {
-    let section = RegionSection::read_from(input)?;
+fn read_regions<R: Read>(
+    input: &mut R,
+    transform: Transform,
+    model_need: u64,
+    limit: u64,
+) -> Result<Interleave> {
+    let section = RegionSection::read_from(input, transform)?;
     let binary_len = section.binary_len();
-    let need = model_need + (1u64 << section.dict_log2) + binary_len + section.coded_len as u64;
+    // Parts decode one after another into the binary stream: one dictionary at a time.
+    let need = model_need + (1u64 << section.dict_log2()) + binary_len + section.coded_len();
     within_memory(need, limit)?;
     let payload = section.read_payload(input)?;
-    let binary = classic::decode(
-        section.dict_log2,
-        &payload,
-        binary_len as usize,
-        "classical stream",
-    )?;
+    let mut binary = Vec::new();
+    let mut at = 0usize;
+    for p in &section.parts {
+        let coded = &payload[at..at + p.coded_len as usize];
+        let piece = classic::decode(p.dict_log2, coded, p.len as usize, "classical stream")?;
+        if binary.is_empty() {
+            binary = piece;
+        } else {
+            binary.extend_from_slice(&piece);
+        }
+        at += p.coded_len as usize;
+    }
     if crc32fast::hash(&binary) != section.crc32 {
         return Err(Error::new(ErrorKind::ChecksumMismatch {
             what: "classical stream (crc32)",
         }));
     }
-    Ok(Interleave::new(section.lens, binary))
+    Ok(Interleave::new(section.lens, section.crlf, binary))
 }
 
 /// An [`Interleave`]'s position: region, bytes left in it, binary bytes taken.
@@ -335,6 +347,9 @@ pub(crate) struct InterleaveAt {
 /// gives. Without regions (versions 2 and 3) text passes through.
 struct Interleave {
     lens: Vec<u32>,
+    /// Per text region, whether its CRLF line ends were coded as LF (the per-region
+    /// transform; empty otherwise): those regions' LFs are written as CR LF here.
+    crlf: Vec<bool>,
     binary: Vec<u8>,
     /// The current region and the bytes left in it.
     region: usize,
@@ -344,10 +359,11 @@ struct Interleave {
 }
 
 impl Interleave {
-    fn new(lens: Vec<u32>, binary: Vec<u8>) -> Self {
+    fn new(lens: Vec<u32>, crlf: Vec<bool>, binary: Vec<u8>) -> Self {
         let left = lens.first().map_or(0, |&l| l as u64);
         Interleave {
             lens,
+            crlf,
             binary,
             region: 0,
             left,
@@ -356,7 +372,7 @@ impl Interleave {
     }
 
     fn none() -> Self {
-        Self::new(Vec::new(), Vec::new())
+        Self::new(Vec::new(), Vec::new(), Vec::new())
     }
 
     /// Where it stands, for a checkpoint.
@@ -412,6 +428,29 @@ impl Interleave {
                     expected: 0,
                     actual: text.len() as u64,
                 }));
+            }
+            if self.crlf.get(self.region / 2).copied().unwrap_or(false) {
+                // Each coded LF stands for CR LF: the region's length counts both.
+                let mut n = 0;
+                while n < text.len() && self.left > 0 {
+                    if text[n] == b'\n' {
+                        if self.left < 2 {
+                            return Err(Error::new(ErrorKind::LengthMismatch {
+                                what: "text regions",
+                                expected: self.left,
+                                actual: 2,
+                            }));
+                        }
+                        out.extend_from_slice(b"\r\n");
+                        self.left -= 2;
+                    } else {
+                        out.push(text[n]);
+                        self.left -= 1;
+                    }
+                    n += 1;
+                }
+                text = &text[n..];
+                continue;
             }
             let n = (self.left as usize).min(text.len());
             out.extend_from_slice(&text[..n]);
@@ -923,7 +962,7 @@ impl<'m> Prepared<'m> {
         let need = decode_memory(model, &header, &settings);
         within_memory(need, opts.memory_limit).ok()?;
         let regions = if header.version >= format::VERSION_REGIONS {
-            read_regions(&mut input, need, opts.memory_limit).ok()?
+            read_regions(&mut input, header.transform, need, opts.memory_limit).ok()?
         } else {
             Interleave::none()
         };

@@ -56,6 +56,11 @@ pub struct ArchiveInfo {
     pub binary_regions: u64,
     pub classic_bytes: u64,
     pub classic_coded_bytes: u64,
+    /// Version 4: the classical stream's independently coded parts (1 when it is one
+    /// stream), and the text regions with the per-region CRLF transform.
+    pub classic_parts: u64,
+    pub crlf_regions: u64,
+    pub text_regions: u64,
 }
 
 impl ArchiveInfo {
@@ -86,6 +91,9 @@ impl ArchiveInfo {
             binary_regions: 0,
             classic_bytes: 0,
             classic_coded_bytes: 0,
+            classic_parts: 0,
+            crlf_regions: 0,
+            text_regions: 0,
         }
     }
 
@@ -116,12 +124,15 @@ pub fn describe<R: Read>(r: &mut R) -> Result<Vec<ArchiveInfo>> {
         };
         let mut info = ArchiveInfo::from_header(&h);
         if h.version >= format::VERSION_REGIONS {
-            let section = RegionSection::read_from(&mut r)?;
+            let section = RegionSection::read_from(&mut r, h.transform)?;
             // Read, not decoded: its length is all a description needs.
             section.read_payload(&mut r)?;
             info.binary_regions = section.lens.len() as u64 / 2;
             info.classic_bytes = section.binary_len();
-            info.classic_coded_bytes = section.coded_len as u64;
+            info.classic_coded_bytes = section.coded_len();
+            info.classic_parts = section.parts.len() as u64;
+            info.crlf_regions = section.crlf.iter().filter(|&&m| m).count() as u64;
+            info.text_regions = section.lens.len().div_ceil(2) as u64;
         }
         let mut tally = ArchiveTally::new();
         let mut frames = format::Frames::new(&h);

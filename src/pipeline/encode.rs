@@ -516,33 +516,11 @@ impl<'m, 'd> Job<'m, 'd> {
         variants: &[PredictorSettings],
     ) -> Result<Self> {
         let (text, binary) = regions.split(data);
+        let (transform, coded, crlf) = transformed(data, regions, text, opts.transform);
         let section = if regions.has_binary() {
-            let c = classic::encode(&binary)?;
-            let lens = regions
-                .lens
-                .iter()
-                .map(|&l| u32::try_from(l).map_err(|_| Error::internal("region over 4 GiB")))
-                .collect::<Result<Vec<u32>>>()?;
-            let s = RegionSection {
-                lens,
-                method: classic::METHOD_LZMA2,
-                dict_log2: c.dict_log2,
-                coded_len: c.bytes.len() as u32,
-                crc32: crc32fast::hash(&binary),
-            };
-            Some((s, c.bytes))
+            Some(classical(data, regions, &binary, crlf)?)
         } else {
             None
-        };
-        let transform = if opts.transform {
-            Transform::choose(&text)
-        } else {
-            Transform::None
-        };
-        // Borrowed only when the transform changes nothing: then the text is the coded text.
-        let coded: Cow<'d, [u8]> = match transform.apply(&text) {
-            Cow::Owned(v) => Cow::Owned(v),
-            Cow::Borrowed(_) => text,
         };
         let symbols = tokenize_checked(model, &coded)?;
         let block = block_len(
@@ -625,6 +603,109 @@ impl<'m, 'd> Job<'m, 'd> {
         }
         Ok(stats)
     }
+}
+
+/// The transform of the text stream `text` (the text regions of `data`, joined), the
+/// bytes the blocks code, and the per-region CRLF flags where that transform is chosen:
+/// CRLF → LF over the whole text where it qualifies, else, with binary regions, in each
+/// text region that qualifies on its own (a tar of CRLF and LF files), else none.
+fn transformed<'d>(
+    data: &'d [u8],
+    regions: &Regions,
+    text: Cow<'d, [u8]>,
+    allowed: bool,
+) -> (Transform, Cow<'d, [u8]>, Vec<bool>) {
+    if !allowed {
+        return (Transform::None, text, Vec::new());
+    }
+    if Transform::choose(&text) == Transform::CrlfToLf {
+        let coded = Transform::CrlfToLf.apply(&text).into_owned();
+        return (Transform::CrlfToLf, Cow::Owned(coded), Vec::new());
+    }
+    if !regions.has_binary() {
+        return (Transform::None, text, Vec::new());
+    }
+    let t = Transform::CrlfPerRegion;
+    let mut flags = Vec::new();
+    let mut at = 0usize;
+    for (i, &l) in regions.lens.iter().enumerate() {
+        let r = &data[at..at + l as usize];
+        if i % 2 == 0 {
+            flags.push(t.applies_to(r));
+        }
+        at += l as usize;
+    }
+    if !flags.iter().any(|&f| f) {
+        return (Transform::None, text, Vec::new());
+    }
+    let mut coded = Vec::with_capacity(text.len());
+    let (mut at, mut k) = (0usize, 0usize);
+    for (i, &l) in regions.lens.iter().enumerate() {
+        let r = &data[at..at + l as usize];
+        if i % 2 == 0 {
+            if flags[k] {
+                coded.extend_from_slice(&t.apply(r));
+            } else {
+                coded.extend_from_slice(r);
+            }
+            k += 1;
+        }
+        at += l as usize;
+    }
+    (t, Cow::Owned(coded), flags)
+}
+
+/// The region section and classical payload for `binary`, the binary stream of `data`
+/// cut into `regions`: one raw LZMA2 stream, or parts cut where the data changes kind
+/// ([`Regions::binary_cuts`]: a tar's members of 64 KiB and more), each with its own
+/// match-finder setting.
+fn classical(
+    data: &[u8],
+    regions: &Regions,
+    binary: &[u8],
+    crlf: Vec<bool>,
+) -> Result<(RegionSection, Vec<u8>)> {
+    let lens = regions
+        .lens
+        .iter()
+        .map(|&l| u32::try_from(l).map_err(|_| Error::internal("region over 4 GiB")))
+        .collect::<Result<Vec<u32>>>()?;
+    let coded_part = |piece: &[u8]| -> Result<(format::ClassicPart, Vec<u8>)> {
+        let c = classic::encode(piece)?;
+        let part = format::ClassicPart {
+            len: piece.len() as u32,
+            dict_log2: c.dict_log2,
+            coded_len: c.bytes.len() as u32,
+        };
+        Ok((part, c.bytes))
+    };
+    let cuts = regions.binary_cuts(data);
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    if cuts.is_empty() || cuts.len() >= format::MAX_CLASSIC_PARTS as usize {
+        pieces.push(coded_part(binary)?);
+    } else {
+        // The parts are not also compared with one stream: that would code every byte
+        // twice more and halve the classical side's speed, for stretches of at least
+        // 64 KiB that lose at most a cold start each.
+        let mut from = 0;
+        for &to in cuts.iter().chain(std::iter::once(&binary.len())) {
+            pieces.push(coded_part(&binary[from..to])?);
+            from = to;
+        }
+    }
+    let mut payload = Vec::new();
+    let mut parts = Vec::with_capacity(pieces.len());
+    for (p, b) in pieces {
+        parts.push(p);
+        payload.extend_from_slice(&b);
+    }
+    let section = RegionSection {
+        lens,
+        crlf,
+        parts,
+        crc32: crc32fast::hash(binary),
+    };
+    Ok((section, payload))
 }
 
 /// What an archive's frames need besides the coded blocks.

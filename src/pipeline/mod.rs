@@ -221,6 +221,51 @@ mod tests {
                 assert_eq!(decompress_to_vec(&model, &two).unwrap(), both);
             }
         }
+        // One text region with CRLF line ends and one with LF: the per-region transform
+        // marks the first; binary regions of 64 KiB and more are classical parts of their
+        // own. In one block and in frames (blocks cut anywhere in a region).
+        let lf = b"the cat sat on the mat;\nthe dog ran home.\n".repeat(30);
+        let big: Vec<u8> = (0..70_000u32)
+            .map(|i| [0, 1, (i % 251) as u8, 0][(i % 4) as usize])
+            .collect();
+        let mut mixed = text.clone();
+        mixed.extend_from_slice(&big);
+        mixed.extend_from_slice(&lf);
+        mixed.extend_from_slice(&big);
+        let regions = Regions {
+            lens: vec![t, big.len() as u64, lf.len() as u64, big.len() as u64],
+        };
+        for block in [4096u32, 40] {
+            let opts = CompressOptions {
+                block_tokens: block,
+                streams: 3,
+                ..CompressOptions::default()
+            };
+            let mut archive = Vec::new();
+            compress_regions(&model, &mixed, &regions, &opts, &mut archive).unwrap();
+            let info = describe(&mut &archive[..]).unwrap();
+            assert_eq!(info[0].transform, crate::Transform::CrlfPerRegion);
+            assert_eq!(
+                (
+                    info[0].crlf_regions,
+                    info[0].text_regions,
+                    info[0].classic_parts
+                ),
+                (1, 2, 2)
+            );
+            assert_eq!(decompress_to_vec(&model, &archive).unwrap(), mixed);
+        }
+        let off = CompressOptions {
+            transform: false,
+            ..CompressOptions::default()
+        };
+        let mut archive = Vec::new();
+        compress_regions(&model, &mixed, &regions, &off, &mut archive).unwrap();
+        assert_eq!(
+            describe(&mut &archive[..]).unwrap()[0].transform,
+            crate::Transform::None
+        );
+        assert_eq!(decompress_to_vec(&model, &archive).unwrap(), mixed);
         // The default finds the regions itself and is never above all-classical.
         let opts = CompressOptions::default();
         let found = compress_to_vec(&model, &data, &opts).unwrap();
