@@ -431,6 +431,21 @@ fn write_fuzz_seeds() {
     pipeline::compress_regions(&m, &mixed, &regions, &CompressOptions::default(), &mut a).unwrap();
     write("parse", "regions.lmz", &a);
     cat.extend_from_slice(&a);
+    // A CRLF text and an LF text between long tables: the per-region CRLF transform's
+    // flags and a classical stream in two parts.
+    let table = |k: u32| (0..70_000u32).map(move |i| [0, 1, (i % k) as u8, 0][(i % 4) as usize]);
+    let mut parts = b"the cat sat\r\n".repeat(100);
+    parts.extend(table(13));
+    parts.extend(b"the dog ran\n".repeat(100));
+    parts.extend(table(5));
+    let regions = lmzip::regions::Regions {
+        lens: vec![1300, 70_000, 1200, 70_000],
+    };
+    let mut a = Vec::new();
+    pipeline::compress_regions(&m, &parts, &regions, &CompressOptions::default(), &mut a).unwrap();
+    assert_eq!(a[5] >> 4 & 3, 2, "transform 2");
+    write("parse", "parts.lmz", &a);
+    cat.extend_from_slice(&a);
     write("parse", "concatenated.lmz", &cat);
     // The corruption target prepends the header itself: its seed is the valid tail.
     let opts = lmzip::testing::fuzz_options();
