@@ -128,6 +128,19 @@ impl Regions {
         Regions { lens }
     }
 
+    /// The text regions of `data`, in order (`self` must describe `data`).
+    pub fn text_regions<'a, 'd: 'a>(
+        &'a self,
+        data: &'d [u8],
+    ) -> impl Iterator<Item = &'d [u8]> + 'a {
+        let mut at = 0usize;
+        self.lens.iter().enumerate().filter_map(move |(i, &l)| {
+            let r = &data[at..at + l as usize];
+            at += l as usize;
+            (i % 2 == 0).then_some(r)
+        })
+    }
+
     /// The text stream and the binary stream of `data` (text regions joined, binary
     /// regions joined). `self` must describe `data`.
     pub fn split<'d>(&self, data: &'d [u8]) -> (Cow<'d, [u8]>, Vec<u8>) {

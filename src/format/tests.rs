@@ -703,6 +703,19 @@ fn section() -> RegionSection {
     }
 }
 
+/// The same regions with the classical stream in two parts (method 2).
+fn two_parts() -> RegionSection {
+    let part = |len, coded_len| ClassicPart {
+        len,
+        dict_log2: 17,
+        coded_len,
+    };
+    RegionSection {
+        parts: vec![part(70_000, 500), part(80_000, 400)],
+        ..section()
+    }
+}
+
 fn section_bytes(s: &RegionSection) -> Vec<u8> {
     let mut b = Vec::new();
     s.write_to(&mut b).unwrap();
@@ -722,19 +735,7 @@ fn region_sections_round_trip() {
         RegionSection::read_from(&mut &b[..], Transform::None).unwrap(),
         one
     );
-    let mut two = section();
-    two.parts = vec![
-        ClassicPart {
-            len: 70_000,
-            dict_log2: 17,
-            coded_len: 500,
-        },
-        ClassicPart {
-            len: 80_000,
-            dict_log2: 17,
-            coded_len: 400,
-        },
-    ];
+    let mut two = two_parts();
     two.crlf = vec![true, false];
     let b = section_bytes(&two);
     assert_eq!(b[9], 1, "the flags byte follows the lengths");
@@ -772,19 +773,7 @@ fn region_section_field_checks() {
     forge(&mut b);
     assert!(k(&b, Transform::None).contains("classical method"));
     // Parts: lengths that do not add up, a count of 1 under method 2, over the limit.
-    let mut two = section();
-    two.parts = vec![
-        ClassicPart {
-            len: 70_000,
-            dict_log2: 17,
-            coded_len: 500,
-        },
-        ClassicPart {
-            len: 80_000,
-            dict_log2: 17,
-            coded_len: 400,
-        },
-    ];
+    let two = two_parts();
     let mut bad = two.clone();
     bad.parts[1].len += 1;
     assert!(bad.write_to(&mut Vec::new()).is_err());

@@ -626,31 +626,20 @@ fn transformed<'d>(
         return (Transform::None, text, Vec::new());
     }
     let t = Transform::CrlfPerRegion;
-    let mut flags = Vec::new();
-    let mut at = 0usize;
-    for (i, &l) in regions.lens.iter().enumerate() {
-        let r = &data[at..at + l as usize];
-        if i % 2 == 0 {
-            flags.push(t.applies_to(r));
-        }
-        at += l as usize;
-    }
+    let flags: Vec<bool> = regions
+        .text_regions(data)
+        .map(|r| t.applies_to(r))
+        .collect();
     if !flags.iter().any(|&f| f) {
         return (Transform::None, text, Vec::new());
     }
     let mut coded = Vec::with_capacity(text.len());
-    let (mut at, mut k) = (0usize, 0usize);
-    for (i, &l) in regions.lens.iter().enumerate() {
-        let r = &data[at..at + l as usize];
-        if i % 2 == 0 {
-            if flags[k] {
-                coded.extend_from_slice(&t.apply(r));
-            } else {
-                coded.extend_from_slice(r);
-            }
-            k += 1;
+    for (r, &f) in regions.text_regions(data).zip(&flags) {
+        if f {
+            coded.extend_from_slice(&t.apply(r));
+        } else {
+            coded.extend_from_slice(r);
         }
-        at += l as usize;
     }
     (t, Cow::Owned(coded), flags)
 }

@@ -188,6 +188,17 @@ mod tests {
         data.extend_from_slice(&bin);
         data.extend_from_slice(&text);
         let (b, t) = (bin.len() as u64, text.len() as u64);
+        // Blocks of `block` tokens, three side by side, cut into exactly `regions`.
+        let code = |data: &[u8], regions: &Regions, block: u32| {
+            let opts = CompressOptions {
+                block_tokens: block,
+                streams: 3,
+                ..CompressOptions::default()
+            };
+            let mut archive = Vec::new();
+            compress_regions(&model, data, regions, &opts, &mut archive).unwrap();
+            archive
+        };
         let layouts = [
             vec![0, b, t, b, t],
             vec![b + t, b, t],
@@ -197,13 +208,7 @@ mod tests {
         for lens in layouts {
             let regions = Regions { lens: lens.clone() };
             for block in [4096u32, 40] {
-                let opts = CompressOptions {
-                    block_tokens: block,
-                    streams: 3,
-                    ..CompressOptions::default()
-                };
-                let mut archive = Vec::new();
-                compress_regions(&model, &data, &regions, &opts, &mut archive).unwrap();
+                let archive = code(&data, &regions, block);
                 assert_eq!(archive[4], 4, "{lens:?}");
                 assert_eq!(
                     decompress_to_vec(&model, &archive).unwrap(),
@@ -236,13 +241,7 @@ mod tests {
             lens: vec![t, big.len() as u64, lf.len() as u64, big.len() as u64],
         };
         for block in [4096u32, 40] {
-            let opts = CompressOptions {
-                block_tokens: block,
-                streams: 3,
-                ..CompressOptions::default()
-            };
-            let mut archive = Vec::new();
-            compress_regions(&model, &mixed, &regions, &opts, &mut archive).unwrap();
+            let archive = code(&mixed, &regions, block);
             let info = describe(&mut &archive[..]).unwrap();
             assert_eq!(info[0].transform, crate::Transform::CrlfPerRegion);
             assert_eq!(
