@@ -56,7 +56,13 @@ pub struct BenchResult {
 /// The ablation variants for `base`: the LLM alone, each component added alone, each
 /// component removed, and each other kind of mixer (global weights; context weights shared or not).
 pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
-    let llm = PredictorSettings::llm_only();
+    // The escape probe is part of the active head's escape, which the language model's own
+    // distribution needs: every variant keeps the base's (a removal row measures it).
+    let llm = PredictorSettings {
+        probe_rate: base.probe_rate,
+        active_ascii_log2: base.active_ascii_log2,
+        ..PredictorSettings::llm_only()
+    };
     let mut v = vec![
         llm.clone(),
         PredictorSettings {
@@ -85,7 +91,7 @@ pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
             ..llm.clone()
         });
     }
-    for f in 0..6 {
+    for f in 0..7 {
         let mut s = base.clone();
         match f {
             0 => s.bias = false,
@@ -93,6 +99,7 @@ pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
             2 => s.matcher = false,
             3 => s.sse = false,
             4 => s.cache_log2 = 0,
+            5 => s.probe_rate = 0,
             _ => s.mixer_ctx = false,
         }
         if s != *base {

@@ -142,22 +142,38 @@ pub const PRESET_3: Preset = Preset {
     ..PRESET_1
 };
 
+/// Id of preset 4: preset 3 with the ASCII starting set and the escape probe (Gemma 3's
+/// defaults since them). Added within the field, as preset 3 was.
+pub const PRESET_PROBE: u32 = 4;
+
+/// Preset 4: preset 1 but for the predictor settings, which are version 5: preset 3's,
+/// then the ASCII starting set at K = 15 and the escape probe at rate 22/64.
+pub const PRESET_4: Preset = Preset {
+    predictor: &[
+        5, 0x7f, 4, 18, 3, 20, 0x00, 0x08, 0x1f, 0x05, 0x1f, 0x05, 14, 0, 14, 30, 15, 22,
+    ],
+    ..PRESET_1
+};
+
 fn preset(id: u32) -> Option<&'static Preset> {
     match id {
         PRESET_DEFAULTS => Some(&PRESET_1),
         PRESET_ACTIVE_HEAD => Some(&PRESET_2),
         PRESET_CACHE => Some(&PRESET_3),
+        PRESET_PROBE => Some(&PRESET_4),
         _ => None,
     }
 }
 
-/// The preset a header is written with: 2 or 3 exactly when its predictor settings are
+/// The preset a header is written with: 2, 3 or 4 exactly when its predictor settings are
 /// that preset's, else 1.
 fn preset_for(predictor: &[u8]) -> (u32, &'static Preset) {
     if predictor == PRESET_2.predictor {
         (PRESET_ACTIVE_HEAD, &PRESET_2)
     } else if predictor == PRESET_3.predictor {
         (PRESET_CACHE, &PRESET_3)
+    } else if predictor == PRESET_4.predictor {
+        (PRESET_PROBE, &PRESET_4)
     } else {
         (PRESET_DEFAULTS, &PRESET_1)
     }

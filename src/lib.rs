@@ -75,5 +75,7 @@ pub use pipeline::{
     peek_header, ArchiveInfo, Checkpoint, CompressOptions, DecodeOptions, Decoder, Encoder,
     Progress, Share, Stats, Trace, DEFAULT_MEMORY_LIMIT,
 };
-pub use predict::{PredictorSettings, DEFAULT_CACHE_LOG2};
+pub use predict::{
+    PredictorSettings, DEFAULT_ACTIVE_ASCII_LOG2, DEFAULT_CACHE_LOG2, DEFAULT_PROBE_RATE,
+};
 pub use transform::Transform;

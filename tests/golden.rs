@@ -66,6 +66,9 @@ struct Golden {
     active_log2: u8,
     /// The continuous cache's K (0: off; settings version 4).
     cache_log2: u8,
+    /// The ASCII starting set's K and the escape probe's rate (0: off; settings
+    /// version 5).
+    ascii_probe: (u8, u8),
     /// Binary regions to the classical coder (version 4); off for the goldens of the
     /// model's path, which must stay version 3.
     regions: bool,
@@ -88,6 +91,7 @@ fn g(name: &'static str, original: &[u8], block_tokens: u32, streams: u16, backe
         gemma: false,
         active_log2: 0,
         cache_log2: 0,
+        ascii_probe: (0, 0),
         regions: false,
     }
 }
@@ -268,6 +272,16 @@ fn goldens() -> Vec<Golden> {
             cache_log2: 8,
             ..g("gemma-cache.txt", &gemma_long_text(), 200, 16, 3)
         },
+        // Gemma with its defaults since settings version 5 (preset 4): the ASCII starting
+        // set and the escape probe beside the cache, two blocks side by side.
+        Golden {
+            window: DEFAULT_WINDOW,
+            gemma: true,
+            active_log2: 14,
+            cache_log2: 14,
+            ascii_probe: (15, 22),
+            ..g("gemma-probe.txt", &gemma_long_text()[..1500], 200, 16, 3)
+        },
         // Gemma over more than its sliding-window layers' 512 positions in one block,
         // backend 2, the full head.
         Golden {
@@ -332,6 +346,7 @@ fn compress_golden(g: &Golden, model: &Model) -> Vec<u8> {
     let mut opts = opts;
     opts.predictor.active_log2 = g.active_log2;
     opts.predictor.cache_log2 = g.cache_log2;
+    (opts.predictor.active_ascii_log2, opts.predictor.probe_rate) = g.ascii_probe;
     let mut a = Vec::new();
     pipeline::compress(model, &g.original, &opts, &mut a, &mut |_| {}).expect("compresses");
     a
@@ -523,8 +538,8 @@ fn error_cases() -> Vec<(&'static str, &'static str, Expect)> {
         ),
         (
             "unknown-preset.lmz",
-            "settings preset 4, header CRC valid",
-            |k| matches!(k, ErrorKind::InvalidField { field, value: 4 } if field.contains("preset")),
+            "settings preset 5, header CRC valid",
+            |k| matches!(k, ErrorKind::InvalidField { field, value: 5 } if field.contains("preset")),
         ),
         (
             "limit-predictor-settings.lmz",
@@ -752,7 +767,7 @@ fn make_error_case(
         "unknown-transform.lmz" => with_header(p.header_patched(5, &[p.header_bytes[5] | 0x30])),
         "unknown-preset.lmz" => {
             assert_eq!(p.header_bytes[p.preset_at()], 1);
-            with_header(p.header_patched(p.preset_at(), &[4]))
+            with_header(p.header_patched(p.preset_at(), &[5]))
         }
         "limit-predictor-settings.lmz" => {
             // The header as far as the preset, then a delta map naming only the predictor

@@ -156,6 +156,16 @@ pub struct EncodeArgs {
     /// states), else off.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=20), help_heading = "Expert options")]
     pub cache_log2: Option<u8>,
+    /// Predictor: the active head's starting set also holds the first 2^K ids whose bytes
+    /// are all ASCII, and every single ASCII character. 0 turns it off. Default: 15 where
+    /// the active head is on, else off.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=24), help_heading = "Expert options")]
+    pub ascii_log2: Option<u8>,
+    /// Predictor: the escape model's linear probe on the hidden state (learning rate
+    /// RATE/64), which learns where symbols new to the active set come. 0 turns it off.
+    /// Default: 22 where the active head is on, else off.
+    #[arg(long, value_name = "RATE", help_heading = "Expert options")]
+    pub escape_probe: Option<u8>,
     /// The checksum over the whole original: `xxh64` (its low 32 bits, 4 bytes, as zstd)
     /// or `sha256` (32 bytes).
     #[arg(long, value_enum, value_name = "KIND", default_value_t = ChecksumArg::Xxh64)]
@@ -213,6 +223,8 @@ impl Default for EncodeArgs {
             mixer: MixerKind::Shared,
             active_log2: None,
             cache_log2: None,
+            ascii_log2: None,
+            escape_probe: None,
             checksum: ChecksumArg::Xxh64,
             no_transform: false,
             no_regions: false,
@@ -343,6 +355,17 @@ impl EncodeArgs {
             None if p.active_log2 > 0 && !self.llm_only => lmzip::DEFAULT_CACHE_LOG2,
             None => 0,
         };
+        // The starting set and the probe belong to the active head's escape, which the
+        // language model's own distribution needs: on with it, --llm-only included.
+        let active = p.active_log2 > 0;
+        p.active_ascii_log2 = self.ascii_log2.unwrap_or(if active {
+            lmzip::DEFAULT_ACTIVE_ASCII_LOG2
+        } else {
+            0
+        });
+        p.probe_rate =
+            self.escape_probe
+                .unwrap_or(if active { lmzip::DEFAULT_PROBE_RATE } else { 0 });
         lmzip::CompressOptions {
             block_tokens: self.block_tokens.unwrap_or(level.block_tokens),
             // A level's block size grows (up to 4×) where that saves blocks without

@@ -171,6 +171,18 @@ fn predictor_fields(p: &lmzip::PredictorSettings) -> String {
             p.active_log2
         ));
     }
+    if p.active_ascii_log2 > 0 {
+        lines.push(format!(
+            "starting set also: the first 2^{} ids of ASCII bytes and every ASCII character",
+            p.active_ascii_log2
+        ));
+    }
+    if p.probe_rate > 0 {
+        lines.push(format!(
+            "escape probe on the hidden state: rate {}/64",
+            p.probe_rate
+        ));
+    }
     if p.cache_log2 > 0 {
         lines.push(format!(
             "continuous cache: the hidden states of the last 2^{} positions, sharpness {}",

@@ -354,7 +354,7 @@ fn field_checks_behind_a_valid_crc() {
     );
     // Settings: unknown preset, an empty delta map, a delta equal to the preset, unknown
     // delta bits (refused before the CRC: their length is unknown).
-    assert!(k(raw(0, &[49408, 0, 4, 4], &[])).contains("preset"));
+    assert!(k(raw(0, &[49408, 0, 5, 4], &[])).contains("preset"));
     assert!(k(raw(d, &[49408, 0, 1, 0, 4], &[])).contains("delta map"));
     assert!(k(raw(d, &[49408, 0, 1, 1, 3, 4], &[])).contains("equal to the preset"));
     assert!(k(raw(d, &[49408, 0, 1, 0x80, 1, 4], &[])).starts_with("ReservedBitsSet"));
@@ -485,19 +485,29 @@ fn preset_1_is_the_library_default() {
     assert_eq!((coder::PRECISION, coder::WORD_BITS), (24, 32));
 }
 
-/// Presets 2 and 3 are the library's defaults for large vocabularies (Gemma 3): the active
-/// head, then with the continuous cache (`CompressOptions::for_model`). A header takes one
+/// Presets 2, 3 and 4 are the library's defaults for large vocabularies (Gemma 3): the
+/// active head, then with the continuous cache, then with the ASCII starting set and the
+/// escape probe (`CompressOptions::for_model`). A header takes one
 /// exactly when its predictor settings are that preset's, costs no more than preset 1's,
 /// and the same settings as preset 1 plus a predictor delta (a second encoding) are refused.
 #[test]
-fn presets_2_and_3_are_the_large_vocabulary_defaults() {
-    for (cache_log2, preset) in [
-        (0, &PRESET_2),
-        (crate::predict::DEFAULT_CACHE_LOG2, &PRESET_3),
+fn presets_2_3_and_4_are_the_large_vocabulary_defaults() {
+    use crate::predict::{DEFAULT_ACTIVE_ASCII_LOG2, DEFAULT_CACHE_LOG2, DEFAULT_PROBE_RATE};
+    for (cache_log2, ascii, probe, preset) in [
+        (0, 0, 0, &PRESET_2),
+        (DEFAULT_CACHE_LOG2, 0, 0, &PRESET_3),
+        (
+            DEFAULT_CACHE_LOG2,
+            DEFAULT_ACTIVE_ASCII_LOG2,
+            DEFAULT_PROBE_RATE,
+            &PRESET_4,
+        ),
     ] {
         let mut o = crate::pipeline::CompressOptions::default();
         o.predictor.active_log2 = 14;
         o.predictor.cache_log2 = cache_log2;
+        o.predictor.active_ascii_log2 = ascii;
+        o.predictor.probe_rate = probe;
         assert_eq!(o.predictor.to_bytes(), preset.predictor);
         let h = Header {
             predictor: preset.predictor.to_vec(),

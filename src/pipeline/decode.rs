@@ -629,7 +629,7 @@ impl<'m> ArchiveDecoder<'m> {
             model,
             window: Window::new(model, header.window, header.keep, header.window_policy),
             state: if settings.active_log2 > 0 {
-                Context::with_active(&model.net, initial_active(model, settings.active_log2))
+                Context::with_active(&model.net, initial_active(model, settings))
             } else {
                 Context::new(&model.net)
             },

@@ -875,7 +875,7 @@ impl<'m> ArchiveEncoder<'m> {
             streams,
             window: Window::new(model, opts.window, opts.keep, opts.window_policy),
             state: if log2 > 0 {
-                Context::with_active(&model.net, initial_active(model, log2))
+                Context::with_active(&model.net, initial_active(model, &opts.predictor))
             } else {
                 Context::new(&model.net)
             },

@@ -319,6 +319,9 @@ mod tests {
                 opts.predictor.active_log2 = log2;
                 // The continuous cache reads the hidden states the active head gives.
                 opts.predictor.cache_log2 = 8;
+                // The ASCII starting set and the escape probe (settings version 5).
+                opts.predictor.active_ascii_log2 = if log2 == 3 { 4 } else { 0 };
+                opts.predictor.probe_rate = if log2 >= 3 { 22 } else { 0 };
                 let archive = compress_to_vec(&model, &data, &opts).unwrap();
                 for speculate in [true, false] {
                     let mut out = Vec::new();
@@ -374,6 +377,7 @@ mod tests {
             };
             opts.predictor.active_log2 = active;
             opts.predictor.cache_log2 = cache;
+            opts.predictor.probe_rate = if active > 0 { 22 } else { 0 };
             let each = compress_each(&model, &refs, &opts, &mut |_| {}).unwrap();
             let mut archives = Vec::new();
             for (input, r) in refs.iter().zip(each) {

@@ -80,6 +80,8 @@ impl CompressOptions {
         o.predictor.active_log2 = model.default_active_log2();
         if o.predictor.active_log2 > 0 {
             o.predictor.cache_log2 = crate::predict::DEFAULT_CACHE_LOG2;
+            o.predictor.active_ascii_log2 = crate::predict::DEFAULT_ACTIVE_ASCII_LOG2;
+            o.predictor.probe_rate = crate::predict::DEFAULT_PROBE_RATE;
         }
         o
     }
@@ -106,6 +108,12 @@ impl CompressOptions {
             return bad(&format!("streams must be 1..={}", format::MAX_STREAMS));
         }
         let p = &self.predictor;
+        if p.active_log2 == 0 && (p.active_ascii_log2 > 0 || p.probe_rate > 0) {
+            return bad("the ASCII starting set and the escape probe need the active head");
+        }
+        if p.active_ascii_log2 > crate::predict::MAX_ACTIVE_LOG2 {
+            return bad("the ASCII starting set must be 0 (off) or 1..=24");
+        }
         if p.cache_log2 > 0 {
             let range = crate::predict::CACHE_LOG2;
             if !range.contains(&p.cache_log2) {

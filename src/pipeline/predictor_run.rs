@@ -23,15 +23,36 @@ pub(crate) struct PredictorRun {
     trace: Option<(Vec<Vec<f32>>, Vec<f32>)>,
 }
 
-/// The first vocabulary ids of the active head's starting set: the `2^log2` lowest ids the
-/// model may predict (tokenizers number frequent tokens first), in id order.
-pub(crate) fn initial_active(model: &Model, log2: u8) -> Vec<u32> {
-    let n = 1usize << log2.min(31);
+/// The active head's starting set, in id order: the first `2^active_log2` vocabulary ids
+/// the model may predict (tokenizers number frequent tokens first) and, with
+/// `active_ascii_log2`, the first `2^active_ascii_log2` of them whose bytes are all ASCII
+/// and every one of a single ASCII byte. A large multilingual vocabulary numbers its
+/// English words and punctuation after many other scripts' pieces, so the first ids alone
+/// leave them out; the set depends on the model and the settings only, never the input.
+pub(crate) fn initial_active(model: &Model, s: &PredictorSettings) -> Vec<u32> {
+    let tk = &model.tokenizer;
     let masked: std::collections::HashSet<u32> = model.control_tokens.iter().copied().collect();
-    (0..model.tokenizer.vocab_size() as u32)
-        .filter(|id| !masked.contains(id))
-        .take(n)
-        .collect()
+    let allowed = (0..tk.vocab_size() as u32).filter(|id| !masked.contains(id));
+    let mut set: Vec<u32> = allowed
+        .clone()
+        .take(1usize << s.active_log2.min(31))
+        .collect();
+    if s.active_ascii_log2 > 0 {
+        let ascii = |id: &u32| {
+            let b = tk.symbol_bytes(*id);
+            !b.is_empty() && b.is_ascii()
+        };
+        set.extend(
+            allowed
+                .clone()
+                .filter(ascii)
+                .take(1usize << s.active_ascii_log2.min(31)),
+        );
+        set.extend(allowed.filter(|id| ascii(id) && tk.symbol_bytes(*id).len() == 1));
+        set.sort_unstable();
+        set.dedup();
+    }
+    set
 }
 
 /// The alphabet a step's prediction uses: the context's active set as it stood with `m`

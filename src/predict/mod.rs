@@ -29,8 +29,8 @@ pub mod novelty;
 mod settings;
 
 pub use settings::{
-    PredictorSettings, CACHE_LOG2, DEFAULT_CACHE_LOG2, DEFAULT_CACHE_THETA, HISTORY_CAP,
-    SETTINGS_VERSION,
+    PredictorSettings, CACHE_LOG2, DEFAULT_ACTIVE_ASCII_LOG2, DEFAULT_CACHE_LOG2,
+    DEFAULT_CACHE_THETA, DEFAULT_PROBE_RATE, HISTORY_CAP, MAX_ACTIVE_LOG2, SETTINGS_VERSION,
 };
 
 use crate::math::{exp_f32, first_eq, hsum, max_f32, squash, sum_lanes, LANES};
@@ -165,6 +165,8 @@ pub struct Scratch {
     blend: Option<(usize, f32)>,
     /// `key` is this prediction's (the cache learns it with the symbol).
     keyed: bool,
+    /// The escape probe's input: the hidden state scaled to unit RMS (empty: no probe).
+    probe: Vec<f32>,
 }
 
 impl Scratch {
@@ -302,7 +304,7 @@ impl Ensemble {
                 s.mixer_ctx && s.mixer_shared,
             ),
             apm: Apm::new(CONTEXTS, s.sse_rate as f32 / (1u32 << 16) as f32),
-            novelty: Novelty::new(),
+            novelty: Novelty::with_probe(s.probe_rate as f32 / 64.0),
             cache: (s.cache_log2 > 0)
                 .then(|| HiddenCache::new(width, s.cache_log2, s.cache_theta as f32)),
             cache_u: [CACHE_U0; cache::BUCKETS],
@@ -392,7 +394,7 @@ impl Ensemble {
         }
         sc.novelty = None;
         if let Some(esc) = alphabet.escape() {
-            self.escape(sc, stream, esc, p_max);
+            self.escape(sc, stream, esc, p_max, hidden);
         }
     }
 
@@ -422,12 +424,24 @@ impl Ensemble {
     }
 
     /// The escape's weight: its learned probability against the set's total weight.
-    fn escape(&self, sc: &mut Scratch, stream: usize, esc: usize, p_max: f32) {
+    fn escape(
+        &self,
+        sc: &mut Scratch,
+        stream: usize,
+        esc: usize,
+        p_max: f32,
+        hidden: Option<&[f32]>,
+    ) {
+        sc.probe.clear();
+        if let (true, Some(h)) = (self.novelty.probing(), hidden) {
+            novelty::probe_input(h, &mut sc.probe);
+        }
         let view = SetView {
             p_max,
             lse: sc.max - crate::math::ln_f32(sc.inv_z),
             max: sc.max,
             entropy: entropy(&sc.e, sc.inv_z),
+            probe: self.novelty.probe(&sc.probe),
         };
         let (p, at) = self.novelty.predict(stream, &view);
         sc.weights[esc] = sum_lanes(&sc.weights[..esc]) * (p / (1.0 - p));
@@ -645,7 +659,7 @@ impl Ensemble {
     pub fn update(&mut self, stream: usize, sym: u32, alphabet: Alphabet, sc: &Scratch) {
         let index = alphabet.index_of(sym);
         if let Some(at) = &sc.novelty {
-            self.novelty.update(stream, at, index.is_none());
+            self.novelty.update(stream, at, index.is_none(), &sc.probe);
         }
         // The mixer, the APM and the bias learn what they predicted: a symbol in the set.
         if let Some(y) = index {
