@@ -56,11 +56,12 @@ pub struct BenchResult {
 /// The ablation variants for `base`: the LLM alone, each component added alone, each
 /// component removed, and each other kind of mixer (global weights; context weights shared or not).
 pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
-    // The escape probe is part of the active head's escape, which the language model's own
-    // distribution needs: every variant keeps the base's (a removal row measures it).
+    // The active head's set and escape (its probe included) shape the language model's
+    // own distribution: every variant keeps the base's (a removal row measures the probe).
     let llm = PredictorSettings {
-        probe_rate: base.probe_rate,
+        active_log2: base.active_log2,
         active_ascii_log2: base.active_ascii_log2,
+        probe_rate: base.probe_rate,
         ..PredictorSettings::llm_only()
     };
     let mut v = vec![
@@ -85,7 +86,6 @@ pub fn ablation_variants(base: &PredictorSettings) -> Vec<PredictorSettings> {
     ];
     if base.cache_log2 > 0 {
         v.push(PredictorSettings {
-            active_log2: base.active_log2,
             cache_log2: base.cache_log2,
             cache_theta: base.cache_theta,
             ..llm.clone()

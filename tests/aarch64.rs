@@ -220,7 +220,8 @@ fn aarch64_writes_the_same_gemma_archives() {
 }
 
 /// Golden archives made on x86-64 with the real models decode on aarch64 (SmolLM2 on
-/// backends 2 and 3, Gemma 3 270M on backend 3 with its active head), and aarch64 writes
+/// backends 2 and 3, Gemma 3 270M on backend 3 with its active head, and with its
+/// defaults of settings version 5), and aarch64 writes
 /// SmolLM2's backend-2 archive of a short text byte for byte as x86-64 does.
 #[test]
 fn aarch64_decodes_real_model_goldens() {
@@ -238,7 +239,9 @@ fn aarch64_decodes_real_model_goldens() {
         check_same(&arm, &smol, &input, &["--backend", "2"], false);
     }
     if let Some(gemma) = lmzip::testing::real_gemma_model_path() {
-        cases.push((gemma, "gemma.txt"));
+        cases.push((gemma.clone(), "gemma.txt"));
+        // Predictor settings version 5: the ASCII starting set and the escape probe.
+        cases.push((gemma, "gemma-probe.txt"));
     }
     for (model, name) in cases {
         let t = Instant::now();

@@ -360,13 +360,18 @@ fn gemma_cases() -> Vec<GemmaCase> {
                 ..CompressOptions::default()
             };
             opts.predictor.active_log2 = k;
-            // With the active head, the continuous cache too, small enough to wrap around.
+            // With the active head, the continuous cache too, small enough to wrap around,
+            // the ASCII starting set and the escape probe (settings version 5).
             let cache = if k > 0 { 8 } else { 0 };
             opts.predictor.cache_log2 = cache;
+            let (ascii, probe) = if k > 0 { (4, 22) } else { (0, 0) };
+            opts.predictor.active_ascii_log2 = ascii;
+            opts.predictor.probe_rate = probe;
             let slide = if reprefill { "reprefill" } else { "shift" };
             let flags = format!(
                 "--block-tokens {block} --streams {streams} --window {window} \
-                 --slide-keep {keep} --slide {slide} --active-log2 {k} --cache-log2 {cache}"
+                 --slide-keep {keep} --slide {slide} --active-log2 {k} --cache-log2 {cache} \
+                 --ascii-log2 {ascii} --escape-probe {probe}"
             );
             GemmaCase {
                 what,
@@ -579,6 +584,8 @@ which repeats: the quick brown fox jumps over the lazy dog.\n"
     };
     active.predictor.active_log2 = 12;
     active.predictor.cache_log2 = 8;
+    active.predictor.active_ascii_log2 = lmzip::DEFAULT_ACTIVE_ASCII_LOG2;
+    active.predictor.probe_rate = lmzip::DEFAULT_PROBE_RATE;
     let m = Model::load(&path).unwrap();
     assert_eq!(m.net.arch(), "gemma3");
     for (what, o) in [("shift", &shift), ("active head, re-prefill", &active)] {
