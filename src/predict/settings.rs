@@ -314,6 +314,19 @@ impl PredictorSettings {
 mod tests {
     use super::*;
 
+    /// `good` with each (byte index, value) set in turn is refused.
+    fn refuses_each(good: &[u8], cases: &[(usize, u8)]) {
+        for &(i, v) in cases {
+            let mut bad = good.to_vec();
+            bad[i] = v;
+            assert!(
+                PredictorSettings::from_bytes(&bad).is_err(),
+                "version {} byte {i} = {v}",
+                good[0]
+            );
+        }
+    }
+
     #[test]
     fn settings_round_trip_and_reject_unknown() {
         let active = PredictorSettings {
@@ -335,14 +348,7 @@ mod tests {
         let c = cache.to_bytes();
         assert_eq!((c[0], c.len()), (4, 16));
         assert_eq!(PredictorSettings::from_bytes(&c).unwrap(), cache);
-        for (i, v) in [(14, 7), (14, 21), (15, 0)] {
-            let mut bad = c.clone();
-            bad[i] = v;
-            assert!(
-                PredictorSettings::from_bytes(&bad).is_err(),
-                "byte {i} = {v}"
-            );
-        }
+        refuses_each(&c, &[(14, 7), (14, 21), (15, 0)]);
         assert!(PredictorSettings::from_bytes(&c[..14]).is_err());
         let v5 = PredictorSettings {
             active_ascii_log2: DEFAULT_ACTIVE_ASCII_LOG2,
@@ -372,14 +378,7 @@ mod tests {
             assert_eq!(b[0], 5);
             assert_eq!(PredictorSettings::from_bytes(&b).unwrap(), s);
         }
-        for (i, v) in [(14, 7), (15, 0), (16, 25)] {
-            let mut bad = f.clone();
-            bad[i] = v;
-            assert!(
-                PredictorSettings::from_bytes(&bad).is_err(),
-                "v5 byte {i} = {v}"
-            );
-        }
+        refuses_each(&f, &[(14, 7), (15, 0), (16, 25)]);
         assert!(PredictorSettings::from_bytes(&f[..16]).is_err());
         let mut v4_cache_off = c.clone();
         v4_cache_off[14] = 0;
