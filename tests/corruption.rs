@@ -447,6 +447,20 @@ fn write_fuzz_seeds() {
     write("parse", "parts.lmz", &a);
     cat.extend_from_slice(&a);
     write("parse", "concatenated.lmz", &cat);
+    // Every golden archive (real-model headers: each settings version and preset, the
+    // continuous cache, the escape probe) is a parse seed too.
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for entry in std::fs::read_dir(golden).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "lmz") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            write(
+                "parse",
+                &format!("golden-{name}"),
+                &std::fs::read(&path).unwrap(),
+            );
+        }
+    }
     // The corruption target prepends the header itself: its seed is the valid tail.
     let opts = lmzip::testing::fuzz_options();
     let mut a = Vec::new();
