@@ -460,6 +460,91 @@ fn decoding_finds_the_known_model_an_archive_names() {
     );
 }
 
+/// `--model auto` codes each file with the installed known model whose archive is the
+/// smaller (byte for byte the archive that model writes when named), one archive per
+/// input, each decoded with no `--model`; it refuses what it cannot combine with.
+#[test]
+fn auto_model_picks_the_smaller_archive() {
+    let in_models = |k: &lmzip::model::known::KnownModel| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(k.file)
+            .is_file()
+    };
+    let (smol, gemma) = (
+        lmzip::model::known::SMOLLM2_135M,
+        lmzip::model::known::GEMMA3_270M,
+    );
+    if !in_models(&smol) || !in_models(&gemma) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: models/fetch.sh installs both models"
+        );
+        eprintln!("skipping: both known models must be in models/");
+        return;
+    }
+    let plain = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lmzip"));
+        c.env_remove("LMZIP_MODEL");
+        c
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let inputs: [(&str, &[u8]); 2] = [
+        (
+            "a.c",
+            b"int main(void) {\n    return add(1, 2) == 3 ? 0 : 1;\n}\n",
+        ),
+        (
+            "b.txt",
+            b"Alice was beginning to get very tired of sitting by her sister.\n",
+        ),
+    ];
+    for (name, text) in inputs {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let out = plain()
+        .args(["--model", "auto", "-v"])
+        .args(inputs.map(|(n, _)| dir.path().join(n)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--model auto, first"),
+        "{}",
+        stderr(&out)
+    );
+    for (name, text) in inputs {
+        let archive = std::fs::read(dir.path().join(format!("{name}.lmz"))).unwrap();
+        let by = |m: &str| {
+            let mut c = plain();
+            c.args(["--model", m, "-c"]);
+            run_stdin(c, text).stdout
+        };
+        let (g, s) = (by("gemma3-270m"), by("smollm2-135m"));
+        let expect = if s.len() < g.len() { s } else { g };
+        assert_eq!(archive, expect, "{name}");
+        let back = plain()
+            .args(["-d", "-c"])
+            .arg(dir.path().join(format!("{name}.lmz")))
+            .output()
+            .unwrap();
+        assert!(back.status.success(), "{}", stderr(&back));
+        assert_eq!(back.stdout, text, "{name}");
+    }
+    for flags in [
+        &["--model", "auto", "--member-size", "1000", "-c"][..],
+        &["bench", "--model", "auto"][..],
+    ] {
+        let out = plain()
+            .args(flags)
+            .arg(dir.path().join("a.c"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--model auto"), "{}", stderr(&out));
+    }
+}
+
 /// `lmzip bench --report` with the real model, looked at as a person would: headless
 /// Chromium renders the page to a PNG (tests/run.sh installs Chromium; under CI a missing
 /// one fails). The picture is kept as `target/report-screenshot.png`.

@@ -69,8 +69,10 @@ pub struct ModelArgs {
     /// Model: a GGUF file, a Hugging Face model folder (config.json, tokenizer.json,
     /// *.safetensors), or hf:ORG/NAME[@REVISION][:FILE] from the Hugging Face hub cache
     /// (fetched only when named so), or a known model's name (gemma3-270m, smollm2-135m:
-    /// its file in the models folder). Default: $LMZIP_MODEL, else from the models folder
-    /// the default model (compressing) or the model the archive names (decompressing).
+    /// its file in the models folder), or `auto` (compressing: each installed known model
+    /// codes the first 64 KiB, and the one with the smaller archive codes the file).
+    /// Default: $LMZIP_MODEL, else from the models folder the default model (compressing)
+    /// or the model the archive names (decompressing).
     #[arg(long, value_name = "MODEL", global = true)]
     pub model: Option<PathBuf>,
     /// Where the model runs: auto, cpu, cuda or cuda:N. Archives need exact arithmetic and

@@ -103,6 +103,16 @@ pub fn resolve_for_archive(explicit: Option<&Path>, recorded: &[u8]) -> Result<P
     resolve(explicit)
 }
 
+/// The known models whose files are in the models folders, in [`known::KNOWN_MODELS`]
+/// order (the default model first).
+pub fn installed_known() -> Vec<(&'static known::KnownModel, PathBuf)> {
+    let dirs = model_dirs();
+    known::KNOWN_MODELS
+        .iter()
+        .filter_map(|k| find_known(k, &dirs).ok().map(|p| (k, p)))
+        .collect()
+}
+
 /// A model the user named: a known model's short name (when no such path exists) becomes
 /// its file in `dirs`; anything else is taken as it is.
 fn resolve_named(p: PathBuf, dirs: &[PathBuf]) -> Result<PathBuf> {
