@@ -396,7 +396,7 @@ fn known_models_by_name() {
 }
 
 /// `lmzip -d` finds the known model an archive names in the models folder when no
-/// `--model` and no `LMZIP_MODEL` is given (SmolLM2 at level 1, Gemma 3 at the default
+/// `--model` and no `LMZIP_MODEL` is given (SmolLM2 named, at level 1; Gemma 3 at the default
 /// level and `--best`); a model named on the command line still wins.
 #[test]
 fn decoding_finds_the_known_model_an_archive_names() {
