@@ -395,34 +395,45 @@ fn known_models_by_name() {
     );
 }
 
-/// `lmzip -d` finds the known model an archive names in the models folder when no
-/// `--model` and no `LMZIP_MODEL` is given (SmolLM2 named, at level 1; Gemma 3 at the default
-/// level and `--best`); a model named on the command line still wins.
-#[test]
-fn decoding_finds_the_known_model_an_archive_names() {
+/// Whether both known models are in models/ (under CI they must be: a failure, not a skip).
+fn both_known_models() -> bool {
     let in_models = |k: &lmzip::model::known::KnownModel| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models")
             .join(k.file)
             .is_file()
     };
+    if in_models(&lmzip::model::known::SMOLLM2_135M) && in_models(&lmzip::model::known::GEMMA3_270M)
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI: models/fetch.sh installs both models"
+    );
+    eprintln!("skipping: both known models must be in models/");
+    false
+}
+
+/// `lmzip` with no `LMZIP_MODEL`: models come from flags, archives or the models folder.
+fn plain() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lmzip"));
+    c.env_remove("LMZIP_MODEL");
+    c
+}
+
+/// `lmzip -d` finds the known model an archive names in the models folder when no
+/// `--model` and no `LMZIP_MODEL` is given (SmolLM2 named, at level 1; Gemma 3 at the default
+/// level and `--best`); a model named on the command line still wins.
+#[test]
+fn decoding_finds_the_known_model_an_archive_names() {
+    if !both_known_models() {
+        return;
+    }
     let (smol, gemma) = (
         lmzip::model::known::SMOLLM2_135M,
         lmzip::model::known::GEMMA3_270M,
     );
-    if !in_models(&smol) || !in_models(&gemma) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI: models/fetch.sh installs both models"
-        );
-        eprintln!("skipping: both known models must be in models/");
-        return;
-    }
-    let plain = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_lmzip"));
-        c.env_remove("LMZIP_MODEL");
-        c
-    };
     let dir = tempfile::tempdir().unwrap();
     let text = b"The archive names its model; lmzip finds it.\n";
     for (flags, model) in [
@@ -465,29 +476,9 @@ fn decoding_finds_the_known_model_an_archive_names() {
 /// input, each decoded with no `--model`; it refuses what it cannot combine with.
 #[test]
 fn auto_model_picks_the_smaller_archive() {
-    let in_models = |k: &lmzip::model::known::KnownModel| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("models")
-            .join(k.file)
-            .is_file()
-    };
-    let (smol, gemma) = (
-        lmzip::model::known::SMOLLM2_135M,
-        lmzip::model::known::GEMMA3_270M,
-    );
-    if !in_models(&smol) || !in_models(&gemma) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI: models/fetch.sh installs both models"
-        );
-        eprintln!("skipping: both known models must be in models/");
+    if !both_known_models() {
         return;
     }
-    let plain = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_lmzip"));
-        c.env_remove("LMZIP_MODEL");
-        c
-    };
     let dir = tempfile::tempdir().unwrap();
     let inputs: [(&str, &[u8]); 2] = [
         (

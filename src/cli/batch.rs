@@ -32,7 +32,7 @@ pub(super) fn applies(a: &CodecArgs, inputs: &[PathBuf]) -> bool {
         && a.share.is_none()
         && a.member_size.is_none()
         && !a.resume
-        && !super::auto_model(a)
+        && !super::auto_model(&a.model)
         && inputs.iter().all(|p| p.as_os_str() != "-")
 }
 

@@ -201,7 +201,7 @@ fn codec(mode: Mode, mut a: CodecArgs) -> Result<ExitCode> {
             "standard input (-) can be named only once",
         ));
     }
-    if auto_model(&a) {
+    if auto_model(&a.model) {
         if mode != Mode::Compress {
             // An archive names its model: decoding finds it without being told.
             a.model.model = None;
@@ -363,8 +363,8 @@ fn archive_model(a: &CodecArgs, data: &[u8]) -> Result<(PathBuf, u16)> {
 }
 
 /// Whether `--model auto` was given: the encoder picks among the installed known models.
-pub(super) fn auto_model(a: &CodecArgs) -> bool {
-    a.model.model.as_deref() == Some(Path::new("auto"))
+pub(super) fn auto_model(m: &args::ModelArgs) -> bool {
+    m.model.as_deref() == Some(Path::new("auto"))
 }
 
 /// How much of an input `--model auto` codes with each candidate model.
@@ -436,7 +436,7 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
     }
     let data = read_input(input, is_stdin)?;
     let (path, backend) = match mode {
-        Mode::Compress if auto_model(a) => (
+        Mode::Compress if auto_model(&a.model) => (
             choose_model(a, &data, lazy, &display_name(input, is_stdin))?,
             a.encode.backend,
         ),
@@ -827,7 +827,7 @@ fn corpus_name(paths: &[PathBuf]) -> String {
 }
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
-    if a.model.model.as_deref() == Some(Path::new("auto")) {
+    if auto_model(&a.model) {
         return Err(usage(
             clap::error::ErrorKind::InvalidValue,
             "--model auto applies to compression; bench one model at a time",
