@@ -141,7 +141,11 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
     } else {
         Interleave::none()
     };
-    let mut dec = ArchiveDecoder::new(model, header, &settings, opts.speculate);
+    // Built at the first group frame: an archive of binary regions alone never runs the
+    // model, so it skips the active head's gather and the predictor's tables (tens of
+    // milliseconds, most of such an archive's decoding time).
+    let new_decoder = || ArchiveDecoder::new(model, header, &settings, opts.speculate);
+    let mut dec: Option<ArchiveDecoder> = None;
     let mut tally = ArchiveTally::new();
     let mut content = ContentHasher::new(header.checksum);
     // Blocks without a CRC of their own (a one-block archive's) wait here until the content
@@ -172,7 +176,8 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
         out.write_all(&snap.output)?;
         content.update(&snap.output);
         *stats = snap.stats;
-        dec.restore(snap.run, snap.active, snap.rates)?;
+        dec.get_or_insert_with(new_decoder)
+            .restore(snap.run, snap.active, snap.rates)?;
         regions.resume_at(snap.regions)?;
         tally = snap.tally;
         (groups_done, earlier) = (snap.groups_done, snap.elapsed);
@@ -196,6 +201,7 @@ pub(crate) fn decode_archive<R: Read, W: Write>(
                 // Progress counts bytes as coded, as the archives' content lengths do.
                 let restored = stats.restored_bytes + stats.classic_bytes;
                 let mut coded_progress = |done: u64| progress(done.saturating_sub(restored));
+                let dec = dec.get_or_insert_with(new_decoder);
                 let outputs = dec.decode_group(&entries, &payloads, stats, &mut coded_progress)?;
                 let sink = Sink {
                     transform: header.transform,

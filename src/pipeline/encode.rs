@@ -544,6 +544,11 @@ impl<'m, 'd> Job<'m, 'd> {
             escapes: symbols.iter().filter(|&&s| s as usize >= vocab).count() as u64,
             ..Stats::default()
         };
+        let enc = if symbols.is_empty() {
+            ArchiveEncoder::without_text(model, opts, variants)
+        } else {
+            ArchiveEncoder::new(model, opts, variants, streams)
+        };
         Ok(Job {
             data,
             frame: Framing {
@@ -555,7 +560,7 @@ impl<'m, 'd> Job<'m, 'd> {
             symbols,
             lens,
             stats,
-            enc: ArchiveEncoder::new(model, opts, variants, streams),
+            enc,
         })
     }
 
@@ -882,6 +887,28 @@ impl<'m> ArchiveEncoder<'m> {
             runs: std::iter::once(&opts.predictor)
                 .chain(variants)
                 .map(|s| PredictorRun::new(model, s, streams))
+                .collect(),
+        }
+    }
+
+    /// An encoder for an archive with no text to code (binary regions alone): it never
+    /// runs, so it skips the active head's gather and the predictors' tables, which would
+    /// otherwise be most of the time such an archive takes. Its runs (one per predictor
+    /// configuration, for the figures) are the language model alone and stay empty.
+    fn without_text(
+        model: &'m Model,
+        opts: &CompressOptions,
+        variants: &[PredictorSettings],
+    ) -> Self {
+        let idle = PredictorSettings::llm_only();
+        ArchiveEncoder {
+            model,
+            rows_per_call: opts.rows_per_call,
+            streams: 1,
+            window: Window::new(model, opts.window, opts.keep, opts.window_policy),
+            state: Context::new(&model.net),
+            runs: (0..=variants.len())
+                .map(|_| PredictorRun::new(model, &idle, 1))
                 .collect(),
         }
     }
