@@ -5,7 +5,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = std::env::args().nth(1).ok_or("usage: compress_file FILE")?;
     let data = std::fs::read(&file)?;
-    // `LMZIP_MODEL`, else models/SmolLM2-135M-Instruct.Q4_1.gguf (`bash models/fetch.sh`).
+    // `LMZIP_MODEL`, else the default model in a models folder (`bash models/fetch.sh`).
     let model = lmzip::Model::load(&lmzip::model::resolve(None)?)?;
     let archive = lmzip::compress_to_vec(&model, &data, &lmzip::CompressOptions::default())?;
     let restored = lmzip::decompress_to_vec(&model, &archive)?;

@@ -521,10 +521,15 @@ fn process_one(mode: Mode, a: &CodecArgs, input: &Path, lazy: &mut LazyModel) ->
     print_stats(mode, a, &display_name(input, is_stdin), &stats, secs);
     if (a.verbose || (mode == Mode::Test && !a.quiet)) && stats.resumed_groups > 0 {
         eprintln!(
-            "{}: resumed after {} groups of blocks ({:.1} s of the time above in earlier \
+            "{}: resumed after {} {} of blocks ({:.1} s of the time above in earlier \
                  runs)",
             display_name(input, is_stdin),
             stats.resumed_groups,
+            if stats.resumed_groups == 1 {
+                "group"
+            } else {
+                "groups"
+            },
             stats.resumed_seconds
         );
     }
