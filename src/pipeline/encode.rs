@@ -544,11 +544,7 @@ impl<'m, 'd> Job<'m, 'd> {
             escapes: symbols.iter().filter(|&&s| s as usize >= vocab).count() as u64,
             ..Stats::default()
         };
-        let enc = if symbols.is_empty() {
-            ArchiveEncoder::without_text(model, opts, variants)
-        } else {
-            ArchiveEncoder::new(model, opts, variants, streams)
-        };
+        let enc = ArchiveEncoder::new(model, opts, variants, streams, !symbols.is_empty());
         Ok(Job {
             data,
             frame: Framing {
@@ -867,48 +863,33 @@ impl GroupState {
 }
 
 impl<'m> ArchiveEncoder<'m> {
+    /// An encoder for `streams` blocks side by side. Without `text` (an archive of binary
+    /// regions alone) it never runs, so it builds neither the active head (a gather of
+    /// 37,000 output rows for Gemma) nor the predictors' tables: that setup would be most
+    /// of the time such an archive takes. Its runs then predict with the language model
+    /// alone and stay empty.
     fn new(
         model: &'m Model,
         opts: &CompressOptions,
         variants: &[PredictorSettings],
         streams: usize,
+        text: bool,
     ) -> Self {
-        let log2 = opts.predictor.active_log2;
+        let idle = PredictorSettings::llm_only();
+        let settings = |s| if text { s } else { &idle };
         ArchiveEncoder {
             model,
             rows_per_call: opts.rows_per_call,
             streams,
             window: Window::new(model, opts.window, opts.keep, opts.window_policy),
-            state: if log2 > 0 {
+            state: if text && opts.predictor.active_log2 > 0 {
                 Context::with_active(&model.net, initial_active(model, &opts.predictor))
             } else {
                 Context::new(&model.net)
             },
             runs: std::iter::once(&opts.predictor)
                 .chain(variants)
-                .map(|s| PredictorRun::new(model, s, streams))
-                .collect(),
-        }
-    }
-
-    /// An encoder for an archive with no text to code (binary regions alone): it never
-    /// runs, so it skips the active head's gather and the predictors' tables, which would
-    /// otherwise be most of the time such an archive takes. Its runs (one per predictor
-    /// configuration, for the figures) are the language model alone and stay empty.
-    fn without_text(
-        model: &'m Model,
-        opts: &CompressOptions,
-        variants: &[PredictorSettings],
-    ) -> Self {
-        let idle = PredictorSettings::llm_only();
-        ArchiveEncoder {
-            model,
-            rows_per_call: opts.rows_per_call,
-            streams: 1,
-            window: Window::new(model, opts.window, opts.keep, opts.window_policy),
-            state: Context::new(&model.net),
-            runs: (0..=variants.len())
-                .map(|_| PredictorRun::new(model, &idle, 1))
+                .map(|s| PredictorRun::new(model, settings(s), streams))
                 .collect(),
         }
     }
